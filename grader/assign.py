@@ -1,0 +1,85 @@
+"""Generate ``exercises/`` from ``solutions/``: the one source of truth is the solution file.
+
+Every block between ``# BEGIN SOLUTION`` and ``# END SOLUTION`` becomes
+``raise NotImplementedError("<hint>")`` at the block's indentation; the hint is the block's
+``# HINT: ...`` line (or "write the body of <function>"). A block whose first line is
+``# STUB: <text>`` is replaced by ``<text>`` instead (e.g. a comment where a decorator was).
+Everything else — imports, signatures, docstrings, helpers — is kept.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from grader.specs import MODULES
+
+ROOT = Path(__file__).resolve().parent.parent
+BEGIN = re.compile(r"^(\s*)# BEGIN SOLUTION\s*$")
+END = re.compile(r"^\s*# END SOLUTION\s*$")
+HINT = re.compile(r"^\s*# HINT:\s*(.*)$")
+STUB = re.compile(r"^\s*# STUB:\s*(.*)$")
+DEF = re.compile(r"^\s*(?:def|class)\s+(\w+)")
+HEADER = ("# Generated from solutions/{name} by `python -m grader assign`: fill in every\n"
+          "# `raise NotImplementedError(...)`, then run `python -m grader check <function>`.\n")
+
+
+def strip_solutions(source: str, name: str = "<module>") -> str:
+    """The exercise text for a solution module's source."""
+    out: list[str] = []
+    lines = source.splitlines(keepends=True)
+    i, current = 0, None
+    while i < len(lines):
+        line = lines[i]
+        m = DEF.match(line)
+        if m:
+            current = m.group(1)
+        b = BEGIN.match(line)
+        if not b:
+            out.append(line)
+            i += 1
+            continue
+        indent = b.group(1)
+        j = i + 1
+        hint = stub = None
+        while j < len(lines) and not END.match(lines[j]):
+            if hint is None and HINT.match(lines[j]):
+                hint = HINT.match(lines[j]).group(1).strip()
+            if stub is None and STUB.match(lines[j]):
+                stub = STUB.match(lines[j]).group(1)
+            j += 1
+        if j == len(lines):
+            raise ValueError(f"{name}:{i + 1}: '# BEGIN SOLUTION' without '# END SOLUTION'")
+        if stub is not None:
+            out.append(f"{indent}{stub}\n")
+        else:
+            text = hint or f"write the body of {current or 'this function'}"
+            out.append(f"{indent}raise NotImplementedError({text!r})\n")
+        i = j + 1
+    return "".join(out)
+
+
+def render(solution_file: Path) -> str:
+    text = strip_solutions(solution_file.read_text(), solution_file.name)
+    return HEADER.format(name=solution_file.name) + text
+
+
+def assign(solutions_dir: Path = ROOT / "solutions", exercises_dir: Path = ROOT / "exercises",
+           *, check: bool = False) -> list[str]:
+    """Write (or with ``check=True`` only compare) ``exercises/<module>.py`` for every lab module.
+
+    Returns the modules whose exercise file differs (check) or was written.
+    """
+    changed = []
+    exercises_dir.mkdir(parents=True, exist_ok=True)
+    for module in MODULES:
+        want = render(solutions_dir / f"{module}.py")
+        target = exercises_dir / f"{module}.py"
+        have = target.read_text() if target.exists() else None
+        if have != want:
+            changed.append(module)
+            if not check:
+                tmp = target.with_suffix(".py.tmp")
+                tmp.write_text(want)
+                tmp.replace(target)
+    return changed

@@ -1,0 +1,288 @@
+"""How the worker calls a student's function: plain, under jit/vmap/grad, twice (purity), as a
+jaxpr, or through a harness for exercises that are not array -> array functions (Flax modules,
+train steps, optimizers). Runs inside the worker process only.
+
+The harnesses build what cannot cross a process boundary as arrays — a Flax model, an optax
+optimizer, an ``apply_fn`` — from fixed, documented recipes here; they contain no solution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _is_array(x) -> bool:
+    return isinstance(x, jax.Array | np.ndarray)
+
+
+def _has_array(tree) -> bool:
+    return any(_is_array(leaf) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+def _bind(fn, args, kwargs, dynamic: list[int]) -> tuple[Callable, list]:
+    """``fn`` as a function of the positional args in ``dynamic`` only; the rest are closed over."""
+
+    def bound(*dyn):
+        full = list(args)
+        for i, d in zip(dynamic, dyn):
+            full[i] = d
+        return fn(*full, **kwargs)
+
+    return bound, [args[i] for i in dynamic]
+
+
+def _array_positions(args, options) -> list[int]:
+    if "dynamic" in options:
+        return list(options["dynamic"])
+    return [i for i, a in enumerate(args) if _has_array(a)]
+
+
+def mode_call(fn, args, kwargs, options, **_):
+    return fn(*args, **kwargs), {}
+
+
+def mode_jit(fn, args, kwargs, options, **_):
+    """``jax.jit`` with every non-array argument (ints, strings, tuples of ints) static."""
+    dynamic = _array_positions(args, options)
+    static_argnums = [i for i in range(len(args)) if i not in dynamic]
+    static_argnames = [k for k, v in kwargs.items() if not _has_array(v)]
+    jitted = jax.jit(fn, static_argnums=static_argnums, static_argnames=static_argnames)
+    return jitted(*args, **kwargs), {}
+
+
+def mode_vmap(fn, args, kwargs, options, **_):
+    """``jax.vmap`` over the positional args whose ``in_axes`` entry is not None."""
+    in_axes = list(options["in_axes"])
+    dynamic = [i for i, a in enumerate(in_axes) if a is not None]
+    bound, dyn = _bind(fn, args, kwargs, dynamic)
+    return jax.vmap(bound, in_axes=[in_axes[i] for i in dynamic])(*dyn), {}
+
+
+def mode_grad(fn, args, kwargs, options, **_):
+    """The VJP w.r.t. ``options["argnums"]`` with a fixed cotangent (seeded normal, per leaf)."""
+    argnums = list(options.get("argnums", [0]))
+    bound, dyn = _bind(fn, args, kwargs, argnums)
+    out, vjp = jax.vjp(bound, *dyn)
+    r = np.random.default_rng(1234)
+    cot = jax.tree_util.tree_map(
+        lambda o: jnp.asarray(r.standard_normal(np.shape(o)), dtype=jnp.result_type(o)), out)
+    grads = vjp(cot)
+    return tuple(grads) if len(grads) > 1 else grads[0], {}
+
+
+def mode_purity(fn, args, kwargs, options, *, fresh_inputs, **_):
+    first = fn(*args, **kwargs)
+    args2, kwargs2 = fresh_inputs()
+    second = fn(*args2, **kwargs2)
+    return {"first": first, "second": second}, {}
+
+
+def _subjaxprs(p):
+    if hasattr(p, "eqns"):
+        yield p
+    elif hasattr(p, "jaxpr") and hasattr(p.jaxpr, "eqns"):
+        yield p.jaxpr
+    elif isinstance(p, tuple | list):
+        for q in p:
+            yield from _subjaxprs(q)
+
+
+def primitive_names(closed_jaxpr) -> list[str]:
+    names: set[str] = set()
+    seen: set[int] = set()
+
+    def walk(j):
+        if id(j) in seen:
+            return
+        seen.add(id(j))
+        for eqn in j.eqns:
+            names.add(eqn.primitive.name)
+            for p in eqn.params.values():
+                for sub in _subjaxprs(p):
+                    walk(sub)
+
+    walk(closed_jaxpr.jaxpr)
+    return sorted(names)
+
+
+def mode_jaxpr(fn, args, kwargs, options, **_):
+    dynamic = _array_positions(args, options)
+    bound, dyn = _bind(fn, args, kwargs, dynamic)
+    return primitive_names(jax.make_jaxpr(bound)(*dyn)), {}
+
+
+# --- harnesses ------------------------------------------------------------------------------------
+
+def driver_flax_model(cls, args, kwargs, options, **_):
+    """``cls(**kwargs)``, ``init(PRNGKey, x, train=False)``, ``apply`` -> params and logits.
+
+    args: (x, key). Flax's init is deterministic in the parameter names, so a model with the
+    reference's names and shapes has the reference's initial values too.
+    """
+    x, key = args
+    model = cls(**kwargs)
+    variables = model.init(key, x, train=False)
+    logits = model.apply(variables, x, train=False)
+    return {"params": dict(variables["params"]), "logits": logits}, {}
+
+
+class _TinyMLP:
+    """A two-layer MLP in Flax, built lazily (the harness model of the train-step drivers)."""
+
+    @staticmethod
+    def make(num_classes: int, hidden: int = 8, names=("backbone", "head")):
+        import flax.linen as nn
+
+        class TinyNet(nn.Module):
+            @nn.compact
+            def __call__(self, x):
+                x = x.reshape(x.shape[0], -1)
+                x = nn.relu(nn.Dense(hidden, name=names[0])(x))
+                return nn.Dense(num_classes, name=names[1])(x)
+
+        return TinyNet()
+
+
+def driver_train_step(fn, args, kwargs, options, **_):
+    """Run the student's ``train_step(state, images, labels)`` ``steps`` times.
+
+    args: (init_key, images (steps, N, ...), labels (steps, N)). The harness model is a
+    two-layer MLP, the optimizer ``optax.sgd(0.1, momentum=0.9)``. Counts how often the model's
+    Python code runs: once when the step is compiled once, ``steps`` times when it is not.
+    """
+    import optax
+    from flax.training import train_state
+
+    key, images, labels = args
+    model = _TinyMLP.make(int(options.get("num_classes", 3)))
+    params = model.init(key, images[0])["params"]
+    traces = {"n": 0}
+
+    def apply_fn(variables, x):
+        traces["n"] += 1
+        return model.apply(variables, x)
+
+    state = train_state.TrainState.create(apply_fn=apply_fn, params=params,
+                                          tx=optax.sgd(0.1, momentum=0.9))
+    losses = []
+    for i in range(images.shape[0]):
+        state, loss = fn(state, images[i], labels[i])
+        losses.append(loss)
+    return ({"losses": jnp.stack([jnp.asarray(v) for v in losses]),
+             "params": dict(state.params), "step": int(state.step)},
+            {"traces": traces["n"], "calls": int(images.shape[0])})
+
+
+def driver_finetune(fn, args, kwargs, options, **_):
+    """Run ``finetune_step(params, opt_state, images, labels, apply_fn=, tx=, trainable=)``
+    ``steps`` times on the harness MLP (blocks "backbone" and "head") with
+    ``optax.adamw(0.05, weight_decay=0.5)``; ``opt_state = tx.init(trainable blocks)``.
+
+    args: (params, images (steps, N, ...), labels (steps, N)).
+    """
+    import optax
+
+    params, images, labels = args
+    trainable = tuple(kwargs.get("trainable", ("head",)))
+    model = _TinyMLP.make(int(params["head"]["bias"].shape[0]))
+    tx = optax.adamw(0.05, weight_decay=0.5)
+    opt_state = tx.init({k: params[k] for k in trainable})
+    losses = []
+    for i in range(images.shape[0]):
+        params, opt_state, loss = fn(params, opt_state, images[i], labels[i],
+                                     apply_fn=model.apply, tx=tx, trainable=trainable)
+        losses.append(loss)
+    return {"params": params, "losses": jnp.stack([jnp.asarray(v) for v in losses])}, {}
+
+
+def _inner_tx(name: str):
+    import optax
+
+    return {"adamw": lambda: optax.adamw(0.1, weight_decay=0.5),
+            "sgd": lambda: optax.sgd(0.1),
+            "momentum": lambda: optax.sgd(0.1, momentum=0.9)}[name]()
+
+
+def driver_optimizer(fn, args, kwargs, options, **_):
+    """Build an optimizer with the student's function and run it on fixed gradients.
+
+    ``fn(params, arg1, [inner tx])`` -> a GradientTransformation; args: (params, arg1, grads
+    list). ``options["inner"]`` names the inner optimizer passed as third argument (adamw with
+    weight decay 0.5 for the freezing exercise). Returns the parameters after every update.
+    """
+    import optax
+
+    params, arg1, grads_list = args
+    tx = fn(params, arg1, _inner_tx(options["inner"])) if "inner" in options else fn(params, arg1)
+    state = tx.init(params)
+    for g in grads_list:
+        updates, state = tx.update(g, state, params)
+        params = optax.apply_updates(params, updates)
+    return {"params": params}, {}
+
+
+def driver_tta(fn, args, kwargs, options, **_):
+    """``fn(apply_fn, images)`` with the linear model ``apply_fn(x) = flatten(x) @ w + b``.
+
+    args: (w, b, images). The linear model is not mirror-symmetric, so flipping matters.
+    """
+    w, b, images = args
+
+    def apply_fn(x):
+        return x.reshape(x.shape[0], -1) @ w + b
+
+    return fn(apply_fn, images), {}
+
+
+def driver_check_grads(fn, args, kwargs, options, *, module, **_):
+    """Verify a hand-written backward pass with ``jax.test_util.check_grads`` (float64).
+
+    ``fn`` is the backward (e.g. ``mlp3_backward(params, x, y)``) and ``options["loss"]`` names the
+    student's loss in the same module. The loss is wrapped in a ``jax.custom_vjp`` whose backward
+    is ``fn``, so ``check_grads`` compares the hand-written gradient with finite differences.
+    """
+    from jax.test_util import check_grads
+
+    loss = getattr(module, options["loss"])
+    params, x, y = args
+    with jax.enable_x64(True):
+        params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
+        x, y = jnp.asarray(x, jnp.float64), jnp.asarray(y, jnp.float64)
+
+        @jax.custom_vjp
+        def f(p):
+            return loss(p, x, y)
+
+        def f_fwd(p):
+            return loss(p, x, y), p
+
+        def f_bwd(p, g):
+            return (jax.tree_util.tree_map(lambda t: g * t, fn(p, x, y)),)
+
+        f.defvjp(f_fwd, f_bwd)
+        try:
+            check_grads(f, (params,), order=1, modes=("rev",), atol=1e-5, rtol=1e-4, eps=1e-5)
+            return {"ok": True, "message": ""}, {}
+        except AssertionError as e:
+            lines = [ln for ln in str(e).splitlines() if ln.strip()]
+            return {"ok": False, "message": " ".join(lines[:6])[:600]}, {}
+
+
+MODES = {"call": mode_call, "jit": mode_jit, "vmap": mode_vmap, "grad": mode_grad,
+         "purity": mode_purity, "jaxpr": mode_jaxpr}
+DRIVERS = {"flax_model": driver_flax_model, "train_step": driver_train_step,
+           "finetune": driver_finetune, "optimizer": driver_optimizer, "tta": driver_tta,
+           "check_grads": driver_check_grads}
+
+
+def run(mode: str, fn, args, kwargs, options, *, module, fresh_inputs):
+    """Dispatch one call; returns ``(output, info)``."""
+    if mode.startswith("driver:"):
+        return DRIVERS[mode.split(":", 1)[1]](fn, args, kwargs, options, module=module,
+                                             fresh_inputs=fresh_inputs)
+    return MODES[mode](fn, args, kwargs, options, module=module, fresh_inputs=fresh_inputs)
+

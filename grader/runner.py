@@ -1,0 +1,678 @@
+"""Grade a submission: run its modules in worker processes, compare with the reference, score.
+
+    result = grade_submission("exercises")                       # what `python -m grader` does
+    result = grade_submission(path, exercises=["conv2d"], include_hidden=True, launcher=sandboxed)
+
+One worker process per lab module (JAX starts once per module, not per exercise). Student code
+runs only in the worker, started through a *launcher*::
+
+    launcher(argv: list[str], *, cwd: str, timeout_s: float) -> LaunchResult
+
+The default, :func:`subprocess_launcher`, is a plain subprocess with a wall-clock timeout and
+capped captured output; :mod:`grader.sandbox` supplies a confined one. A worker that hangs or dies
+costs only the exercise it was running (``out/progress.json`` names it): the runner starts a new
+worker for the exercises after it.
+
+The reference outcomes come from a *reference store*: :class:`ReferenceStore` runs the solutions
+(trusted, in a plain subprocess, cached on disk by content hash), :class:`SavedStore` reads the
+inputs and expected outputs that :func:`export_expected` wrote (the student release ships
+``grader/expected/<module>.{json,npz}`` for public cases only and no solutions).
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from grader import specs as spec_registry
+from grader.codec import CodecError, decode, encode, load_arrays, read_json, save_arrays, write_json
+from grader.compare import compare, exactly_equal
+from grader.diagnose import describe_error
+from grader.results import CaseResult, ExerciseResult, SubmissionResult
+from grader.spec import Case, Exercise
+
+ROOT = Path(__file__).resolve().parent.parent
+SOLUTIONS_DIR = ROOT / "solutions"
+EXPECTED_DIR = Path(__file__).resolve().parent / "expected"
+OUTPUT_CAP = 64 * 1024           # bytes of stdout/stderr kept per worker (the tail)
+MAX_SOURCE_BYTES = 2 * 2**20     # per submitted .py file
+DEFAULT_EXERCISE_TIMEOUT_S = 30.0
+
+
+class GraderError(Exception):
+    """Grading could not run (missing folder, unknown exercise, stale expected outputs)."""
+
+
+# --- launching ------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class LaunchResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    timed_out: bool
+    reason: str | None = None
+
+
+Launcher = Callable[..., LaunchResult]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CNNLAB_CACHE_DIR", Path.home() / ".cache" / "cnnlab"))
+
+
+def worker_env() -> dict[str, str]:
+    """Environment for worker processes: CPU JAX, the persistent compilation cache, quiet."""
+    env = dict(os.environ)
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    env.setdefault("CNNLAB_JAX_CACHE_DIR", str(cache_dir() / "jax"))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def _tail_reader(stream, cap: int, sink: list) -> None:
+    """Keep only the last ``cap`` bytes of a stream (a student may print gigabytes)."""
+    buf = collections.deque()
+    size = 0
+    while True:
+        chunk = stream.read(65536)
+        if not chunk:
+            break
+        buf.append(chunk)
+        size += len(chunk)
+        while size - len(buf[0]) >= cap and len(buf) > 1:
+            size -= len(buf.popleft())
+    data = b"".join(buf)[-cap:]
+    sink.append(data.decode("utf-8", "replace"))
+
+
+def subprocess_launcher(argv: list[str], *, cwd: str, timeout_s: float) -> LaunchResult:
+    """Run ``argv`` in its own session; kill the whole group after ``timeout_s`` seconds."""
+    proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=worker_env(), start_new_session=True)
+    out, err = [], []
+    threads = [threading.Thread(target=_tail_reader, args=(proc.stdout, OUTPUT_CAP, out)),
+               threading.Thread(target=_tail_reader, args=(proc.stderr, OUTPUT_CAP, err))]
+    for t in threads:
+        t.daemon = True
+        t.start()
+    timed_out = False
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # also any children it left behind
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
+    for t in threads:
+        t.join(timeout=5)
+    return LaunchResult(returncode=proc.returncode, stdout=out[0] if out else "",
+                        stderr=err[0] if err else "", timed_out=timed_out,
+                        reason=f"timed out after {timeout_s:g} s" if timed_out else None)
+
+
+# --- plans: the calls of one module and their inputs -------------------------------------------------
+
+def call_id(ex: Exercise, case: Case) -> str:
+    return f"{ex.name}/{case.name}"
+
+
+@dataclasses.dataclass
+class ModulePlan:
+    """Everything needed to run one module: per exercise the (case, call) pairs, the input
+    arrays, and the reference outcome of every call (decoded: {"ok", "out"|"error", "info"})."""
+
+    module: str
+    exercises: list[Exercise]
+    calls: dict[str, dict]                       # call id -> call dict for the request
+    arrays: dict[str, np.ndarray]                # input arrays
+    expected: dict[str, dict]                    # call id -> decoded reference outcome
+
+    def inputs_of(self, cid: str):
+        c = self.calls[cid]
+        return decode(c["args"], self.arrays), decode(c["kwargs"], self.arrays)
+
+
+def build_calls(exercises: Sequence[Exercise]) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """Encode every case's inputs (numpy, deterministic) into call dicts plus one array dict."""
+    calls: dict[str, dict] = {}
+    arrays: dict[str, np.ndarray] = {}
+    for j, ex in enumerate(exercises):
+        for i, case in enumerate(ex.cases):
+            cid = call_id(ex, case)
+            if cid in calls:
+                raise ValueError(f"duplicate case name {cid!r}")
+            prefix = f"x{j}_{i}_"
+            calls[cid] = {"id": cid, "fn": case.fn or ex.name, "mode": case.mode,
+                          "options": case.options,
+                          "args": encode(list(case.args), arrays, prefix=prefix),
+                          "kwargs": encode(dict(case.kwargs), arrays, prefix=prefix)}
+    return calls, arrays
+
+
+def _request(module: str, exercises: Sequence[Exercise], calls: dict[str, dict],
+             timeout_s: float, skip: Sequence[str] = ()) -> dict:
+    return {"version": 1, "module": module, "module_file": f"submission/{module}.py",
+            "exercise_timeout_s": timeout_s, "skip": list(skip),
+            "exercises": [{"name": ex.name,
+                           "calls": [calls[call_id(ex, c)] for c in ex.cases]}
+                          for ex in exercises]}
+
+
+def _copy_submission(src_file: Path, dest: Path) -> None:
+    """The module and its sibling modules (top level .py files only, bounded in size)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    files = [src_file] + sorted(p for p in src_file.parent.glob("*.py") if p != src_file)[:50]
+    for p in files:
+        try:
+            if p.is_file() and p.stat().st_size <= MAX_SOURCE_BYTES:
+                shutil.copyfile(p, dest / p.name)
+        except OSError:
+            continue
+
+
+def run_module(module: str, module_file: Path, exercises: Sequence[Exercise],
+               calls: dict[str, dict], arrays: dict[str, np.ndarray], *,
+               launcher: Launcher | None = None, timeout_s: float = DEFAULT_EXERCISE_TIMEOUT_S,
+               keep_dir: bool = False) -> dict[str, dict]:
+    """Run the worker on ``module_file`` for ``exercises``.
+
+    Returns ``{exercise name: {"outcomes": {call id: raw outcome}, "arrays": {...}}`` or
+    ``{exercise name: {"failure": reason}}`` for exercises that could not run (the module failed to
+    import, the worker hung or died on that exercise).
+    """
+    launcher = launcher or subprocess_launcher
+    names = [ex.name for ex in exercises]
+    results: dict[str, dict] = {}
+    remaining = list(names)
+    while remaining:
+        req_dir = Path(tempfile.mkdtemp(prefix=f"cnnlab-{module}-"))
+        try:
+            _copy_submission(module_file, req_dir / "submission")
+            if module_file.name != f"{module}.py":
+                shutil.copyfile(module_file, req_dir / "submission" / f"{module}.py")
+            skip = [n for n in names if n not in remaining]
+            write_json(req_dir / "request.json",
+                       _request(module, exercises, calls, timeout_s, skip))
+            save_arrays(req_dir / "inputs.npz", arrays)
+            (req_dir / "out").mkdir()
+            os.chmod(req_dir, 0o755)
+            budget = 30.0 + timeout_s * len(remaining)
+            lr = launcher([sys.executable, "-m", "grader.worker", str(req_dir)],
+                          cwd=str(req_dir), timeout_s=budget)
+            out = req_dir / "out"
+            if (out / "import_error.json").exists():
+                err = _safe_json(out / "import_error.json") or {"kind": "ImportError"}
+                reason = f"{module}.py could not be imported: {describe_error(err)}"
+                for n in remaining:
+                    results[n] = {"failure": reason, "status": "error"}
+                break
+            for n in remaining:
+                f = out / f"{n}.json"
+                if f.exists():
+                    rec = _safe_json(f)
+                    try:
+                        arrs = load_arrays(out / f"{n}.npz")
+                    except CodecError as e:
+                        rec = None
+                        results[n] = {"failure": f"unreadable outputs: {e}", "status": "error"}
+                    if rec is not None and isinstance(rec.get("outcomes"), dict):
+                        results[n] = {"outcomes": rec["outcomes"], "arrays": arrs}
+                    elif n not in results:
+                        results[n] = {"failure": "the worker wrote malformed results",
+                                      "status": "error"}
+            not_done = [n for n in remaining if n not in results]
+            if not not_done:
+                break
+            progress = _safe_json(out / "progress.json") or {}
+            culprit = progress.get("exercise")
+            why = _death_reason(lr)
+            if progress.get("stage") in (None, "import") or culprit not in not_done:
+                # died before or while importing the module: nothing of it can run
+                for n in not_done:
+                    results[n] = {"failure": f"{module}.py could not be run: {why}",
+                                  "status": "timeout" if lr.timed_out else "error"}
+                break
+            results[culprit] = {"failure": f"the worker {why} while running {culprit}",
+                                "status": "timeout" if lr.timed_out else "error"}
+            remaining = [n for n in not_done if n != culprit]
+        finally:
+            if not keep_dir:
+                shutil.rmtree(req_dir, ignore_errors=True)
+    return results
+
+
+def _death_reason(lr: LaunchResult) -> str:
+    if lr.timed_out:
+        return lr.reason or "timed out"
+    if lr.reason:
+        return lr.reason
+    if lr.returncode < 0:
+        try:
+            name = signal.Signals(-lr.returncode).name
+        except ValueError:
+            name = str(-lr.returncode)
+        return f"was killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
+    tail = [ln for ln in lr.stderr.strip().splitlines() if ln.strip()][-1:] if lr.stderr else []
+    return f"exited with status {lr.returncode}" + (f" ({tail[0][:200]})" if tail else "")
+
+
+def _safe_json(path: Path):
+    try:
+        obj = read_json(path)
+    except (OSError, CodecError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def decode_outcome(raw, arrays: dict[str, np.ndarray]) -> dict:
+    """An outcome from a worker, validated: {"ok": True, "out", "info"} or {"ok": False, "error"}."""
+    if not isinstance(raw, dict):
+        return {"ok": False, "error": {"kind": "BadReturn", "message": "malformed outcome"}}
+    if raw.get("ok") is True:
+        try:
+            out = decode(raw.get("out"), arrays)
+        except (CodecError, KeyError, TypeError, ValueError, RecursionError) as e:
+            return {"ok": False, "error": {"kind": "BadReturn",
+                                           "message": f"unreadable output ({type(e).__name__})"}}
+        info = raw.get("info") if isinstance(raw.get("info"), dict) else {}
+        return {"ok": True, "out": out, "info": info}
+    err = raw.get("error") if isinstance(raw.get("error"), dict) else {}
+    err = {"kind": str(err.get("kind", "Error"))[:100], "message": str(err.get("message", ""))[:3000],
+           "where": err.get("where") if isinstance(err.get("where"), dict) else None}
+    return {"ok": False, "error": err}
+
+
+# --- reference stores --------------------------------------------------------------------------------
+
+def _versions() -> str:
+    out = []
+    for pkg in ("jax", "jaxlib", "flax", "optax", "numpy"):
+        try:
+            out.append(f"{pkg}={importlib.metadata.version(pkg)}")
+        except importlib.metadata.PackageNotFoundError:
+            out.append(f"{pkg}=?")
+    return ",".join(out)
+
+
+def _digest(request: dict, arrays: dict[str, np.ndarray], source: bytes) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps(request, sort_keys=True).encode())
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(f"{k}:{a.dtype.str}:{a.shape}".encode())
+        h.update(a.tobytes())
+    h.update(source)
+    h.update(_versions().encode())
+    h.update(Path(__file__).with_name("drivers.py").read_bytes())
+    return h.hexdigest()[:24]
+
+
+class ReferenceStore:
+    """Reference outcomes computed by running ``solutions/<module>.py`` through the worker.
+
+    The whole module (all exercises, public and hidden cases) runs once; the outcomes are cached
+    in ``$CNNLAB_CACHE_DIR/expected`` (default ``~/.cache/cnnlab``) under a hash of the request,
+    the inputs, the solution source, the library versions and the drivers.
+    """
+
+    def __init__(self, solutions_dir: Path | str = SOLUTIONS_DIR, *, use_cache: bool = True):
+        self.solutions_dir = Path(solutions_dir)
+        self.use_cache = use_cache
+        self._lock = threading.Lock()
+        self._plans: dict[str, ModulePlan] = {}
+
+    def plan(self, module: str, *, include_hidden: bool) -> ModulePlan:
+        with self._lock:
+            if module not in self._plans:
+                self._plans[module] = self._compute(module)
+        full = self._plans[module]
+        if include_hidden:
+            return full
+        exercises = spec_registry.load(module, include_hidden=False)
+        return dataclasses.replace(full, exercises=exercises)
+
+    def _compute(self, module: str) -> ModulePlan:
+        exercises = spec_registry.load(module, include_hidden=True)
+        calls, arrays = build_calls(exercises)
+        source_file = self.solutions_dir / f"{module}.py"
+        if not source_file.exists():
+            raise GraderError(f"reference {source_file} not found")
+        request = _request(module, exercises, calls, 120.0)
+        digest = _digest(request, arrays, source_file.read_bytes())
+        cdir = cache_dir() / "expected"
+        cjson, cnpz = cdir / f"{module}-{digest}.json", cdir / f"{module}-{digest}.npz"
+        raw, out_arrays = None, {}
+        if self.use_cache and cjson.exists() and cnpz.exists():
+            raw = _safe_json(cjson)
+            try:
+                out_arrays = load_arrays(cnpz)
+            except CodecError:
+                raw = None
+        if raw is None:
+            res = run_module(module, source_file, exercises, calls, arrays,
+                             launcher=subprocess_launcher, timeout_s=120.0)
+            raw, out_arrays = {}, {}
+            for name, r in res.items():
+                if "failure" in r:
+                    raise GraderError(f"the reference failed on {module}.{name}: {r['failure']}")
+                for cid, outcome in r["outcomes"].items():
+                    ren = {}
+                    skel = _rename(outcome.get("out"), r["arrays"], out_arrays, ren, cid)
+                    raw[cid] = {**outcome, "out": skel} if outcome.get("ok") else outcome
+            if self.use_cache:
+                cdir.mkdir(parents=True, exist_ok=True)
+                save_arrays(cnpz, out_arrays)
+                write_json(cjson, raw)
+        expected = {cid: decode_outcome(o, out_arrays) for cid, o in raw.items()}
+        return ModulePlan(module, exercises, calls, arrays, expected)
+
+
+def _rename(skel, src: dict, dest: dict, _ren: dict, cid: str):
+    """Copy the arrays a skeleton refers to into ``dest`` under unique names (per call)."""
+    if skel is None:
+        return None
+    if isinstance(skel, dict) and skel.get("t") == "array":
+        name = f"o{len(dest)}"
+        dest[name] = src[skel["k"]]
+        return {"t": "array", "k": name}
+    if isinstance(skel, dict) and skel.get("t") in ("dict",):
+        return {"t": "dict", "items": [[k, _rename(v, src, dest, _ren, cid)]
+                                       for k, v in skel["items"]]}
+    if isinstance(skel, dict) and skel.get("t") in ("list", "tuple"):
+        return {"t": skel["t"], "items": [_rename(v, src, dest, _ren, cid)
+                                          for v in skel["items"]]}
+    return skel
+
+
+class SavedStore:
+    """Inputs and reference outcomes read from ``<dir>/<module>.json`` + ``<module>.npz``.
+
+    Only the cases found there are graded (a release holds public cases only); a spec case that
+    is missing means the files are older than the specs: a :class:`GraderError`.
+    """
+
+    def __init__(self, expected_dir: Path | str = EXPECTED_DIR):
+        self.expected_dir = Path(expected_dir)
+
+    def plan(self, module: str, *, include_hidden: bool) -> ModulePlan:
+        jf, nf = self.expected_dir / f"{module}.json", self.expected_dir / f"{module}.npz"
+        if not jf.exists():
+            raise GraderError(f"expected outputs {jf} not found")
+        saved = read_json(jf)
+        arrays = load_arrays(nf, max_bytes=2**31)
+        exercises = spec_registry.load(module, include_hidden=include_hidden)
+        calls, expected, kept = {}, {}, []
+        for ex in exercises:
+            cases = []
+            for case in ex.cases:
+                cid = call_id(ex, case)
+                entry = saved["calls"].get(cid)
+                if entry is None:
+                    if case.hidden:
+                        continue
+                    raise GraderError(f"no expected output for {module}.{cid} in {jf}: the saved "
+                                      f"expected outputs are older than the specs")
+                calls[cid] = {**entry["call"], "mode": case.mode, "options": case.options,
+                              "fn": case.fn or ex.name}
+                expected[cid] = decode_outcome(entry["expected"], arrays)
+                cases.append(case)
+            kept.append(dataclasses.replace(ex, cases=tuple(cases)))
+        return ModulePlan(module, kept, calls, arrays, expected)
+
+
+def export_expected(dest_dir: Path | str, *, solutions_dir: Path | str = SOLUTIONS_DIR,
+                    modules: Sequence[str] | None = None, include_hidden: bool = False) -> list[Path]:
+    """Write the inputs and reference outputs of the public cases (hidden ones too only if asked)
+    to ``dest_dir/<module>.json`` + ``.npz`` for :class:`SavedStore`. Returns the files written."""
+    dest = Path(dest_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    store = ReferenceStore(solutions_dir)
+    written = []
+    for module in modules or spec_registry.MODULES:
+        plan = store.plan(module, include_hidden=True)
+        arrays: dict[str, np.ndarray] = {}
+        entries = {}
+        for ex in plan.exercises:
+            for case in ex.cases:
+                if case.hidden and not include_hidden:
+                    continue
+                cid = call_id(ex, case)
+                args, kwargs = plan.inputs_of(cid)
+                call = dict(plan.calls[cid])
+                call["args"] = encode(list(args), arrays, prefix="i")
+                call["kwargs"] = encode(dict(kwargs), arrays, prefix="i")
+                exp = plan.expected[cid]
+                if exp["ok"]:
+                    exp_raw = {"ok": True, "out": encode(exp["out"], arrays, prefix="o"),
+                               "info": {}}
+                else:
+                    exp_raw = {"ok": False, "error": {"kind": exp["error"]["kind"],
+                                                      "message": "", "where": None}}
+                entries[cid] = {"call": call, "expected": exp_raw}
+        save_arrays(dest / f"{module}.npz", arrays)
+        write_json(dest / f"{module}.json", {"version": 1, "module": module, "calls": entries})
+        written += [dest / f"{module}.json", dest / f"{module}.npz"]
+    return written
+
+
+def open_reference(reference: str | Path | None = None):
+    """A reference store: ``solutions/`` when present (instructor), else ``grader/expected``."""
+    if reference is None:
+        if (SOLUTIONS_DIR / "neurons.py").exists():
+            return ReferenceStore(SOLUTIONS_DIR)
+        if EXPECTED_DIR.exists():
+            return SavedStore(EXPECTED_DIR)
+        raise GraderError("no reference found: neither solutions/ nor grader/expected/ exists")
+    if isinstance(reference, ReferenceStore | SavedStore):
+        return reference
+    p = Path(reference)
+    if any(p.glob("*.py")):
+        return ReferenceStore(p)
+    if any(p.glob("*.json")):
+        return SavedStore(p)
+    raise GraderError(f"{p} holds neither solution modules nor expected outputs")
+
+
+# --- selection ---------------------------------------------------------------------------------------
+
+def select_exercises(names: Sequence[str] | None) -> list[Exercise]:
+    """Exercises named by function (``conv2d``), ``module.function``, module or lab number."""
+    every = spec_registry.load_all()
+    if not names:
+        return every
+    chosen: list[Exercise] = []
+    for name in names:
+        n = name.strip()
+        if n.lower().startswith("lab"):
+            n = n[3:].strip()
+        if n.isdigit() and 1 <= int(n) <= len(spec_registry.MODULES):
+            n = spec_registry.MODULES[int(n) - 1]
+        hits = [e for e in every if n in (e.name, e.qualname, e.module)]
+        if not hits:
+            valid = ", ".join([m for m in spec_registry.MODULES] + [e.name for e in every])
+            raise GraderError(f"unknown exercise {name!r}; valid names: {valid}")
+        chosen += [h for h in hits if h not in chosen]
+    return [e for e in every if e in chosen]
+
+
+# --- grading ------------------------------------------------------------------------------------------
+
+def _check_case(ex: Exercise, case: Case, cid: str, plan: ModulePlan, raw, arrays) -> CaseResult:
+    """Compare one student outcome with the reference outcome; a student-facing message."""
+    res = CaseResult(case.name, passed=False, weight=case.weight, hidden=case.hidden)
+    hint = f" Hint: {case.hint}" if case.hint else ""
+    actual = decode_outcome(raw, arrays) if raw is not None else \
+        {"ok": False, "error": {"kind": "Error", "message": "no result"}}
+    expected = plan.expected.get(cid)
+    if expected is None:
+        res.message = "no reference outcome (grader error)"
+        return res
+    if not actual["ok"]:
+        err = actual["error"]
+        res.not_attempted = err.get("kind") == "NotImplementedError"
+        if not expected["ok"] and case.check == "match" and \
+                err.get("kind") == expected["error"].get("kind"):
+            res.passed = True
+            return res
+        res.message = describe_error(err) + ("" if res.not_attempted else hint)
+        return res
+    out, info = actual["out"], actual["info"]
+    if info.get("mutated"):
+        res.message = f"your function modified its input at {info['mutated']}: build new " \
+                      f"arrays/dicts instead (e.g. new = dict(params)).{hint}"
+        return res
+    if case.check == "match":
+        if not expected["ok"]:
+            res.message = f"expected {expected['error'].get('kind')} to be raised, but it " \
+                          f"returned {_short(out)}.{hint}"
+            return res
+        msg = compare(expected["out"], out, rtol=case.rtol, atol=case.atol)
+    elif case.check == "no_primitives":
+        forbidden = set(case.options.get("forbidden", ()))
+        used = sorted(forbidden & set(out)) if isinstance(out, list) else ["?"]
+        msg = f"uses {', '.join(used)}: this exercise is from scratch" if used else None
+    elif case.check == "pure":
+        if not isinstance(out, dict) or set(out) != {"first", "second"}:
+            msg = "malformed purity outcome"
+        elif not exactly_equal(out["first"], out["second"]):
+            msg = "two calls with the same inputs (and key) gave different results: depend only " \
+                  "on the arguments (no global state or counters, no new PRNG keys)"
+        else:
+            msg = compare(expected["out"]["first"], out["first"], rtol=case.rtol, atol=case.atol)
+    elif case.check == "check_grads":
+        ok = isinstance(out, dict) and out.get("ok") is True
+        msg = None if ok else f"jax.test_util.check_grads: your backward pass is not the " \
+                              f"derivative of your loss: {str(out.get('message', ''))[:300]}"
+    elif case.check == "traced_once":
+        n, calls = info.get("traces"), info.get("calls")
+        msg = compare(expected["out"], out, rtol=case.rtol, atol=case.atol)
+        if msg is None and n != 1:
+            msg = f"the step's Python code ran {n} times in {calls} calls: it is not compiled " \
+                  f"once (decorate it with @jax.jit, at module level)"
+    elif case.check == "unchanged":
+        msg = _check_unchanged(plan, cid, case, out)
+        if msg is None:
+            msg = compare(expected["out"], out, rtol=case.rtol, atol=case.atol)
+    else:  # pragma: no cover - guarded by Case.__post_init__
+        msg = f"unknown check {case.check}"
+    if msg:
+        res.message = msg + "." * (not msg.endswith(".")) + hint
+    else:
+        res.passed = True
+    return res
+
+
+def _check_unchanged(plan: ModulePlan, cid: str, case: Case, out) -> str | None:
+    """The blocks named in ``options["frozen"]`` are bit-for-bit the input's."""
+    args, _ = plan.inputs_of(cid)
+    before = args[0]
+    after = out.get("params") if isinstance(out, dict) else None
+    if not isinstance(after, dict):
+        return "the result holds no parameter dict"
+    for block in case.options.get("frozen", ()):
+        if block not in after:
+            return f"block {block!r} is missing from the parameters"
+        msg = compare(before[block], after[block], path=f"params[{block!r}]", rtol=0.0, atol=0.0)
+        if msg:
+            return f"frozen parameters moved — {msg}"
+    return None
+
+
+def _short(out) -> str:
+    s = repr(out) if not isinstance(out, np.ndarray) else f"an array of shape {out.shape}"
+    return s[:80]
+
+
+def grade_module(plan: ModulePlan, exercises: Sequence[Exercise], module_file: Path | None, *,
+                 launcher: Launcher | None, timeout_s: float) -> list[ExerciseResult]:
+    lab = spec_registry.LAB_TITLES.get(plan.module, plan.module)
+    by_name = {e.name: e for e in plan.exercises}
+    todo = [by_name[e.name] for e in exercises]
+    if module_file is None or not module_file.exists():
+        return [ExerciseResult(plan.module, ex.name, lab, ex.points,
+                               [CaseResult(c.name, False, c.weight, c.hidden) for c in ex.cases],
+                               status="missing", reason=f"{plan.module}.py not found",
+                               hint=ex.hint) for ex in todo]
+    runs = run_module(plan.module, module_file, todo, plan.calls, plan.arrays,
+                      launcher=launcher, timeout_s=timeout_s)
+    results = []
+    for ex in todo:
+        r = runs.get(ex.name, {"failure": "not run", "status": "error"})
+        if "failure" in r:
+            cases = [CaseResult(c.name, False, c.weight, c.hidden, message=r["failure"])
+                     for c in ex.cases]
+            results.append(ExerciseResult(plan.module, ex.name, lab, ex.points, cases,
+                                          status=r.get("status", "error"), reason=r["failure"],
+                                          hint=ex.hint))
+            continue
+        cases = [_check_case(ex, c, call_id(ex, c), plan, r["outcomes"].get(call_id(ex, c)),
+                             r["arrays"]) for c in ex.cases]
+        if all(c.passed for c in cases):
+            status = "passed"
+        elif all(c.not_attempted for c in cases if not c.passed) and \
+                not any(c.passed for c in cases):
+            status = "not attempted"
+        else:
+            status = "failed"
+        results.append(ExerciseResult(plan.module, ex.name, lab, ex.points, cases,
+                                      status=status, hint=ex.hint))
+    return results
+
+
+def grade_submission(submission_dir: str | Path, *, exercises: Sequence[str] | None = None,
+                     include_hidden: bool = False, launcher: Launcher | None = None,
+                     reference=None, jobs: int | None = None,
+                     timeout_s: float = DEFAULT_EXERCISE_TIMEOUT_S) -> SubmissionResult:
+    """Grade the modules in ``submission_dir`` (``<module>.py`` per lab).
+
+    ``exercises``: names to grade (function, ``module.function``, module, or lab number); all by
+    default. ``include_hidden``: also grade hidden cases (instructor). ``launcher``: how to start
+    the worker (default :func:`subprocess_launcher`). ``reference``: a solutions folder, an
+    expected-outputs folder or a store (default: ``solutions/`` if present, else
+    ``grader/expected/``). ``jobs``: modules graded in parallel (default 2).
+    ``timeout_s``: per exercise. Raises :class:`GraderError` only when grading cannot run.
+    """
+    t0 = time.perf_counter()
+    sub = Path(submission_dir)
+    if not sub.is_dir():
+        raise GraderError(f"submission folder {sub} not found")
+    chosen = select_exercises(exercises)
+    store = open_reference(reference)
+    modules = [m for m in spec_registry.MODULES if any(e.module == m for e in chosen)]
+
+    def one(module: str) -> list[ExerciseResult]:
+        plan = store.plan(module, include_hidden=include_hidden)
+        mine = [e for e in chosen if e.module == module]
+        f = sub / f"{module}.py"
+        return grade_module(plan, mine, f if f.exists() else None, launcher=launcher,
+                            timeout_s=timeout_s)
+
+    jobs = jobs or min(2, os.cpu_count() or 1)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        per_module = list(pool.map(one, modules))
+    results = [r for rs in per_module for r in rs]
+    warnings = []
+    if include_hidden and not spec_registry.hidden_available():
+        warnings.append("hidden cases were requested but grader/hidden/ is not present")
+    return SubmissionResult(str(sub), results, time.perf_counter() - t0, warnings)

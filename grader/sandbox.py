@@ -1,0 +1,663 @@
+"""Run untrusted student code in a sandboxed child process.
+
+``Sandbox(limits)(argv, cwd=..., timeout_s=...) -> LaunchResult`` is the launcher that
+``grader.runner.grade_submission(..., launcher=...)`` calls for every worker process. What binds:
+
+* always: a wall-clock timeout that kills the whole process tree; rlimits on CPU seconds
+  (``RLIMIT_CPU``), address space (``RLIMIT_AS``; JAX needs about 1.6 GB of it just to import, so keep
+  it >= 3 GB) and/or data segment (``RLIMIT_DATA``), file size (``RLIMIT_FSIZE``), open files, no core
+  files; stdout/stderr read incrementally and kept as a bounded head + tail, so gigabytes of printing
+  cost neither memory nor disk; a clean environment; a cap on what the child writes into its work dir.
+* when the grader runs as root and ``unshare`` exists (Linux): the child runs in new network, PID,
+  mount, IPC and UTS namespaces, as an unprivileged uid with no account (one uid per concurrent
+  sandbox, so ``RLIMIT_NPROC`` -- which counts threads of a uid machine-wide and never binds root --
+  bounds each sandbox on its own and a fork storm cannot starve a neighbour); when the sandbox's first
+  process exits or is killed, the kernel kills everything left in its PID namespace. Inside, /tmp,
+  /var/tmp, /dev/shm and /run/lock are small private tmpfs (only the work dir is bound back in), and
+  the source checkout is hidden except for what a worker needs (lib/, grader/ minus grader/expected/,
+  exercises/, .venv): solutions/, .git/, tests/ and results cannot be read. ``Limits.hide`` hides more
+  paths (the class's submissions and results folders).
+* after every run, symlinks, hard links, FIFOs and device files the child left in its work dir are
+  deleted, so a result file can never be a link to the reference's expected outputs.
+
+When the namespace protections are unavailable, :meth:`Sandbox.protections_off` names them and
+:func:`warn_protections_off` prints that once as one warning line.
+
+The sandbox's first process (PID 1 of the namespace) is this very file run as a script
+(``python -I -S sandbox.py --init CONFIG``), so everything above ``_init_main`` uses only the standard
+library and nothing here imports the grader package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+import pwd
+import resource
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+GiB = 1 << 30
+MiB = 1 << 20
+KiB = 1 << 10
+
+# World-writable places on a Debian system; inside the sandbox each becomes a private small tmpfs.
+_WRITABLE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+# What a worker needs from a source checkout; every other top-level entry of it is hidden.
+_REPO_ALLOW = ("lib", "grader", "exercises", ".venv", "pyproject.toml", "README.md", "Makefile")
+# Environment variables passed through to the child (by exact name or prefix); everything else is
+# dropped so no instructor token or CI secret reaches student code.
+_ENV_KEEP = ("PATH", "LANG", "TZ", "PYTHONPATH", "PYTHONHASHSEED", "PYTHONUNBUFFERED",
+             "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV")
+_ENV_KEEP_PREFIXES = ("LC_", "JAX_", "XLA_", "TF_CPP_", "CNNLAB_", "GRADER_", "OMP_", "OPENBLAS_",
+                      "MKL_")
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchResult:
+    """What one sandboxed run produced (the launcher contract of ``grader.runner``).
+
+    ``returncode`` is the child's exit status, or ``-signal`` when a signal ended it; ``stdout`` and
+    ``stderr`` are capped (head + tail); ``reason`` is a human sentence when a limit or the sandbox
+    ended the run (timeout, CPU, memory, file size, disk, crash), else ``None``.
+    """
+
+    returncode: int
+    stdout: str
+    stderr: str
+    timed_out: bool
+    reason: str | None
+    duration_s: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Resource limits of one sandboxed run. ``None`` switches a limit off.
+
+    cpu_s: RLIMIT_CPU per process; ``None`` means 2 x the wall-clock timeout (JAX runs several
+      threads, whose CPU seconds add up).
+    address_space_bytes: RLIMIT_AS. 1 GB kills JAX at import (SIGSEGV); 2 GB imports; 4 GB default.
+    data_bytes: RLIMIT_DATA (heap + anonymous mappings only; JAX imports fine under 1 GB).
+    file_size_bytes: RLIMIT_FSIZE, the largest file the child may write.
+    nproc: RLIMIT_NPROC, processes *and threads* of the sandbox uid (JAX alone starts ~17 threads).
+    nofile: RLIMIT_NOFILE.
+    output_bytes: stdout and stderr each keep at most this many bytes (half head, half tail).
+    workdir_bytes / workdir_files: what the child may leave in its work dir (polled; killed above).
+    tmpfs_bytes: size of each private /tmp, /var/tmp, /dev/shm, /run/lock (isolated mode).
+    isolate: True requires the namespace sandbox, False never uses it, None uses it when possible.
+    uid_base / uid_slots: concurrent sandboxes run as uids uid_base .. uid_base + uid_slots - 1.
+    hide: further paths (files or folders) the child must not see, e.g. submissions and results.
+    """
+
+    cpu_s: float | None = None
+    address_space_bytes: int | None = 4 * GiB
+    data_bytes: int | None = None
+    file_size_bytes: int | None = 64 * MiB
+    nproc: int | None = 96
+    nofile: int | None = 512
+    output_bytes: int = 64 * KiB
+    workdir_bytes: int | None = 256 * MiB
+    workdir_files: int | None = 5000
+    tmpfs_bytes: int = 64 * MiB
+    isolate: bool | None = None
+    uid_base: int = 61000
+    uid_slots: int = 64
+    hide: tuple[str, ...] = ()
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself could not be set up (a grader problem, not the student's)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Launcher side (runs in the grader process).
+
+
+def _repo_root() -> Path | None:
+    """The source checkout this file lives in, or None for an installed (non-editable) grader."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / "grader").is_dir():
+        return root
+    return None
+
+
+def default_hidden_paths(cwd: str | os.PathLike | None = None) -> list[str]:
+    """Paths of the source checkout a worker must not see: everything but ``_REPO_ALLOW``, plus
+    ``grader/expected`` (expected outputs). An entry that contains ``cwd`` is kept visible."""
+    root = _repo_root()
+    if root is None:
+        return []
+    hidden = [root / name for name in sorted(os.listdir(root)) if name not in _REPO_ALLOW]
+    hidden.append(root / "grader" / "expected")
+    out = []
+    for path in hidden:
+        if not os.path.lexists(path) or os.path.islink(path):
+            continue
+        if cwd is not None and _is_within(Path(cwd).resolve(), path.resolve()):
+            continue
+        out.append(str(path))
+    return out
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+class _Capture:
+    """Reads one pipe to EOF on a thread, keeping the first and last ``cap // 2`` bytes."""
+
+    def __init__(self, stream, cap: int):
+        self._stream = stream
+        self._half = max(cap // 2, 1)
+        self._head = bytearray()
+        self._tail = bytearray()
+        self.total = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        fd = self._stream.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except OSError:
+                break
+            if not chunk:
+                break
+            self.total += len(chunk)
+            room = self._half - len(self._head)
+            if room > 0:
+                self._head += chunk[:room]
+                chunk = chunk[room:]
+            if chunk:
+                self._tail += chunk
+                if len(self._tail) > 2 * self._half:  # trim rarely: amortised O(1) per byte
+                    del self._tail[: len(self._tail) - self._half]
+
+    def text(self, timeout: float) -> str:
+        self._thread.join(timeout)
+        tail = bytes(self._tail[-self._half:])
+        dropped = self.total - len(self._head) - len(tail)
+        parts = [bytes(self._head).decode("utf-8", "replace")]
+        if dropped > 0:
+            parts.append(f"\n[... {dropped:,} bytes of output dropped ...]\n")
+        parts.append(tail.decode("utf-8", "replace"))
+        return "".join(parts)
+
+
+def _child_env(home: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k in _ENV_KEEP or k.startswith(_ENV_KEEP_PREFIXES)}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    # The interpreter running the grader must come first (a venv without activation still works).
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
+    env.setdefault("LANG", "C.UTF-8")
+    env.update(HOME=home, TMPDIR="/tmp", PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg")
+    return env
+
+
+def _rlimits(limits: Limits, timeout_s: float, *, with_nproc: bool) -> dict[str, tuple[int, int]]:
+    cpu = limits.cpu_s if limits.cpu_s is not None else 2 * timeout_s
+    wanted = {
+        "RLIMIT_CPU": None if cpu is None else int(cpu) + 1,
+        "RLIMIT_AS": limits.address_space_bytes,
+        "RLIMIT_DATA": limits.data_bytes,
+        "RLIMIT_FSIZE": limits.file_size_bytes,
+        "RLIMIT_NOFILE": limits.nofile,
+        "RLIMIT_NPROC": limits.nproc if with_nproc else None,
+        "RLIMIT_CORE": 0,
+    }
+    # Soft = hard, so the child cannot raise a limit back up; except CPU, whose soft limit sends
+    # SIGXCPU (a clear reason) a little before the hard limit's SIGKILL.
+    out = {name: (int(v), int(v)) for name, v in wanted.items() if v is not None}
+    if "RLIMIT_CPU" in out:
+        out["RLIMIT_CPU"] = (out["RLIMIT_CPU"][0], out["RLIMIT_CPU"][0] + 2)
+    return out
+
+
+def _apply_rlimits(rlimits: dict) -> None:
+    for name, (soft, hard) in rlimits.items():
+        resource.setrlimit(getattr(resource, name), (soft, hard))
+
+
+def _describe_signal(sig: int, limits: Limits, timeout_s: float) -> str:
+    name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
+    cpu = limits.cpu_s if limits.cpu_s is not None else 2 * timeout_s
+    if sig == signal.SIGXCPU:
+        return f"CPU time limit of {cpu:g} s exceeded ({name})"
+    if sig == signal.SIGXFSZ:
+        return f"wrote a file larger than the {limits.file_size_bytes / MiB:g} MB limit ({name})"
+    mem = limits.address_space_bytes or limits.data_bytes
+    mem_hint = f"; the memory limit is {mem / GiB:g} GB" if mem else ""
+    if sig in (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT):
+        return f"crashed with {name} (often the memory limit{mem_hint})"
+    if sig == signal.SIGKILL:
+        return f"killed by {name} (CPU time limit of {cpu:g} s or out of memory{mem_hint})"
+    return f"ended by {name}"
+
+
+def _scan_workdir(path: str, max_files: int) -> tuple[int, int]:
+    """Total bytes and entries under ``path`` (symlinks not followed; stops counting at max_files)."""
+    total, count = 0, 0
+    stack = [path]
+    while stack and count <= max_files:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            count += 1
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            total += st.st_blocks * 512
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(entry.path)
+    return total, count
+
+
+def sanitize_workdir(path: str | os.PathLike) -> list[str]:
+    """Delete symlinks, hard-linked files and special files (FIFOs, sockets, devices) under
+    ``path``, so that reading a result never follows a link out of the work dir or blocks on a FIFO.
+    Returns the relative paths removed."""
+    doomed = []  # collect first, so both names of a hard-linked pair go
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(full)
+            except OSError:
+                continue
+            if stat.S_ISLNK(st.st_mode) or (
+                    not stat.S_ISDIR(st.st_mode)
+                    and (not stat.S_ISREG(st.st_mode) or st.st_nlink > 1)):
+                doomed.append(full)
+        # never descend into a symlinked directory (os.walk lists it in dirnames)
+        dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+    removed = []
+    for full in doomed:
+        try:
+            os.unlink(full)
+            removed.append(os.path.relpath(full, path))
+        except OSError:
+            pass
+    return removed
+
+
+class _UidSlot:
+    """An exclusive uid for one concurrent sandbox, held through an flock on a root-only file."""
+
+    def __init__(self, limits: Limits):
+        lock_dir = Path(tempfile.gettempdir()) / "cnnlab-sandbox-locks"
+        lock_dir.mkdir(mode=0o700, exist_ok=True)
+        for slot in range(limits.uid_slots):
+            uid = limits.uid_base + slot
+            try:
+                pwd.getpwuid(uid)
+                continue  # a real account: never borrow it
+            except KeyError:
+                pass
+            fd = os.open(lock_dir / f"uid-{uid}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self.uid, self._fd = uid, fd
+            return
+        raise SandboxError(f"all {limits.uid_slots} sandbox uids from {limits.uid_base} are busy; "
+                           "lower --jobs or raise Limits.uid_slots")
+
+    def release(self) -> None:
+        os.close(self._fd)
+
+
+def _chown_tree(path: str, uid: int) -> None:
+    os.lchown(path, uid, uid)
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, name), uid, uid)
+
+
+def _needed_paths(cwd: Path) -> list[str]:
+    """Folders the sandboxed worker must reach: the Python installation(s), the venv, the source
+    checkout (editable install) and the work dir, outermost first, nested ones dropped."""
+    paths = {Path(p).resolve() for p in (sys.base_prefix, sys.prefix, sys.exec_prefix,
+                                          sys.base_exec_prefix, Path(sys.executable).resolve().parent)}
+    root = _repo_root()
+    if root is not None:
+        paths.add(root)
+    paths.add(cwd)
+    ordered = sorted(paths, key=lambda p: len(p.parts))
+    kept: list[Path] = []
+    for path in ordered:
+        if not any(_is_within(path, k) for k in kept):
+            kept.append(path)
+    return [str(p) for p in kept]
+
+
+def _covers(needed: list[str]) -> list[str]:
+    """Folders to replace with a private tmpfs inside the sandbox so that each needed path is
+    reachable: for a needed path outside the world-writable dirs, its highest ancestor that others
+    cannot traverse (e.g. /root, 0700, when Python lives in ~/.pyenv)."""
+    out = []
+    for path in map(Path, needed):
+        if any(_is_within(path, Path(w)) for w in _WRITABLE_DIRS):
+            continue
+        for parent in reversed(path.parents):  # from "/" downwards
+            if parent != Path("/") and not os.stat(parent).st_mode & stat.S_IXOTH:
+                if str(parent) not in out:
+                    out.append(str(parent))
+                break
+    return out
+
+
+class Sandbox:
+    """A launcher with fixed :class:`Limits`; call it like ``launch(argv, cwd=..., timeout_s=...)``."""
+
+    def __init__(self, limits: Limits | None = None):
+        self.limits = limits or Limits()
+        self._unshare = shutil.which("unshare")
+        self._root = os.geteuid() == 0
+        can = self._root and self._unshare is not None and sys.platform.startswith("linux")
+        if self.limits.isolate and not can:
+            raise SandboxError("the isolated sandbox needs root and util-linux `unshare`: "
+                               + "; ".join(self.protections_off(assume_isolated=False)))
+        self.isolated = can if self.limits.isolate is None else bool(self.limits.isolate)
+
+    # -- what binds -------------------------------------------------------------------------
+    def protections_off(self, *, assume_isolated: bool | None = None) -> list[str]:
+        """Protections that do not apply, each with its cause; empty when all apply."""
+        isolated = self.isolated if assume_isolated is None else assume_isolated
+        if isolated:
+            return []
+        if not self._root:
+            cause = "the grader is not running as root"
+        elif self._unshare is None:
+            cause = "`unshare` (util-linux) is not installed"
+        elif not sys.platform.startswith("linux"):
+            cause = "not on Linux"
+        else:
+            cause = "isolation was switched off (Limits.isolate=False)"
+        return [f"separate unprivileged user, process-count limit, network isolation, PID "
+                f"namespace, private /tmp and hidden reference/results paths are off because {cause}"]
+
+    def describe(self) -> str:
+        """One line listing what binds."""
+        lim = self.limits
+        on = ["wall-clock timeout (whole process tree)", "CPU-seconds limit"]
+        if lim.address_space_bytes:
+            on.append(f"address space {lim.address_space_bytes / GiB:g} GB")
+        if lim.data_bytes:
+            on.append(f"data {lim.data_bytes / GiB:g} GB")
+        if lim.file_size_bytes:
+            on.append(f"file size {lim.file_size_bytes / MiB:g} MB")
+        on.append(f"captured output {lim.output_bytes // KiB} KB per stream")
+        if self.isolated:
+            on += [f"unprivileged uid from {lim.uid_base}", f"{lim.nproc} processes/threads",
+                   "no network", "PID namespace", "private /tmp",
+                   "solutions/tests/.git/results hidden"]
+        return "sandbox: " + ", ".join(on)
+
+    # -- the launcher -------------------------------------------------------------------------
+    def __call__(self, argv: list[str], *, cwd: str | os.PathLike, timeout_s: float) -> LaunchResult:
+        cwd = Path(cwd).resolve()
+        if not cwd.is_dir():
+            raise SandboxError(f"work dir {cwd} does not exist")
+        slot = _UidSlot(self.limits) if self.isolated else None
+        try:
+            return self._run(list(map(str, argv)), cwd, float(timeout_s), slot)
+        finally:
+            if slot is not None:
+                slot.release()
+
+    def _run(self, argv, cwd: Path, timeout_s: float, slot: _UidSlot | None) -> LaunchResult:
+        lim = self.limits
+        env = _child_env(home=str(cwd))
+        status_r = status_w = None
+        if slot is not None:
+            _chown_tree(str(cwd), slot.uid)
+            status_r, status_w = os.pipe()
+            config = {
+                "argv": argv, "env": env, "cwd": str(cwd), "uid": slot.uid, "status_fd": status_w,
+                "rlimits": _rlimits(lim, timeout_s, with_nproc=True),
+                "tmpfs_bytes": lim.tmpfs_bytes, "writable_dirs": list(_WRITABLE_DIRS),
+                "needed": _needed_paths(cwd), "covers": _covers(_needed_paths(cwd)),
+                "hide": [p for p in (*default_hidden_paths(cwd), *lim.hide)
+                         if os.path.lexists(p) and not _is_within(cwd, Path(p).resolve())],
+            }
+            cmd = [self._unshare, "--fork", "--kill-child", "--pid", "--mount-proc", "--net",
+                   "--ipc", "--uts", sys.executable, "-I", "-S", os.path.abspath(__file__),
+                   "--init", json.dumps(config)]
+            popen_kw = dict(pass_fds=(status_w,))
+        else:
+            cmd = argv
+            rl = _rlimits(lim, timeout_s, with_nproc=False)  # NPROC would count all our processes
+            popen_kw = dict(preexec_fn=lambda: _apply_rlimits(rl))
+        start = time.monotonic()
+        try:
+            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    start_new_session=True, **popen_kw)
+        except OSError as exc:  # e.g. argv[0] missing in unisolated mode
+            for fd in (status_r, status_w):
+                if fd is not None:
+                    os.close(fd)
+            return LaunchResult(127, "", f"cannot start {argv[0]}: {exc}", False,
+                                f"could not start the worker: {exc}", 0.0)
+        if status_w is not None:
+            os.close(status_w)
+        out, err = _Capture(proc.stdout, lim.output_bytes), _Capture(proc.stderr, lim.output_bytes)
+        timed_out, reason = False, None
+        deadline = start + timeout_s
+        next_scan = start
+        while True:
+            try:
+                proc.wait(timeout=0.1)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            if now >= deadline:
+                timed_out, reason = True, f"timed out after {timeout_s:g} s (wall clock)"
+                break
+            if now >= next_scan and (lim.workdir_bytes or lim.workdir_files):
+                next_scan = now + 0.25
+                size, count = _scan_workdir(str(cwd), lim.workdir_files or 1 << 62)
+                if lim.workdir_bytes and size > lim.workdir_bytes:
+                    reason = f"wrote more than {lim.workdir_bytes / MiB:g} MB into its work dir"
+                    break
+                if lim.workdir_files and count > lim.workdir_files:
+                    reason = f"created more than {lim.workdir_files} files in its work dir"
+                    break
+        self._kill_tree(proc)
+        duration = time.monotonic() - start
+        stdout, stderr = out.text(timeout=5), err.text(timeout=5)
+        for stream in (proc.stdout, proc.stderr):
+            stream.close()
+        returncode = proc.returncode
+        if status_r is not None:
+            returncode, init_reason = self._read_status(status_r, returncode)
+            reason = reason or init_reason
+        if reason is None and returncode < 0:
+            reason = _describe_signal(-returncode, lim, timeout_s)
+        if not timed_out and reason is None and lim.workdir_bytes:
+            size, _ = _scan_workdir(str(cwd), lim.workdir_files or 1 << 62)
+            if size > lim.workdir_bytes:
+                reason = f"wrote more than {lim.workdir_bytes / MiB:g} MB into its work dir"
+        sanitize_workdir(cwd)
+        if timed_out or (reason and returncode == 0):
+            returncode = -signal.SIGKILL
+        return LaunchResult(returncode, stdout, stderr, timed_out, reason, duration)
+
+    @staticmethod
+    def _kill_tree(proc: subprocess.Popen) -> None:
+        """SIGKILL the session (unisolated) or the namespace (isolated: unshare --kill-child takes
+        the namespace's PID 1 down with it, and the kernel kills the rest of the namespace)."""
+        for target in (lambda: os.killpg(proc.pid, signal.SIGKILL),
+                       lambda: proc.send_signal(signal.SIGKILL)):
+            try:
+                target()
+            except (ProcessLookupError, PermissionError):
+                pass
+        proc.wait()
+
+    @staticmethod
+    def _read_status(fd: int, unshare_rc: int) -> tuple[int, str | None]:
+        with os.fdopen(fd, "rb") as f:
+            raw = f.read(1 << 16)
+        try:
+            status = json.loads(raw.decode())
+        except ValueError:  # PID 1 was killed before reporting (our timeout kill)
+            return unshare_rc, None
+        if "error" in status:
+            return 125, f"sandbox could not start: {status['error']}"
+        if "signal" in status:
+            return -int(status["signal"]), None
+        return int(status["exit"]), None
+
+
+_DEFAULT: Sandbox | None = None
+_WARNED = False
+
+
+def launch(argv: list[str], *, cwd: str | os.PathLike, timeout_s: float,
+           limits: Limits | None = None) -> LaunchResult:
+    """Run ``argv`` sandboxed with ``limits`` (default :class:`Limits`)."""
+    global _DEFAULT
+    if limits is not None:
+        return Sandbox(limits)(argv, cwd=cwd, timeout_s=timeout_s)
+    if _DEFAULT is None:
+        _DEFAULT = Sandbox()
+    return _DEFAULT(argv, cwd=cwd, timeout_s=timeout_s)
+
+
+def warn_protections_off(sandbox: Sandbox, stream=None) -> None:
+    """Print once per process one warning line naming the protections that are off."""
+    global _WARNED
+    off = sandbox.protections_off()
+    if off and not _WARNED:
+        _WARNED = True
+        print("grader: warning: sandbox: " + "; ".join(off), file=stream or sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sandbox side: PID 1 of the new namespaces, still root (run as `python -I -S sandbox.py --init`).
+
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
+_MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 32, 4096, 16384, 1 << 18
+_PR_SET_NO_NEW_PRIVS = 38
+
+
+def _libc():
+    import ctypes
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _mount(libc, source: str | None, target: str, fstype: str | None, flags: int,
+           data: str | None = None) -> None:
+    import ctypes
+    enc = lambda s: None if s is None else s.encode()  # noqa: E731
+    if libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {fstype or 'bind'} on {target}: {os.strerror(err)}")
+
+
+def _isolate_mounts(cfg: dict) -> None:
+    """Hide paths, give the sandbox private tmpfs for the world-writable dirs and for folders others
+    cannot traverse, then bind the needed folders (Python, venv, checkout, work dir) back in."""
+    libc = _libc()
+    # Keep our mounts out of the host's mount table whatever the host's propagation is.
+    _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE)
+    for hidden in cfg["hide"]:
+        if os.path.isdir(hidden) and not os.path.islink(hidden):
+            _mount(libc, "tmpfs", hidden, "tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
+                   "size=4k,mode=000")
+        elif os.path.lexists(hidden) and not os.path.islink(hidden):
+            _mount(libc, "/dev/null", hidden, None, _MS_BIND)
+    # Handles on the real folders, still usable after the paths leading to them are covered.
+    handles = {path: os.open(path, os.O_PATH | os.O_DIRECTORY) for path in cfg["needed"]}
+    flags = _MS_NOSUID | _MS_NODEV
+    writable = [w for w in cfg["writable_dirs"] if os.path.isdir(w) and not os.path.islink(w)]
+    for w in writable:
+        _mount(libc, "tmpfs", w, "tmpfs", flags, f"size={cfg['tmpfs_bytes']},mode=1777")
+    for cover in cfg["covers"]:
+        _mount(libc, "tmpfs", cover, "tmpfs", flags, "size=64k,mode=755")
+    for path, fd in handles.items():
+        inside = [d for d in writable + cfg["covers"]
+                  if path == d or path.startswith(d.rstrip("/") + "/")]
+        if inside:
+            os.makedirs(path, mode=0o755, exist_ok=True)
+            _mount(libc, f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
+            if path != cfg["cwd"]:  # Python and the checkout are read-only in there
+                _mount(libc, None, path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | flags)
+        os.close(fd)
+    for cover in cfg["covers"]:
+        _mount(libc, None, cover, None, _MS_REMOUNT | _MS_RDONLY | flags)
+    os.chdir(cfg["cwd"])
+
+
+def _exec_child(cfg: dict) -> None:
+    """In the forked child: limits, drop to the sandbox uid, exec the worker. Never returns."""
+    try:
+        for name, (soft, hard) in cfg["rlimits"].items():
+            resource.setrlimit(getattr(resource, name), (soft, hard))
+        uid = cfg["uid"]
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+        if _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            raise OSError("prctl(PR_SET_NO_NEW_PRIVS) failed")
+        argv, env = cfg["argv"], cfg["env"]
+        exe = shutil.which(argv[0], path=env.get("PATH")) or argv[0]
+        os.execve(exe, argv, env)
+    except BaseException as exc:  # noqa: BLE001 - report anything, then die
+        os.write(2, f"sandbox: cannot start {cfg['argv'][0]}: {exc}\n".encode())
+        os._exit(127)
+
+
+def _init_main(cfg: dict) -> None:
+    status_fd = cfg["status_fd"]
+    os.set_inheritable(status_fd, False)
+
+    def report(obj: dict) -> None:
+        os.write(status_fd, json.dumps(obj).encode())
+
+    try:
+        _isolate_mounts(cfg)
+    except OSError as exc:
+        report({"error": str(exc)})
+        os._exit(125)
+    child = os.fork()
+    if child == 0:
+        _exec_child(cfg)
+    # As PID 1 we also reap orphans; the namespace dies (killing any leftovers) when we exit.
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            report({"error": "lost the worker process"})
+            os._exit(125)
+        except InterruptedError:
+            continue
+        if pid == child:
+            break
+    if os.WIFSIGNALED(status):
+        report({"signal": os.WTERMSIG(status)})
+    else:
+        report({"exit": os.WEXITSTATUS(status)})
+    os._exit(0)
+
+
+if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--init":
+    _init_main(json.loads(sys.argv[2]))

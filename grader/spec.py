@@ -1,0 +1,99 @@
+"""What an exercise spec is: cases (inputs + how to call + how to check), points, hints.
+
+Every case is one call in the worker, run the same way on the student's module and on the
+reference; the grader compares the two outcomes (``check="match"``: same values within the dtype's
+tolerance, or the same exception type when the reference raises) or inspects the student's outcome
+alone (``"no_primitives"``, ``"pure"``, ``"check_grads"``, ``"traced_once"``, ``"unchanged"``).
+
+Modes (how the worker calls ``fn``; see :mod:`grader.worker`):
+
+- ``"call"``: ``fn(*args, **kwargs)``.
+- ``"jit"``: ``jax.jit(fn)`` with the non-array arguments static.
+- ``"vmap"``: ``jax.vmap(fn, in_axes=options["in_axes"])`` over batched array arguments.
+- ``"grad"``: the VJP of ``fn`` w.r.t. ``options["argnums"]`` with a fixed random cotangent.
+- ``"purity"``: two calls with the same inputs, output ``{"first", "second"}``.
+- ``"jaxpr"``: the sorted primitive names of ``jax.make_jaxpr(fn)`` (sub-jaxprs included).
+- ``"driver:<name>"``: a harness in :mod:`grader.drivers` (Flax models, train steps, optimizers).
+
+Inputs are numpy arrays and Python scalars (PRNG keys are raw uint32 ``(2,)`` arrays, see
+:func:`key`); the worker hands arrays to the student as ``jax.Array``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+CHECKS = ("match", "no_primitives", "pure", "check_grads", "traced_once", "unchanged")
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One graded call. ``name`` is unique within its exercise and shown to the student."""
+
+    name: str
+    args: tuple = ()
+    kwargs: dict = dataclasses.field(default_factory=dict)
+    mode: str = "call"
+    options: dict = dataclasses.field(default_factory=dict)
+    check: str = "match"
+    hint: str | None = None          # shown when this case fails
+    hidden: bool = False
+    weight: float = 1.0
+    rtol: float | None = None
+    atol: float | None = None
+    fn: str | None = None            # defaults to the exercise's name
+
+    def __post_init__(self):
+        if self.check not in CHECKS:
+            raise ValueError(f"unknown check {self.check!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Exercise:
+    """A graded function (or class) of one lab module."""
+
+    module: str
+    name: str
+    points: float
+    cases: tuple[Case, ...]
+    hint: str = ""                   # the general hint when something fails without a case hint
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
+# --- small builders for case inputs (numpy only; deterministic) -----------------------------------
+
+def rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def key(seed: int) -> np.ndarray:
+    """The raw PRNG key ``jax.random.PRNGKey(seed)``: uint32 ``[0, seed]``."""
+    return np.array([0, seed], dtype=np.uint32)
+
+
+def randn(r: np.random.Generator, *shape: int, scale: float = 1.0) -> np.ndarray:
+    return (scale * r.standard_normal(shape)).astype(np.float32)
+
+
+def ints(r: np.random.Generator, high: int, *shape: int) -> np.ndarray:
+    return r.integers(0, high, shape).astype(np.int32)
+
+
+def f32(x: Any) -> np.ndarray:
+    return np.asarray(x, dtype=np.float32)
+
+
+def random_shapes(seed: int, count: int, *, ndim_range=(1, 3), max_dim: int = 6) -> list[tuple]:
+    """``count`` seeded random shapes (each dim in 1..max_dim) for elementwise cases."""
+    r = rng(seed)
+    out = []
+    for _ in range(count):
+        nd = int(r.integers(ndim_range[0], ndim_range[1] + 1))
+        out.append(tuple(int(d) for d in r.integers(1, max_dim + 1, nd)))
+    return out

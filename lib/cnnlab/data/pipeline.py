@@ -1,0 +1,108 @@
+"""Index arithmetic for epochs and batches (numpy, on the host) and augmentation (jax, on device).
+
+Batches are index arrays into an in-memory :class:`~cnnlab.data.Split`: ``images[batch]`` gives a
+fixed-shape ``(batch_size, H, W, C)`` batch, so a jitted train step compiles once. The shuffle of
+epoch ``e`` depends only on ``(seed, e)``, so resuming at epoch ``e`` reproduces the same order.
+
+Augmentations take an explicit PRNG key, draw independently per image, never mutate their input
+and keep its dtype, so they work on uint8 batches (then :func:`normalize`) or on float batches.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cnnlab.errors import CnnlabError
+
+
+def epoch_permutation(num_examples: int, *, seed: int, epoch: int) -> np.ndarray:
+    """The shuffled order of epoch ``epoch``: a permutation of ``range(num_examples)``, int32 ``(N,)``.
+
+    Drawn from ``np.random.default_rng([seed, epoch])``: independent of every other epoch and
+    reproducible without replaying earlier epochs.
+    """
+    if seed < 0 or epoch < 0:
+        raise CnnlabError(f"seed and epoch must be >= 0 (got seed={seed}, epoch={epoch})")
+    return np.random.default_rng([seed, epoch]).permutation(num_examples).astype(np.int32)
+
+
+def batch_indices(num_examples: int, batch_size: int, *, seed: int, epoch: int,
+                  shuffle: bool = True, drop_remainder: bool = True) -> np.ndarray:
+    """Example indices of every batch of one epoch, int32 ``(num_batches, batch_size)``.
+
+    ``drop_remainder=True`` (training): ``num_batches = N // batch_size`` and the last
+    ``N % batch_size`` examples of the (shuffled) order are skipped this epoch.
+    ``drop_remainder=False`` (evaluation): ``num_batches = ceil(N / batch_size)`` and the last batch
+    is filled up with indices from the start of the order, so every batch has the same shape; the
+    first ``N`` entries of ``result.ravel()`` are each example exactly once (see :func:`batch_mask`).
+
+    Raises:
+      CnnlabError: ``batch_size`` is not positive or larger than ``num_examples``.
+    """
+    if batch_size <= 0:
+        raise CnnlabError(f"batch size must be positive, got {batch_size}")
+    if batch_size > num_examples:
+        raise CnnlabError(f"batch size {batch_size} is larger than the data set ({num_examples:,} "
+                          f"examples); use a batch size of at most {num_examples:,}")
+    order = (epoch_permutation(num_examples, seed=seed, epoch=epoch) if shuffle
+             else np.arange(num_examples, dtype=np.int32))
+    num_batches = num_examples // batch_size if drop_remainder else -(-num_examples // batch_size)
+    order = np.resize(order, num_batches * batch_size)  # np.resize repeats from the start
+    return order.reshape(num_batches, batch_size)
+
+
+def batch_mask(num_examples: int, batch_size: int) -> np.ndarray:
+    """bool ``(num_batches, batch_size)``: False for the filler entries of
+    ``batch_indices(..., drop_remainder=False)``; weight per-example metrics with it."""
+    num_batches = -(-num_examples // batch_size)
+    return (np.arange(num_batches * batch_size) < num_examples).reshape(num_batches, batch_size)
+
+
+def normalize(images) -> jax.Array:
+    """uint8 ``(N, H, W, C)`` in 0..255 -> float32 in [0, 1]: ``x / 255``."""
+    return jnp.asarray(images, jnp.float32) / 255.0
+
+
+@jax.jit
+def random_flip(key: jax.Array, images) -> jax.Array:
+    """Mirror each image left-right with probability 0.5, independently per image.
+
+    ``images`` ``(N, H, W, C)`` -> same shape and dtype; image ``i`` is ``images[i]`` or
+    ``images[i, :, ::-1]``.
+    """
+    images = jnp.asarray(images)
+    flip = jax.random.bernoulli(key, 0.5, (images.shape[0],))
+    return jnp.where(flip[:, None, None, None], images[:, :, ::-1, :], images)
+
+
+@functools.partial(jax.jit, static_argnames="pad")
+def random_crop(key: jax.Array, images, *, pad: int) -> jax.Array:
+    """Pad-and-crop: zero-pad ``pad`` pixels on every side, then cut an ``H x W`` window back out.
+
+    The window offset ``(dy, dx)`` is uniform in ``{0..2*pad}^2``, drawn per image, so each image is
+    shifted by up to ``pad`` pixels in each direction. ``(N, H, W, C)`` -> same shape and dtype.
+    """
+    images = jnp.asarray(images)
+    if pad == 0:
+        return images
+    n, h, w, c = images.shape
+    padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    offsets = jax.random.randint(key, (n, 2), 0, 2 * pad + 1)
+    crop = lambda image, o: jax.lax.dynamic_slice(image, (o[0], o[1], 0), (h, w, c))  # noqa: E731
+    return jax.vmap(crop)(padded, offsets)
+
+
+@functools.partial(jax.jit, static_argnames=("flip", "pad"))
+def augment(key: jax.Array, images, *, flip: bool = True, pad: int = 2) -> jax.Array:
+    """The standard light augmentation for small images: :func:`random_crop` then :func:`random_flip`.
+
+    ``(N, H, W, C)`` -> same shape and dtype; ``flip=False`` for data where left and right matter
+    (digits), ``pad=0`` for no shift.
+    """
+    crop_key, flip_key = jax.random.split(key)
+    images = random_crop(crop_key, images, pad=pad)
+    return random_flip(flip_key, images) if flip else images

@@ -1,0 +1,199 @@
+"""Load Keras ``.h5`` weights (e.g. the published ImageNet application files) into Flax variables.
+
+Two layouts are read, both written by Keras's legacy h5 code
+(``keras.src.legacy.saving.legacy_h5_format``):
+
+* weights only (``save_weights_to_hdf5_group``; the published ``vgg16_weights_tf_dim_ordering_
+  tf_kernels.h5``, ``resnet50_..._notop.h5`` files): root attribute ``layer_names``, one group per
+  layer with attribute ``weight_names`` listing its datasets in order;
+* full model (``model.save("m.h5")``): the same under the group ``model_weights``.
+
+Layers are matched by name (cnnlab's VGG16/ResNet50 use Keras's layer names). Within a layer the
+weights come in Keras's order, and their layouts already agree with Flax's:
+
+=================  ===========================================  ==================================
+Keras layer        weights in the file                          Flax variables
+=================  ===========================================  ==================================
+Conv2D             kernel (kh, kw, in, out) HWIO, [bias (out,)]  params kernel, bias
+Dense              kernel (in, out), [bias (out,)]               params kernel, bias
+BatchNorm          gamma, beta, moving_mean, moving_variance     params scale, bias;
+                                                                batch_stats mean, var
+=================  ===========================================  ==================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from cnnlab.errors import CnnlabError
+
+# Flax (collection, name) slots a Keras layer's weights fill, by kind of layer.
+_DENSE_OR_CONV = (("params", "kernel"), ("params", "bias"))
+_BATCH_NORM = (("params", "scale"), ("params", "bias"), ("batch_stats", "mean"),
+               ("batch_stats", "var"))
+
+KERAS_WEIGHTS_HELP = (
+    "Keras application weights (weights-only .h5) are at "
+    "https://storage.googleapis.com/tensorflow/keras-applications/ "
+    "(resnet/resnet50_weights_tf_dim_ordering_tf_kernels.h5, "
+    "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels.h5 and their _notop variants); "
+    "if you ever ran keras.applications.ResNet50(weights='imagenet'), they are in ~/.keras/models/")
+
+
+def _attr_strings(group, name: str) -> list[str]:
+    """A string-list attribute, also when Keras split it into ``name0``, ``name1``, ... chunks."""
+    if name in group.attrs:
+        chunks = [group.attrs[name]]
+    else:
+        chunks, i = [], 0
+        while f"{name}{i}" in group.attrs:
+            chunks.append(group.attrs[f"{name}{i}"])
+            i += 1
+    out = []
+    for chunk in chunks:
+        for item in np.atleast_1d(chunk):
+            if isinstance(item, float):  # an empty list is stored as an empty float64 array
+                continue
+            out.append(item.decode("utf8") if isinstance(item, bytes) else str(item))
+    return out
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
+    """``{layer name: [weight arrays in Keras order]}`` for every layer that has weights.
+
+    Layers appear in the file's ``layer_names`` order (Keras's ``model.layers`` order).
+
+    Raises:
+      CnnlabError: missing file, not HDF5, or not a Keras h5 weights/model file.
+    """
+    import h5py
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CnnlabError(f"weights file {path} does not exist. {KERAS_WEIGHTS_HELP}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        hint = (" (a Keras 3 '.keras' archive: load it in Keras and save the weights with "
+                "keras.src.legacy.saving.legacy_h5_format.save_weights_to_hdf5_group, or "
+                "model.save('model.h5'))") if path.endswith(".keras") else ""
+        raise CnnlabError(f"{path} is not an HDF5 file{hint}") from None
+    with f:
+        group = f
+        if "layer_names" not in f.attrs and "layer_names0" not in f.attrs:
+            if "model_weights" in f:
+                group = f["model_weights"]
+            else:
+                raise CnnlabError(
+                    f"{path} is HDF5 but not a Keras h5 weights file (no 'layer_names' attribute "
+                    "and no 'model_weights' group); Keras 3 '.weights.h5' files are not "
+                    "supported: save with model.save('model.h5') instead")
+        layers: dict[str, list[np.ndarray]] = {}
+        for name in _attr_strings(group, "layer_names"):
+            if name not in group:
+                raise CnnlabError(f"{path} is damaged: layer {name!r} is listed but missing")
+            layer = group[name]
+            weight_names = _attr_strings(layer, "weight_names")
+            if weight_names:
+                layers[name] = [np.asarray(layer[w]) for w in weight_names]
+        if not layers:
+            raise CnnlabError(f"{path} holds no layer weights")
+        return layers
+
+
+def _shape(a) -> tuple[int, ...]:
+    return tuple(int(d) for d in np.shape(a))
+
+
+def load_weights(path: str | os.PathLike, variables: Mapping, *,
+                 keep: Iterable[str] = ()) -> dict:
+    """Variables like ``variables`` with every layer's values taken from a Keras ``.h5`` file.
+
+    Args:
+      path: a weights-only or full-model Keras h5 file (see the module docstring).
+      variables: the template, as ``model.init`` returns it: ``{"params": {layer: {...}},
+        "batch_stats": {layer: {...}}}`` with Keras layer names at the top level. Not modified.
+      keep: layer names that keep their template values when the file lacks them or has them in
+        another shape: a fresh classification head (``keep=("predictions",)``) on ImageNet
+        weights, whether the file is ``_notop`` or full.
+
+    Returns:
+      A new ``{"params": ..., "batch_stats": ...}`` (numpy float32 arrays) with every other layer
+      from the file. Layers of the file after the last one the model uses (the ImageNet top of a
+      full file loaded into a model without it) are ignored.
+
+    Raises:
+      CnnlabError: naming the layer and the shapes, when the file lacks a layer of the model
+        (e.g. a ``_notop`` file for a model with its top), holds a layer in another shape (e.g. a
+        224x224 ``fc1`` for a 64x64 VGG16), holds a layer the model lacks before layers it uses,
+        or belongs to another network.
+    """
+    keep = set(keep)
+    params = dict(variables.get("params", {}))
+    stats = dict(variables.get("batch_stats", {}))
+    file_layers = read_weights(path)
+    model_layers = list(params)
+    missing = [n for n in model_layers if n not in file_layers and n not in keep]
+    used = [n for n in model_layers if n in file_layers]
+    if len(used) <= len(missing):  # mostly unknown names: another network's file
+        raise CnnlabError(
+            f"{path} does not hold weights for this model: the file has layers "
+            f"{_preview(file_layers)}, the model expects {_preview(model_layers)}")
+    if missing:
+        top = " (is it a _notop file? use include_top=False or a full weights file)" \
+            if any(n in ("predictions", "fc1", "fc2") for n in missing) else ""
+        raise CnnlabError(f"{path} lacks weights for layer(s) {_preview(missing)} of the "
+                          f"model{top}")
+    file_order = list(file_layers)
+    # Layers of the file the model lacks are fine after the last layer loaded (a top the model
+    # does without, a head it replaces), not among the layers it uses.
+    loaded = [n for n in used if n not in keep] or used
+    last_used = max(file_order.index(n) for n in loaded)
+    extra = [n for n in file_order[:last_used] if n not in params]
+    if extra:
+        raise CnnlabError(f"{path} holds layer(s) {_preview(extra)} that this model does not "
+                          "have: it was saved from a different network")
+
+    new_params = {k: dict(v) for k, v in params.items()}
+    new_stats = {k: dict(v) for k, v in stats.items()}
+    for name in model_layers:
+        if name not in file_layers:
+            continue
+        values = file_layers[name]
+        template = {"params": params[name], "batch_stats": stats.get(name, {})}
+        kind = _BATCH_NORM if "scale" in params[name] or name in stats else _DENSE_OR_CONV
+        slots = [s for s in kind if s[1] in template[s[0]]]
+        expected = [_shape(template[c][k]) for c, k in slots]
+        got = [_shape(v) for v in values]
+        if got != expected:
+            if name in keep:
+                continue  # e.g. a 1000-class head in the file, a fresh 5-class head wanted
+            raise CnnlabError(
+                f"layer {name!r}: the file has weights of shapes {got}, the model expects "
+                f"{expected}" + _shape_hint(name))
+        for (collection, key), value in zip(slots, values):
+            target = new_params if collection == "params" else new_stats
+            target[name][key] = np.asarray(value, dtype=np.float32)
+    out = dict(variables)
+    out["params"] = new_params
+    if new_stats:
+        out["batch_stats"] = new_stats
+    return out
+
+
+def _shape_hint(name: str) -> str:
+    if name == "fc1":
+        return (" (VGG16's ImageNet top needs 224x224 inputs; for other sizes use "
+                "classifier='avg' or include_top=False)")
+    if name == "predictions":
+        return " (another number of classes: pass keep=('predictions',) for a fresh head)"
+    return ""
+
+
+def _preview(names, limit: int = 4) -> str:
+    names = list(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")

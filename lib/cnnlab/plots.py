@@ -1,0 +1,149 @@
+"""PNG figures of a run, drawn with matplotlib's object API (Agg canvas, no pyplot state, no
+display needed). Every function writes its file atomically (temp file in the same directory, then
+``os.replace``) and returns the path.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str) -> str:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path), suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def training_curves(history: Sequence[dict], path: str) -> str:
+    """Loss and accuracy per epoch, train and test, side by side (``history``: metrics.jsonl
+    records with ``epoch``, ``train_loss``, ``test_loss``, ``train_accuracy``, ``test_accuracy``)."""
+    fig = _figure(10, 4)
+    epochs = [r["epoch"] for r in history]
+    for ax, what in zip(fig.subplots(1, 2), ("loss", "accuracy")):
+        for split, style in (("train", "o-"), ("test", "s--")):
+            ax.plot(epochs, [r[f"{split}_{what}"] for r in history], style, label=split)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(what)
+        ax.set_title(what)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _save(fig, path)
+
+
+def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: str) -> str:
+    """Counts ``matrix[true, predicted]`` as a heat map with the numbers written in."""
+    matrix = np.asarray(matrix)
+    c = len(class_names)
+    size = max(5.0, 0.6 * c + 2)
+    fig = _figure(size, size)
+    ax = fig.subplots()
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(c), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(c), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    total = matrix.sum()
+    acc = np.trace(matrix) / total if total else float("nan")
+    ax.set_title(f"confusion matrix (accuracy {acc:.2%})")
+    if c <= 30:
+        threshold = matrix.max() / 2 if matrix.size else 0
+        for i in range(c):
+            for j in range(c):
+                ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=7,
+                        color="white" if matrix[i, j] > threshold else "black")
+    return _save(fig, path)
+
+
+def _show(ax, image: np.ndarray, **kwargs) -> None:
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        kwargs.setdefault("cmap", "gray")
+    ax.imshow(image, **kwargs)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def prediction_grid(images: np.ndarray, labels: Sequence[int], predictions: Sequence[int],
+                    class_names: Sequence[str], path: str) -> str:
+    """A grid of images (N, H, W, C) titled "predicted (true)"; wrong ones in red."""
+    n = len(images)
+    cols = min(5, n)
+    rows = math.ceil(n / cols)
+    fig = _figure(2.2 * cols, 2.4 * rows)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax in axes[n:]:
+        ax.axis("off")
+    for ax, image, y, p in zip(axes, images, labels, predictions):
+        _show(ax, image)
+        ok = int(y) == int(p)
+        title = class_names[int(p)] if ok else f"{class_names[int(p)]}\n(true: {class_names[int(y)]})"
+        ax.set_title(title, fontsize=8, color="green" if ok else "red")
+    return _save(fig, path)
+
+
+def filters(kernel: np.ndarray, path: str, *, title: str = "first-layer filters") -> str:
+    """Conv kernel HWIO (kh, kw, in, out) -> one tile per output channel (the input channels
+    averaged, or shown as RGB when there are 3), each scaled to its own min..max."""
+    kernel = np.asarray(kernel, np.float32)
+    kh, kw, cin, cout = kernel.shape
+    cols = min(8, cout)
+    rows = math.ceil(cout / cols)
+    fig = _figure(1.2 * cols, 1.2 * rows + 0.4)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for i, ax in enumerate(axes):
+        if i >= cout:
+            ax.axis("off")
+            continue
+        k = kernel[..., i]
+        k = k if cin == 3 else k.mean(axis=-1, keepdims=True)
+        k = (k - k.min()) / (np.ptp(k) or 1.0)
+        _show(ax, k, interpolation="nearest")
+    fig.suptitle(f"{title} ({cout} x {kh}x{kw}x{cin})")
+    return _save(fig, path)
+
+
+def feature_maps(image: np.ndarray, layers: Sequence[tuple[str, np.ndarray]], path: str, *,
+                 max_channels: int = 16) -> str:
+    """The input image, then one row per layer with its first ``max_channels`` feature maps
+    (``layers``: (name, activations (H, W, C)) in network order)."""
+    cols = max_channels
+    rows = len(layers) + 1
+    fig = _figure(1.1 * cols, 1.3 * rows)
+    axes = np.asarray(fig.subplots(rows, cols)).reshape(rows, cols)
+    for ax in axes.ravel():
+        ax.axis("off")
+    _show(axes[0, 0], image)
+    axes[0, 0].axis("on")
+    axes[0, 0].set_title("input", fontsize=8)
+    for r, (name, act) in enumerate(layers, start=1):
+        act = np.asarray(act, np.float32)
+        for c in range(min(cols, act.shape[-1])):
+            ax = axes[r, c]
+            ax.axis("on")
+            _show(ax, act[..., c], interpolation="nearest", cmap="viridis")
+            if c == 0:
+                ax.set_ylabel(f"{name}\n{act.shape[0]}x{act.shape[1]}x{act.shape[2]}", fontsize=7)
+    return _save(fig, path)

@@ -1,0 +1,125 @@
+"""Lab 3 — Pooling, flatten and dropout.
+
+Pooling summarises each window of a feature map by one number (its max or its mean), making the
+map smaller and the features more tolerant to small shifts; it has no parameters. Images are single
+examples (H, W, C), channels last; use ``jax.vmap`` for a batch.
+
+The lecture's 4x4 example, 2x2 max pooling with stride 2:
+
+    [[1, 1, 2, 4],
+     [5, 6, 7, 8],        ->   [[6, 8],
+     [3, 2, 1, 0],              [3, 4]]
+     [1, 2, 3, 4]]
+
+(average pooling of the same image gives [[3.25, 5.25], [2.0, 2.0]]).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+
+def _as_pair(v) -> tuple[int, int]:
+    """2 -> (2, 2); (2, 3) -> (2, 3)."""
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def max_pool(x: jax.Array, window: int | Sequence[int] = 2, stride: int | Sequence[int] | None = None,
+             padding: int = 0) -> jax.Array:
+    """Max pooling of one image, from scratch.
+
+    ``out[i, j, c] = max_{u < WH, v < WW} xp[i S + u, j S + v, c]``, where ``xp`` is ``x`` padded
+    with ``padding`` rows/columns of ``-inf`` on every side (so padding never wins the max), and the
+    stride S defaults to the window size (non-overlapping windows).
+
+    Shapes: x (H, W, C) -> (OH, OW, C), OH = (H + 2P - WH) // S + 1, likewise OW.
+    ``window``/``stride`` are ints or (rows, cols) pairs, plain Python values.
+    From scratch: ``lax.reduce_window``, ``flax.linen.max_pool`` and friends are not allowed.
+    """
+    # BEGIN SOLUTION
+    # HINT: pad with -jnp.inf; out = max over (u, v) of the strided slices xp[u:u + S*(OH-1)+1:S, v:...:S]
+    wh, ww = _as_pair(window)
+    sh, sw = _as_pair(stride if stride is not None else window)
+    xp = jnp.pad(x, ((padding, padding), (padding, padding), (0, 0)), constant_values=-jnp.inf)
+    oh = (xp.shape[0] - wh) // sh + 1
+    ow = (xp.shape[1] - ww) // sw + 1
+    out = None
+    for u in range(wh):
+        for v in range(ww):
+            s = xp[u:u + sh * (oh - 1) + 1:sh, v:v + sw * (ow - 1) + 1:sw, :]
+            out = s if out is None else jnp.maximum(out, s)
+    return out
+    # END SOLUTION
+
+
+def avg_pool(x: jax.Array, window: int | Sequence[int] = 2, stride: int | Sequence[int] | None = None,
+             padding: int = 0) -> jax.Array:
+    """Average pooling of one image, from scratch.
+
+    As :func:`max_pool` but with the mean over each window; padding is with zeros and the zeros
+    count (every window is divided by WH * WW, as Flax's ``avg_pool`` with its defaults).
+
+    Shapes: x (H, W, C) -> (OH, OW, C). No ``lax.reduce_window`` / ``flax.linen.avg_pool``.
+    """
+    # BEGIN SOLUTION
+    # HINT: like max_pool with zero padding, adding the strided slices and dividing by WH * WW
+    wh, ww = _as_pair(window)
+    sh, sw = _as_pair(stride if stride is not None else window)
+    xp = jnp.pad(x, ((padding, padding), (padding, padding), (0, 0)))
+    oh = (xp.shape[0] - wh) // sh + 1
+    ow = (xp.shape[1] - ww) // sw + 1
+    total = jnp.zeros((oh, ow, x.shape[2]), x.dtype)
+    for u in range(wh):
+        for v in range(ww):
+            total = total + xp[u:u + sh * (oh - 1) + 1:sh, v:v + sw * (ow - 1) + 1:sw, :]
+    return total / (wh * ww)
+    # END SOLUTION
+
+
+def global_avg_pool(x: jax.Array) -> jax.Array:
+    """Global average pooling: the mean of each channel over all spatial positions.
+
+    Shapes: (..., H, W, C) -> (..., C); e.g. a batch (N, 7, 7, 512) -> (N, 512). It replaces
+    flatten + a big dense layer at the top of modern CNNs (no parameters, any image size).
+    """
+    # BEGIN SOLUTION
+    # HINT: jnp.mean over axes (-3, -2)
+    return jnp.mean(x, axis=(-3, -2))
+    # END SOLUTION
+
+
+def flatten(x: jax.Array) -> jax.Array:
+    """Flatten every example of a batch into a vector, keeping the batch axis.
+
+    Shapes: (N, d1, d2, ...) -> (N, d1 * d2 * ...), row-major (for NHWC: H, then W, then C, as
+    Keras' ``Flatten``). (32, 7, 7, 64) -> (32, 3136).
+    """
+    # BEGIN SOLUTION
+    # HINT: x.reshape(x.shape[0], -1)
+    return x.reshape(x.shape[0], -1)
+    # END SOLUTION
+
+
+def dropout(key: jax.Array, x: jax.Array, rate: float, *, train: bool) -> jax.Array:
+    """Inverted dropout.
+
+    In training (``train=True``) every unit is kept with probability ``1 - rate``, exactly as
+    ``keep = jax.random.bernoulli(key, 1 - rate, x.shape)``, and the kept units are scaled by
+    ``1 / (1 - rate)`` so that the expected value of every unit is unchanged; dropped units are 0.
+    With ``train=False`` (or ``rate == 0``) return ``x`` unchanged; ``rate == 1`` gives all zeros.
+
+    Shapes: any -> same. ``key`` is a PRNG key (``jax.random.PRNGKey``); the same key gives the same
+    mask. ``rate`` and ``train`` are plain Python values.
+    """
+    # BEGIN SOLUTION
+    # HINT: keep = jax.random.bernoulli(key, 1 - rate, x.shape); jnp.where(keep, x / (1 - rate), 0)
+    if not train or rate == 0.0:
+        return x
+    if rate >= 1.0:
+        return jnp.zeros_like(x)
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+    # END SOLUTION

@@ -1,0 +1,354 @@
+"""The sandboxed launcher, exercised directly with tiny scripts: every protection must really bind.
+
+Each payload is bounded (a few hundred MB, a few hundred processes, a few seconds) so that a broken
+sandbox fails a test instead of hurting the machine.
+"""
+
+import os
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from grader import sandbox
+from grader.sandbox import GiB, MiB, Limits, Sandbox
+
+ROOT = Path(__file__).resolve().parents[1]
+IS_ROOT = os.geteuid() == 0
+needs_isolation = pytest.mark.skipif(
+    not Sandbox().isolated, reason="the isolated sandbox needs root and unshare; "
+    "Sandbox.protections_off() says so and the launcher warns")
+
+
+def run(tmp_path, code, *, timeout=20.0, **limits):
+    """Write ``code`` to a script in a fresh work dir and run it sandboxed."""
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    (work / "script.py").write_text(textwrap.dedent(code))
+    return Sandbox(Limits(**limits))([sys.executable, "script.py"], cwd=work, timeout_s=timeout)
+
+
+def test_exit_status_and_output_are_returned(tmp_path):
+    r = run(tmp_path, """
+        import sys
+        print("hello out"); print("hello err", file=sys.stderr)
+        sys.exit(3)
+    """)
+    assert (r.returncode, r.timed_out, r.reason) == (3, False, None)
+    assert r.stdout == "hello out\n" and r.stderr == "hello err\n"
+
+
+@needs_isolation
+def test_runs_as_unprivileged_uid_in_own_pid_namespace(tmp_path):
+    r = run(tmp_path, """
+        import os
+        print(os.getuid(), os.geteuid(), os.getgid(), os.getgroups(), os.getpid())
+        print(sorted(p for p in os.listdir("/proc") if p.isdigit()))
+    """)
+    uid, euid, gid, groups, pid = r.stdout.splitlines()[0].split(" ")
+    assert int(uid) == int(euid) == int(gid) >= Limits().uid_base
+    assert (groups, pid) == ("[]", "2")  # no supplementary groups; PID 2 under our PID 1
+    assert r.stdout.splitlines()[1] == "['1', '2']"  # sees no host process
+
+
+@needs_isolation
+def test_network_is_unreachable(tmp_path):
+    r = run(tmp_path, """
+        import socket
+        for host in ("1.1.1.1", "127.0.0.1"):
+            try:
+                socket.create_connection((host, 80), timeout=2)
+                print(host, "CONNECTED")
+            except OSError as exc:
+                print(host, exc.errno)
+        print(sorted(name for _, name in socket.if_nameindex()))
+    """)
+    assert "CONNECTED" not in r.stdout
+    assert "1.1.1.1 101" in r.stdout  # ENETUNREACH
+    assert r.stdout.splitlines()[-1] == "['lo']"
+
+
+@needs_isolation
+def test_reference_results_and_root_files_are_unreadable(tmp_path):
+    secret_dir = Path(tempfile.mkdtemp(dir="/run", prefix="cnnlab-test-"))
+    try:
+        os.chmod(secret_dir, 0o755)
+        (secret_dir / "public.txt").write_text("visible")
+        (secret_dir / "root_only.txt").write_text("secret")
+        os.chmod(secret_dir / "root_only.txt", 0o600)
+        hidden = secret_dir / "results"
+        hidden.mkdir()
+        (hidden / "grades.csv").write_text("alice,100")
+        os.chmod(hidden / "grades.csv", 0o644)
+        r = run(tmp_path, f"""
+            import os
+            for path in ["{secret_dir}/public.txt", "{secret_dir}/root_only.txt",
+                         "{hidden}/grades.csv", "/etc/shadow", "/root/.bashrc",
+                         "{ROOT}/solutions", "{ROOT}/.git/HEAD", "{ROOT}/tests/test_sandbox.py",
+                         "{ROOT}/grader/sandbox.py", "{tmp_path}/elsewhere.txt"]:
+                try:
+                    data = os.listdir(path) if os.path.isdir(path) else open(path).read()
+                    print(path, "READ", bool(data))
+                except OSError as exc:
+                    print(path, "DENIED", type(exc).__name__)
+        """, hide=(str(hidden),))
+        (tmp_path / "elsewhere.txt").write_text("other student")
+        seen = dict(line.rsplit(" ", 2)[:2] for line in r.stdout.splitlines())
+        assert seen[f"{secret_dir}/public.txt"] == "READ"  # the check itself can succeed
+        assert seen[f"{ROOT}/grader/sandbox.py"] == "READ"  # the worker needs the grader package
+        for path in [f"{secret_dir}/root_only.txt", f"{hidden}/grades.csv", "/etc/shadow",
+                     "/root/.bashrc", f"{ROOT}/solutions", f"{ROOT}/.git/HEAD",
+                     f"{ROOT}/tests/test_sandbox.py", f"{tmp_path}/elsewhere.txt"]:
+            assert seen[path] == "DENIED", (path, r.stdout, r.stderr)
+    finally:
+        for p in sorted(secret_dir.rglob("*"), reverse=True):
+            p.rmdir() if p.is_dir() else p.unlink()
+        secret_dir.rmdir()
+
+
+@needs_isolation
+def test_process_limit_binds_and_does_not_starve_a_neighbour(tmp_path):
+    """RLIMIT_NPROC never binds root, so it must bind the sandbox uid; each sandbox has its own uid,
+    so a storm in one leaves a concurrent sandbox able to start threads."""
+    storm = """
+        import os, time
+        children, refused = [], 0
+        for _ in range(300):           # bounded: at most 300 children, each gone within 3 s
+            try:
+                pid = os.fork()
+            except BlockingIOError:
+                refused += 1
+                continue
+            if pid == 0:
+                time.sleep(3)
+                os._exit(0)
+            children.append(pid)
+        print(len(children), refused)
+        time.sleep(1.5)
+    """
+    neighbour = """
+        import threading, time
+        time.sleep(0.5)  # start while the storm is at its limit
+        threads = [threading.Thread(target=time.sleep, args=(0.2,)) for _ in range(20)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        print("threads ok")
+    """
+    results = {}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    t = threading.Thread(target=lambda: results.update(
+        storm=run(tmp_path / "a", storm, nproc=32)))
+    t.start()
+    time.sleep(0.3)
+    results["neighbour"] = run(tmp_path / "b", neighbour, nproc=32)
+    t.join()
+    forked, refused = map(int, results["storm"].stdout.split())
+    assert forked < 32 and refused > 250, results["storm"]
+    assert results["neighbour"].stdout == "threads ok\n", results["neighbour"]
+
+
+def test_memory_limit_binds(tmp_path):
+    r = run(tmp_path, """
+        chunks = []
+        try:
+            for _ in range(16):                      # bounded: at most 16 x 64 MB
+                chunks.append(bytearray(64 << 20))
+            print("ALLOCATED", len(chunks))
+        except MemoryError:
+            print("MemoryError after", len(chunks))
+    """, address_space_bytes=512 * MiB)
+    assert r.stdout.startswith("MemoryError after"), r
+    assert int(r.stdout.split()[-1]) < 8
+
+
+def test_data_limit_binds(tmp_path):
+    r = run(tmp_path, """
+        chunks = []
+        try:
+            for _ in range(16):
+                chunks.append(b"x" * (64 << 20))
+        except MemoryError:
+            print("MemoryError after", len(chunks))
+    """, address_space_bytes=None, data_bytes=256 * MiB)
+    assert r.stdout.startswith("MemoryError after"), r
+
+
+def test_timeout_kills_grandchildren_too(tmp_path):
+    """The grandchild leaves the process group (setsid) and double-forks; it must still die."""
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "daemon.py").write_text(textwrap.dedent("""
+        import os, time
+        if os.fork():
+            os._exit(0)
+        os.setsid()
+        for i in range(600):  # bounded: 30 s at most
+            with open("ticks.txt", "a") as f:
+                f.write("x")
+            time.sleep(0.05)
+    """))
+    r = run(tmp_path, """
+        import subprocess, sys, time
+        subprocess.Popen([sys.executable, "daemon.py"], start_new_session=True)
+        time.sleep(60)
+    """, timeout=1.5)
+    assert r.timed_out and "timed out after 1.5 s" in r.reason
+    assert r.returncode < 0
+    ticks = tmp_path / "work" / "ticks.txt"
+    size = ticks.stat().st_size
+    assert size > 0
+    time.sleep(0.4)
+    if Sandbox().isolated:  # unisolated, a setsid'd grandchild escapes: documented as protection off
+        assert ticks.stat().st_size == size
+
+
+def test_timeout_unisolated_kills_process_group(tmp_path):
+    r = run(tmp_path, """
+        import subprocess, sys, time
+        subprocess.Popen([sys.executable, "-c", "import time\\nfor i in range(600):\\n"
+                          "  open('ticks.txt','a').write('x'); time.sleep(0.05)"])
+        time.sleep(60)
+    """, timeout=1.5, isolate=False)
+    assert r.timed_out
+    ticks = tmp_path / "work" / "ticks.txt"
+    size = ticks.stat().st_size
+    time.sleep(0.4)
+    assert ticks.stat().st_size == size
+
+
+def test_cpu_limit_binds(tmp_path):
+    r = run(tmp_path, """
+        while True:
+            pass
+    """, timeout=20, cpu_s=1)
+    assert not r.timed_out and r.duration_s < 10
+    assert r.returncode < 0 and "CPU time limit of 1 s" in r.reason
+
+
+def test_output_is_capped_head_and_tail(tmp_path):
+    r = run(tmp_path, """
+        import sys
+        sys.stdout.write("FIRST\\n")
+        block = "y" * (1 << 20)
+        for _ in range(300):            # bounded: 300 MB
+            sys.stdout.write(block)
+        sys.stdout.write("\\nLAST\\n")
+    """, timeout=60, output_bytes=4096)
+    assert len(r.stdout) < 4096 + 100
+    assert r.stdout.startswith("FIRST") and r.stdout.endswith("LAST\n")
+    assert "bytes of output dropped" in r.stdout
+    assert r.returncode == 0
+
+
+def test_file_size_limit_binds(tmp_path):
+    r = run(tmp_path, """
+        try:
+            with open("big.bin", "wb") as f:
+                f.write(b"x" * (3 << 20))
+            print("WROTE")
+        except OSError as exc:
+            print("refused", exc.errno)
+    """, file_size_bytes=1 * MiB)
+    assert r.stdout.strip() == "refused 27", r  # EFBIG (Python ignores SIGXFSZ)
+
+
+def test_workdir_quota_binds(tmp_path):
+    r = run(tmp_path, """
+        import time
+        for i in range(40):             # bounded: 40 MB
+            with open(f"f{i}.bin", "wb") as f:
+                f.write(b"x" * (1 << 20))
+        time.sleep(5)
+    """, workdir_bytes=8 * MiB, timeout=20)
+    assert "wrote more than 8 MB into its work dir" in r.reason
+    assert r.returncode < 0 and r.duration_s < 5
+
+
+@needs_isolation
+def test_private_tmp_is_small_and_private(tmp_path):
+    (Path(tempfile.gettempdir()) / "cnnlab-host-only.txt").write_text("host")
+    try:
+        r = run(tmp_path, """
+            import os
+            print(os.path.exists("/tmp/cnnlab-host-only.txt"))
+            try:
+                with open("/tmp/fill.bin", "wb") as f:
+                    for _ in range(64):     # bounded: 64 MB
+                        f.write(b"x" * (1 << 20))
+                print("FILLED")
+            except OSError as exc:
+                print("full", exc.errno)
+        """, tmpfs_bytes=8 * MiB)
+    finally:
+        os.unlink(Path(tempfile.gettempdir()) / "cnnlab-host-only.txt")
+    assert r.stdout.split("\n")[:2] == ["False", "full 28"], r  # ENOSPC
+    assert not Path("/tmp/fill.bin").exists()
+
+
+def test_links_and_fifos_left_behind_are_removed(tmp_path):
+    r = run(tmp_path, """
+        import os
+        open("result.npz", "wb").write(b"mine")
+        os.link("result.npz", "alias.npz")
+        os.symlink("/etc/passwd", "expected.npz")
+        os.symlink("/etc", "outdir")
+        os.mkfifo("pipe.npz")
+        os.makedirs("sub")
+        os.symlink("../result.npz", "sub/x.npz")
+        open("honest.npz", "wb").write(b"ok")
+    """)
+    assert r.returncode == 0, r
+    left = sorted(str(p.relative_to(tmp_path / "work")) for p in (tmp_path / "work").rglob("*"))
+    assert left == ["honest.npz", "script.py", "sub"]
+
+
+def test_environment_is_clean(tmp_path, monkeypatch):
+    monkeypatch.setenv("INSTRUCTOR_TOKEN", "s3cret")
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    r = run(tmp_path, """
+        import os
+        print(os.environ.get("INSTRUCTOR_TOKEN"), os.environ.get("JAX_PLATFORMS"),
+              os.environ["HOME"] == os.getcwd())
+    """)
+    assert r.stdout.split() == ["None", "cpu", "True"]
+
+
+def test_crash_signal_has_a_reason(tmp_path):
+    r = run(tmp_path, """
+        import os, signal
+        os.kill(os.getpid(), signal.SIGSEGV)
+    """)
+    assert r.returncode == -11 and "crashed with SIGSEGV" in r.reason
+
+
+def test_missing_program_is_reported(tmp_path):
+    (tmp_path / "w").mkdir()
+    r = Sandbox()(["no-such-program-xyz"], cwd=tmp_path / "w", timeout_s=5)
+    assert r.returncode == 127 and "no-such-program-xyz" in (r.stderr + (r.reason or ""))
+
+
+def test_protections_off_are_named_in_one_line(capsys):
+    box = Sandbox(Limits(isolate=False))
+    off = box.protections_off()
+    assert len(off) == 1 and "network isolation" in off[0] and "Limits.isolate=False" in off[0]
+    sandbox._WARNED = False
+    sandbox.warn_protections_off(box)
+    sandbox.warn_protections_off(box)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("grader: warning: sandbox:")
+    if IS_ROOT and Sandbox().isolated:
+        assert Sandbox().protections_off() == []
+        assert "no network" in Sandbox().describe()
+
+
+def test_jax_imports_and_runs_under_the_default_limits(tmp_path):
+    r = run(tmp_path, """
+        import jax, jax.numpy as jnp
+        print(float(jax.jit(lambda x: (x * 2).sum())(jnp.arange(4.0))))
+    """, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "12.0", r
+    assert Limits().address_space_bytes >= 3 * GiB

@@ -1,0 +1,211 @@
+"""cnnlab.train, cnnlab.metrics, cnnlab.checkpoints, cnnlab.plots: real data (the embedded
+Fashion-MNIST subset), real orbax checkpoints, real PNG files."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from cnnlab import data, metrics, models, train
+from cnnlab.errors import CnnlabError
+from cnnlab.train import TrainConfig
+
+SUBSET = "fashion_mnist_subset"
+
+
+def png_size(path) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk; fails unless the file is a PNG."""
+    with open(path, "rb") as f:
+        head = f.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    assert head[12:16] == b"IHDR"
+    return struct.unpack(">II", head[16:24])
+
+
+def tiny(**changes) -> TrainConfig:
+    """The workshop CNN on the embedded subset, a few short epochs."""
+    base = TrainConfig(model="workshop_cnn", dataset=SUBSET, epochs=1, batch_size=64,
+                       max_steps_per_epoch=15, eval_batch_size=300, optimizer="adam",
+                       learning_rate=3e-3, plots=False, seed=0)
+    return base.replace(**changes)
+
+
+@pytest.fixture(scope="module")
+def subset():
+    return data.load(SUBSET)
+
+
+# ------------------------------------------------------------------------------- metrics
+
+def test_cross_entropy_with_label_smoothing_matches_the_formula():
+    logits = jnp.array([[2.0, -1.0, 0.5], [0.1, 0.2, 3.0]])
+    labels = jnp.array([0, 2])
+    a = 0.1
+    logp = jax.nn.log_softmax(logits)
+    target = (1 - a) * jax.nn.one_hot(labels, 3) + a / 3
+    expected = -(target * logp).sum(-1)
+    np.testing.assert_allclose(metrics.cross_entropy(logits, labels, label_smoothing=a), expected,
+                               rtol=1e-6)
+    np.testing.assert_allclose(metrics.cross_entropy(logits, labels), -logp[jnp.arange(2), labels],
+                               rtol=1e-6)
+
+
+def test_top_k_and_confusion_matrix_with_mask():
+    logits = jnp.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1], [0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])
+    labels = jnp.array([1, 2, 0, 0])
+    mask = jnp.array([1.0, 1.0, 1.0, 0.0])  # the last row is padding
+    sums = jax.device_get(metrics.batch_sums(logits, labels, mask, top_k=2))
+    assert sums["count"] == 3 and sums["correct"] == 1  # only row 0 is right
+    assert sums["top_k_correct"] == 2                   # rows 0 and 2 (label 0 ranks second)
+    expected = np.zeros((3, 3))
+    expected[1, 1] = expected[2, 0] = expected[0, 2] = 1
+    np.testing.assert_array_equal(sums["confusion"], expected)
+    final = metrics.finalize(metrics.add_sums(None, sums), top_k=2)
+    assert math.isclose(final["accuracy"], 1 / 3) and final["top2_accuracy"] == pytest.approx(2 / 3)
+
+
+# ---------------------------------------------------------------------------- optimizers
+
+@pytest.mark.parametrize("name", train.OPTIMIZERS)
+def test_every_optimizer_makes_a_finite_update(name):
+    config = TrainConfig(optimizer=name, learning_rate=0.1, weight_decay=1e-4)
+    tx = train.make_optimizer(config, steps_per_epoch=10)
+    params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+    grads = {"w": jnp.full((3, 2), 0.5), "b": jnp.ones(2)}
+    updates, _ = tx.update(grads, tx.init(params), params)
+    new = optax.apply_updates(params, updates)
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(new))
+    assert not np.allclose(new["w"], params["w"])
+
+
+def test_unknown_optimizer_and_schedule_list_the_valid_names():
+    with pytest.raises(CnnlabError, match="adamw.*adadelta"):
+        train.make_optimizer(TrainConfig(optimizer="rmsprop2"), 10)
+    with pytest.raises(CnnlabError, match="one_cycle"):
+        TrainConfig(schedule="linear").validate()
+
+
+def test_schedules():
+    c = TrainConfig(learning_rate=1.0, epochs=2)
+    cosine = train.make_schedule(c.replace(schedule="cosine"), 50)
+    assert float(cosine(0)) == pytest.approx(1.0) and float(cosine(100)) == pytest.approx(0.0)
+    one_cycle = train.make_schedule(c.replace(schedule="one_cycle"), 50)
+    assert float(one_cycle(30)) == pytest.approx(1.0)  # the peak at 30% of 100 steps
+    assert float(one_cycle(0)) == pytest.approx(1.0 / 25)
+    assert float(train.make_schedule(c, 50)(77)) == 1.0
+
+
+# ------------------------------------------------------------------------------- training
+
+def test_loss_falls_on_the_embedded_subset(subset):
+    model = models.get("workshop_cnn", num_classes=10)
+    config = TrainConfig(learning_rate=3e-3)
+    tx = train.make_optimizer(config, 100)
+    state = train.create_train_state(model, tx, jax.random.key(0), subset.image_shape)
+    key = jax.random.key(1)
+    batches = data.batch_indices(len(subset.train), 64, seed=0, epoch=0)
+    losses = []
+    for idx in batches[:40]:
+        state, m = train.train_step(state, subset.train.images[idx], subset.train.labels[idx], key)
+        losses.append(float(m["loss"]))
+    assert losses[0] > 2.0  # about log(10) at the start
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5]), losses
+
+
+def test_one_epoch_is_well_above_chance_and_writes_the_workdir(tmp_path, subset):
+    config = tiny(max_steps_per_epoch=None, batch_size=128, plots=True)  # a full subset epoch
+    train.TRACE_COUNTS.clear()
+    final = train.train_and_evaluate(config, str(tmp_path))
+    assert final["test_accuracy"] > 0.6, final  # chance is 0.1
+    assert final["test_examples"] == len(subset.test) == 1000
+    assert np.sum(final["confusion_matrix"]) == 1000
+    assert "subset" in final["source"]
+    # Each shape compiled exactly once: one train step shape, one eval shape (the last of the
+    # 1000 / 300 eval batches is padded, not smaller), one gather per batch shape.
+    assert train.TRACE_COUNTS["train_step"] == 1
+    assert train.TRACE_COUNTS["eval_step"] == 1
+    assert train.TRACE_COUNTS["gather"] == 2
+
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("epoch") for r in lines] == [1, 1] and lines[-1]["final"]
+    assert lines[0]["step"] == len(subset.train) // 128
+    assert json.loads((tmp_path / "config.json").read_text())["model"] == "workshop_cnn"
+    assert json.loads((tmp_path / "run.json").read_text())["class_names"][9] == "Ankle boot"
+    for name, min_size in (("curves", 300), ("confusion_matrix", 300), ("predictions", 300)):
+        w, h = png_size(tmp_path / "plots" / f"{name}.png")
+        assert w >= min_size and h >= min_size, (name, w, h)
+    assert os.listdir(tmp_path / "checkpoints") == [str(lines[0]["step"])]
+
+
+def _arrays(workdir):
+    run = train.load_run(str(workdir))
+    return jax.device_get(run.state.arrays())
+
+
+def _same_metrics(a, b):
+    drop = ("epoch_seconds", "images_per_second", "seconds")
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in drop} for r in rs]  # noqa: E731
+    assert strip(a) == strip(b)
+
+
+def test_resume_is_bit_identical(tmp_path):
+    # Dropout, batch norm and augmentation: every source of randomness and state is exercised.
+    config = tiny(model="resnet_small", model_kwargs={"widths": (4,), "dropout": 0.3},
+                  augment=True, batch_size=32, max_steps_per_epoch=6, eval_batch_size=500,
+                  epochs=2)
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train.train_and_evaluate(config, str(straight))
+    train.train_and_evaluate(config.replace(epochs=1), str(split))
+    with pytest.raises(CnnlabError, match="--resume"):  # an earlier run is never clobbered
+        train.train_and_evaluate(config, str(split))
+    train.train_and_evaluate(config, str(split), resume=True)
+
+    a, b = _arrays(straight), _arrays(split)
+    assert int(a["step"]) == int(b["step"]) == 12
+    assert a["batch_stats"], "resnet_small has batch statistics"
+    for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+    _same_metrics(train.read_metrics(str(straight)), train.read_metrics(str(split)))
+
+
+def test_nan_loss_stops_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = tiny(max_steps_per_epoch=5, log_every_steps=2)
+    train.train_and_evaluate(config, str(tmp_path))
+    good = _arrays(tmp_path)
+    with pytest.raises(CnnlabError, match=r"loss became nan at step \d+.*step 5 is kept|"
+                                          r"loss became nan at step \d+.*\(step 5\) is kept"):
+        train.train_and_evaluate(config.replace(epochs=3, learning_rate=1e12), str(tmp_path),
+                                 resume=True)
+    assert train.load_run(str(tmp_path)).step == 5
+    after = _arrays(tmp_path)
+    for x, y in zip(jax.tree.leaves(good), jax.tree.leaves(after)):
+        np.testing.assert_array_equal(x, y)
+    # metrics.jsonl still holds the good epoch (and nothing of the failed one)
+    assert [r["epoch"] for r in train.read_metrics(str(tmp_path))] == [1]
+
+
+def test_bad_config_values_are_user_errors(tmp_path):
+    with pytest.raises(CnnlabError, match="unknown model 'nope'.*workshop_cnn"):
+        tiny(model="nope").validate()
+    with pytest.raises(CnnlabError, match="larger than the 6,000"):
+        train.train_and_evaluate(tiny(batch_size=100_000), str(tmp_path / "big"))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    with pytest.raises(CnnlabError, match="cannot write to workdir"):
+        train.train_and_evaluate(tiny(), str(blocker / "run"))
+    with pytest.raises(CnnlabError, match="unknown config fields"):
+        TrainConfig.from_dict({"model": "mlp", "learning_rat": 0.1})
+
+
+def test_eval_covers_every_example_exactly_once():
+    assert [m.sum() for _, m in train.eval_batches(10, 4)] == [4, 4, 2]
+    seen = np.concatenate([i[m > 0] for i, m in train.eval_batches(10, 4)])
+    np.testing.assert_array_equal(np.sort(seen), np.arange(10))
