@@ -83,3 +83,44 @@ def assign(solutions_dir: Path = ROOT / "solutions", exercises_dir: Path = ROOT 
                 tmp.write_text(want)
                 tmp.replace(target)
     return changed
+
+
+TOP_DEF = re.compile(r"^(?:def|class)\s+(\w+)")
+
+
+def solution_blocks(source: str) -> list[tuple[str, int, int, str]]:
+    """``(owner, begin, end, indent)`` for every solution block (0-based line indices of the
+    BEGIN and END lines). The owner is the enclosing top-level function or class; a block at
+    module level (a decorator) is owned by ``"<next function>@decorator"``."""
+    lines = source.splitlines()
+    blocks, owner, i = [], None, 0
+    while i < len(lines):
+        m = TOP_DEF.match(lines[i])
+        if m:
+            owner = m.group(1)
+        b = BEGIN.match(lines[i])
+        if b:
+            j = i + 1
+            while j < len(lines) and not END.match(lines[j]):
+                j += 1
+            name = owner
+            if b.group(1) == "":
+                nxt = next((TOP_DEF.match(ln).group(1) for ln in lines[j:] if TOP_DEF.match(ln)),
+                           None)
+                name = f"{nxt}@decorator"
+            blocks.append((name, i, j, b.group(1)))
+            i = j
+        i += 1
+    return blocks
+
+
+def replace_block(source: str, owner: str, new_body: str) -> str:
+    """``source`` with the solution block of ``owner`` replaced by ``new_body`` (dedented text,
+    re-indented at the block's indentation). For planting mistakes in tests."""
+    lines = source.splitlines(keepends=True)
+    for name, i, j, indent in solution_blocks(source):
+        if name == owner:
+            body = "".join(f"{indent}{ln}\n" if ln.strip() else "\n"
+                           for ln in new_body.splitlines())
+            return "".join(lines[:i]) + body + "".join(lines[j + 1:])
+    raise KeyError(f"no solution block owned by {owner!r}")

@@ -214,51 +214,33 @@ def materialize(entry: Path, dest: Path, *, modules: Sequence[str],
     return dest
 
 
-# -- the runner, behind one adapter -------------------------------------------------------------
-
-
-def _runner():
-    try:
-        from grader import runner
-    except ImportError as exc:  # the course runner is part of the grader package
-        raise CnnlabError(f"the course runner (grader.runner) cannot be imported: {exc}") from exc
-    return runner
+# -- the course runner ---------------------------------------------------------------------------
 
 
 def course_layout() -> tuple[list[str], dict[str, set[str]]]:
-    """Modules in course order and the exercise names of each (from the runner's specs)."""
-    runner = _runner()
-    layout = getattr(runner, "course_layout", None)
-    if layout is not None:
-        modules, by_module = layout()
-        return list(modules), {m: set(v) for m, v in by_module.items()}
-    return list(COURSE_MODULES), {m: set() for m in COURSE_MODULES}
+    """Modules in course order and the exercise names of each (from the specs)."""
+    from grader import specs
+
+    return list(specs.MODULES), {m: {e.name for e in specs.load(m)} for m in specs.MODULES}
 
 
-def grade_one(submission_dir: Path, *, exercises, launcher) -> dict:
-    """Grade one materialized submission; the Gradescope results dict."""
-    runner = _runner()
-    result = runner.grade_submission(submission_dir, exercises=exercises, include_hidden=True,
-                                     launcher=launcher)
-    return _as_gradescope(result)
+def select(exercises: Sequence[str] | None) -> list:
+    """The chosen exercises (names, ``module.function``, modules or lab numbers); CnnlabError
+    naming the valid ones when a name is unknown."""
+    from grader.runner import GraderError, select_exercises
+
+    try:
+        return select_exercises(exercises)
+    except GraderError as exc:
+        raise CnnlabError(str(exc)) from None
 
 
-def _as_gradescope(result) -> dict:
-    for attr in ("to_gradescope", "gradescope", "as_gradescope", "to_json"):
-        fn = getattr(result, attr, None)
-        if callable(fn):
-            return dict(fn())
-    if isinstance(result, dict):
-        return result
-    raise TypeError(f"cannot turn a {type(result).__name__} into Gradescope results")
-
-
-def failed_results(reason: str, exercises: list[str], max_scores: dict[str, float]) -> dict:
+def failed_results(reason: str, max_scores: dict[str, float]) -> dict:
     """Results for a submission that could not be graded at all (bad zip, no module): all 0."""
     return {"score": 0.0, "execution_time": 0.0, "output": f"Submission not graded: {reason}",
-            "tests": [{"name": name, "score": 0.0, "max_score": max_scores.get(name, 0.0),
-                       "status": "failed", "output": reason, "visibility": "visible"}
-                      for name in exercises]}
+            "tests": [{"name": name, "score": 0.0, "max_score": points, "status": "failed",
+                       "output": reason, "visibility": "visible"}
+                      for name, points in max_scores.items()]}
 
 
 # -- the batch --------------------------------------------------------------------------------
@@ -269,7 +251,7 @@ class ClassGrader:
 
     def __init__(self, submissions: Path, out: Path, *, jobs: int = 2, force: bool = False,
                  exercises: Sequence[str] | None = None, module: str | None = None,
-                 limits: Limits | None = None, stream=None):
+                 limits: Limits | None = None, timeout_s: float | None = None, stream=None):
         self.submissions = Path(submissions).resolve()
         self.out = Path(out).resolve()
         if self.out == self.submissions or self.submissions in self.out.parents:
@@ -279,10 +261,15 @@ class ClassGrader:
         self.jobs, self.force = jobs, force
         self.exercises = list(exercises) if exercises else None
         self.module = module
+        self.timeout_s = timeout_s
         self.stream = stream or sys.stdout
         base = limits or Limits()
-        # The sandbox must see neither the class's submissions nor anyone's results.
-        hide = tuple(dict.fromkeys((*base.hide, str(self.submissions), str(self.out))))
+        # The sandbox must see neither the class's submissions, nor anyone's results, nor the
+        # runner's cache of reference outputs.
+        from grader.runner import cache_dir
+
+        hide = tuple(dict.fromkeys((*base.hide, str(self.submissions), str(self.out),
+                                    str(cache_dir()))))
         self.sandbox = Sandbox(dataclasses.replace(base, hide=hide))
         self._lock = threading.Lock()
 
@@ -291,8 +278,19 @@ class ClassGrader:
             print(line, file=self.stream, flush=True)
 
     def run(self) -> dict:
+        from grader import runner
+
         entries = discover(self.submissions)
         modules, by_module = course_layout()
+        self.chosen = select(self.exercises)
+        from grader import specs
+        self.hidden = specs.hidden_available()  # instructors grade hidden cases when present
+        if self.timeout_s is None:
+            self.timeout_s = runner.DEFAULT_EXERCISE_TIMEOUT_S
+        try:  # one reference store for the batch: computed (or read from cache) once per module
+            self.reference = runner.open_reference()
+        except runner.GraderError as exc:
+            raise CnnlabError(str(exc)) from None
         if self.module is not None and self.module not in modules:
             raise CnnlabError(f"unknown module {self.module!r}; choose one of {', '.join(modules)}")
         self.out.mkdir(parents=True, exist_ok=True)
@@ -344,6 +342,8 @@ class ClassGrader:
         return sorted(names, key=lambda n: rank.get(n.split(".", 1)[0], len(rank)))
 
     def _grade_entry(self, sid: str, path: Path, modules, by_module) -> tuple[dict, float]:
+        from grader import runner
+
         start = time.monotonic()
         stage = self.out / WORK_DIR / sid
         shutil.rmtree(stage, ignore_errors=True)
@@ -354,23 +354,17 @@ class ClassGrader:
                 exercises = self.exercises
                 if path.suffix.lower() == ".py" and exercises is None:
                     exercises = [p.stem for p in submission.glob("*.py")]  # its lab only
-                data = grade_one(submission, exercises=exercises, launcher=self.sandbox)
+                result = runner.grade_submission(
+                    submission, exercises=exercises, include_hidden=self.hidden, launcher=self.sandbox,
+                    reference=self.reference, jobs=1, timeout_s=self.timeout_s)
+                data = result.to_gradescope()
             except SubmissionProblem as problem:
-                names, max_scores = self._all_exercises()
-                data = failed_results(str(problem), names, max_scores)
+                data = failed_results(str(problem), {e.qualname: e.points for e in self.chosen})
             data["execution_time"] = time.monotonic() - start
             written = self._write(sid, data)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
         return written, time.monotonic() - start
-
-    def _all_exercises(self) -> tuple[list[str], dict[str, float]]:
-        runner = _runner()
-        listing = getattr(runner, "exercise_points", None)
-        if listing is None:
-            return [], {}
-        points = dict(listing(self.exercises))
-        return list(points), points
 
     def _write(self, sid: str, data: dict) -> dict:
         folder = self.out / sid
@@ -387,53 +381,43 @@ def grade_class(submissions, out, **kwargs) -> dict:
 # -- CLI ---------------------------------------------------------------------------------------
 
 
-def add_subcommands(subparsers) -> None:
-    """Register ``grade-class`` (and ``release``, ``gradescope-bundle``) on the grader's CLI."""
+def register_cli(subparsers) -> None:
+    """Add ``grade-class`` to the grader's CLI (``grader.cli`` calls this for each plugin)."""
     p = subparsers.add_parser(
-        "grade-class", help="grade a whole class in the sandbox",
-        description="Grade every submission (folder, .zip or .py named after the student) in "
-                    "SUBMISSIONS; write RESULTS/<id>/results.json + junit.xml, grades.csv and a "
-                    "summary.")
+        "grade-class", help="grade a whole class in the sandbox (instructor)",
+        description="Grade every submission (a folder, .zip or .py named after the student) in "
+                    "SUBMISSIONS; write RESULTS/<id>/results.json + junit.xml, RESULTS/grades.csv "
+                    "and a summary (summary.txt, summary.json, histogram.png).")
     p.add_argument("submissions", type=Path, metavar="SUBMISSIONS")
     p.add_argument("--out", type=Path, required=True, metavar="RESULTS")
-    p.add_argument("--jobs", type=int, default=2, help="submissions graded at once (default 2)")
+    p.add_argument("--jobs", type=int, default=2,
+                   help="submissions graded at once, one worker process each (default 2)")
     p.add_argument("--force", action="store_true", help="re-grade submissions already graded")
     p.add_argument("--exercises", default=None, metavar="NAMES",
-                   help="comma-separated exercises or modules to grade (default: all)")
+                   help="comma-separated exercises, modules or lab numbers (default: all)")
     p.add_argument("--module", default=None,
                    help="the lab of single-file submissions (default: guessed from its functions)")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
-                   help="wall-clock seconds per worker process (default: the runner's)")
+                   help="seconds per exercise (default: the runner's, 30)")
     p.add_argument("--memory-gb", type=float, default=4.0,
-                   help="address-space limit per worker (default 4; JAX needs >= 2)")
+                   help="address-space limit per worker in GB (default 4; JAX needs >= 2)")
     p.set_defaults(func=_cmd_grade_class)
-    from grader import gradescope, release
-    release.add_subcommands(subparsers)
-    gradescope.add_subcommands(subparsers)
+
+
+add_subcommands = register_cli
 
 
 def _cmd_grade_class(args: argparse.Namespace) -> int:
-    limits = Limits(address_space_bytes=int(args.memory_gb * 2**30))
-    exercises = [e.strip() for e in args.exercises.split(",") if e.strip()] if args.exercises else None
-    if args.timeout is not None:
-        os.environ["GRADER_WORKER_TIMEOUT_S"] = str(args.timeout)
-    summary = grade_class(args.submissions, args.out, jobs=args.jobs, force=args.force,
-                          exercises=exercises, module=args.module, limits=limits)
-    return 1 if summary["errors"] else 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry (``python -m grader.classroom ...``) until the grader CLI registers us."""
-    parser = argparse.ArgumentParser(prog="python -m grader")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_subcommands(sub)
-    args = parser.parse_args(argv)
+    exercises = [e.strip() for e in args.exercises.split(",") if e.strip()] if args.exercises \
+        else None
     try:
-        return args.func(args)
+        if args.memory_gb < 2:
+            raise CnnlabError("--memory-gb must be at least 2 (JAX needs about 1.6 GB of address "
+                              "space to import)")
+        summary = grade_class(args.submissions, args.out, jobs=args.jobs, force=args.force,
+                              exercises=exercises, module=args.module, timeout_s=args.timeout,
+                              limits=Limits(address_space_bytes=int(args.memory_gb * 2**30)))
     except CnnlabError as exc:
-        print(f"cnnlab: error: {exc}", file=sys.stderr)
+        print(f"grader: error: {exc}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return 1 if summary["errors"] else 0

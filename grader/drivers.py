@@ -23,6 +23,14 @@ def _has_array(tree) -> bool:
     return any(_is_array(leaf) for leaf in jax.tree_util.tree_leaves(tree))
 
 
+def _hashable(x) -> bool:
+    try:
+        hash(x)
+        return True
+    except TypeError:
+        return False
+
+
 def _bind(fn, args, kwargs, dynamic: list[int]) -> tuple[Callable, list]:
     """``fn`` as a function of the positional args in ``dynamic`` only; the rest are closed over."""
 
@@ -41,17 +49,53 @@ def _array_positions(args, options) -> list[int]:
     return [i for i, a in enumerate(args) if _has_array(a)]
 
 
+FALLBACK_ERRORS = (jax.errors.TracerBoolConversionError, jax.errors.ConcretizationTypeError,
+                   jax.errors.TracerIntegerConversionError, jax.errors.TracerArrayConversionError,
+                   jax.errors.UnexpectedTracerError)
+_JIT_CACHE: dict = {}
+
+
+def _jitted(fn, static_argnums: tuple, static_argnames: tuple):
+    """One ``jax.jit`` wrapper per function and static signature, so compilations are reused."""
+    k = (fn, static_argnums, static_argnames)
+    try:
+        if k not in _JIT_CACHE:
+            _JIT_CACHE[k] = jax.jit(fn, static_argnums=static_argnums,
+                                    static_argnames=static_argnames)
+        return _JIT_CACHE[k]
+    except TypeError:  # unhashable fn: no caching
+        return jax.jit(fn, static_argnums=static_argnums, static_argnames=static_argnames)
+
+
+def _jit_call(fn, args, kwargs, options):
+    dynamic = _array_positions(args, options)
+    static_argnums = tuple(i for i in range(len(args)) if i not in dynamic)
+    static_argnames = tuple(k for k, v in kwargs.items() if not _has_array(v))
+    return _jitted(fn, static_argnums, static_argnames)(*args, **kwargs)
+
+
 def mode_call(fn, args, kwargs, options, **_):
+    """A plain call — compiled as a whole with ``jax.jit`` for speed (one compilation instead of
+    one per operation), falling back to eager execution when the function cannot be traced
+    (Python control flow on values, numpy on arrays, non-array results), so that plain cases do
+    not require jit-compatible code. Functions without array arguments run as they are."""
+    statics = [a for a in (*args, *kwargs.values()) if not _has_array(a)]
+    if options.get("eager") or len(statics) == len(args) + len(kwargs) \
+            or not all(_hashable(a) for a in statics):
+        return fn(*args, **kwargs), {}
+    try:
+        return _jit_call(fn, args, kwargs, options), {}
+    except FALLBACK_ERRORS:
+        pass
+    except TypeError as e:  # e.g. "... is not a valid JAX type" for a returned object
+        if "JAX type" not in str(e) and "hashable" not in str(e):
+            raise
     return fn(*args, **kwargs), {}
 
 
 def mode_jit(fn, args, kwargs, options, **_):
     """``jax.jit`` with every non-array argument (ints, strings, tuples of ints) static."""
-    dynamic = _array_positions(args, options)
-    static_argnums = [i for i in range(len(args)) if i not in dynamic]
-    static_argnames = [k for k, v in kwargs.items() if not _has_array(v)]
-    jitted = jax.jit(fn, static_argnums=static_argnums, static_argnames=static_argnames)
-    return jitted(*args, **kwargs), {}
+    return _jit_call(fn, args, kwargs, options), {}
 
 
 def mode_vmap(fn, args, kwargs, options, **_):
@@ -59,18 +103,23 @@ def mode_vmap(fn, args, kwargs, options, **_):
     in_axes = list(options["in_axes"])
     dynamic = [i for i, a in enumerate(in_axes) if a is not None]
     bound, dyn = _bind(fn, args, kwargs, dynamic)
-    return jax.vmap(bound, in_axes=[in_axes[i] for i in dynamic])(*dyn), {}
+    return jax.jit(jax.vmap(bound, in_axes=[in_axes[i] for i in dynamic]))(*dyn), {}
 
 
 def mode_grad(fn, args, kwargs, options, **_):
     """The VJP w.r.t. ``options["argnums"]`` with a fixed cotangent (seeded normal, per leaf)."""
     argnums = list(options.get("argnums", [0]))
     bound, dyn = _bind(fn, args, kwargs, argnums)
-    out, vjp = jax.vjp(bound, *dyn)
+    out_shape = jax.eval_shape(bound, *dyn)
     r = np.random.default_rng(1234)
     cot = jax.tree_util.tree_map(
-        lambda o: jnp.asarray(r.standard_normal(np.shape(o)), dtype=jnp.result_type(o)), out)
-    grads = vjp(cot)
+        lambda o: jnp.asarray(r.standard_normal(o.shape), dtype=o.dtype), out_shape)
+
+    @jax.jit
+    def grads_of(dyn, cot):
+        return jax.vjp(bound, *dyn)[1](cot)
+
+    grads = grads_of(dyn, cot)
     return tuple(grads) if len(grads) > 1 else grads[0], {}
 
 
@@ -264,6 +313,7 @@ def driver_check_grads(fn, args, kwargs, options, *, module, **_):
             return (jax.tree_util.tree_map(lambda t: g * t, fn(p, x, y)),)
 
         f.defvjp(f_fwd, f_bwd)
+        f = jax.jit(f)  # compiled once: check_grads evaluates it many times
         try:
             check_grads(f, (params,), order=1, modes=("rev",), atol=1e-5, rtol=1e-4, eps=1e-5)
             return {"ok": True, "message": ""}, {}

@@ -153,25 +153,45 @@ def write_junit(path: str | os.PathLike, results: Mapping, *, suite: str) -> Non
 # -- the class --------------------------------------------------------------------------------
 
 
+HIDDEN_SUFFIX = " (hidden)"
+
+
+def exercise_key(test_name: str) -> str:
+    """The exercise a test belongs to: ``module.function (hidden)`` counts for ``module.function``."""
+    return test_name[: -len(HIDDEN_SUFFIX)] if test_name.endswith(HIDDEN_SUFFIX) else test_name
+
+
+def per_exercise(results: Mapping) -> dict[str, dict]:
+    """``{exercise: {"score", "max_score", "passed"}}`` with hidden-case tests merged in."""
+    out: dict[str, dict] = {}
+    for test in normalize_results(results)["tests"]:
+        e = out.setdefault(exercise_key(test["name"]),
+                           {"score": 0.0, "max_score": 0.0, "passed": True})
+        e["score"] = round(e["score"] + test["score"], 6)
+        e["max_score"] = round(e["max_score"] + test["max_score"], 6)
+        e["passed"] = e["passed"] and test["status"] == "passed"
+    return out
+
+
 def exercise_names(all_results: Iterable[Mapping]) -> list[str]:
-    """Test names across submissions, in first-seen order."""
+    """Exercise names across submissions, in first-seen order."""
     seen: dict[str, None] = {}
     for results in all_results:
         for test in results.get("tests", []):
-            seen.setdefault(str(test["name"]), None)
+            seen.setdefault(exercise_key(str(test["name"])), None)
     return list(seen)
 
 
 def grades_csv(table: Mapping[str, Mapping], exercises: list[str] | None = None) -> str:
-    """CSV text: ``student``, points per exercise, ``total`` -- one row per student, sorted by id.
-    An exercise missing from a submission's results counts 0."""
+    """CSV text: ``student``, points per exercise (hidden cases included), ``total`` -- one row
+    per student, sorted by id. An exercise missing from a submission's results counts 0."""
     exercises = exercises or exercise_names(table.values())
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["student", *exercises, "total"])
     for student in sorted(table):
-        scores = {t["name"]: t["score"] for t in normalize_results(table[student])["tests"]}
-        row = [scores.get(name, 0.0) for name in exercises]
+        scores = per_exercise(table[student])
+        row = [scores[name]["score"] if name in scores else 0.0 for name in exercises]
         writer.writerow([student, *(f"{x:g}" for x in row), f"{round(sum(row), 6):g}"])
     return buf.getvalue()
 
@@ -182,27 +202,26 @@ def write_grades_csv(path: str | os.PathLike, table: Mapping[str, Mapping],
 
 
 def class_summary(table: Mapping[str, Mapping], exercises: list[str] | None = None) -> dict:
-    """Per-exercise pass rate and mean points, mean and median total, and the totals."""
+    """Per-exercise pass rate (all cases passed) and mean points, mean and median total."""
     exercises = exercises or exercise_names(table.values())
-    normalized = {s: normalize_results(r) for s, r in table.items()}
-    per_exercise = {}
+    merged = {s: per_exercise(r) for s, r in table.items()}
+    per_ex = {}
     for name in exercises:
-        tests = [next((t for t in r["tests"] if t["name"] == name), None)
-                 for r in normalized.values()]
-        max_score = max((t["max_score"] for t in tests if t), default=0.0)
-        per_exercise[name] = {
-            "pass_rate": sum(bool(t and t["status"] == "passed") for t in tests) / max(len(tests), 1),
-            "mean_points": statistics.fmean([t["score"] if t else 0.0 for t in tests] or [0.0]),
-            "max_score": max_score,
+        got = [m.get(name) for m in merged.values()]
+        per_ex[name] = {
+            "pass_rate": sum(bool(e and e["passed"]) for e in got) / max(len(got), 1),
+            "mean_points": statistics.fmean([e["score"] if e else 0.0 for e in got] or [0.0]),
+            "max_score": max((e["max_score"] for e in got if e), default=0.0),
         }
-    totals = {s: r["score"] for s, r in normalized.items()}
+    totals = {s: round(sum(m[n]["score"] for n in exercises if n in m), 6)
+              for s, m in merged.items()}
     values = list(totals.values())
     return {
         "students": len(values),
-        "max_total": round(sum(e["max_score"] for e in per_exercise.values()), 6),
+        "max_total": round(sum(e["max_score"] for e in per_ex.values()), 6),
         "mean_total": statistics.fmean(values) if values else 0.0,
         "median_total": statistics.median(values) if values else 0.0,
-        "exercises": per_exercise,
+        "exercises": per_ex,
         "totals": dict(sorted(totals.items())),
     }
 

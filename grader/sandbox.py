@@ -60,6 +60,9 @@ _ENV_KEEP = ("PATH", "LANG", "TZ", "PYTHONPATH", "PYTHONHASHSEED", "PYTHONUNBUFF
              "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV")
 _ENV_KEEP_PREFIXES = ("LC_", "JAX_", "XLA_", "TF_CPP_", "CNNLAB_", "GRADER_", "OMP_", "OPENBLAS_",
                       "MKL_")
+# ... except these: a cache of reference outputs or compiled code must never be shared with (and
+# so poisoned or read by) student code.
+_ENV_DROP = ("CNNLAB_CACHE_DIR", "CNNLAB_JAX_CACHE_DIR", "JAX_COMPILATION_CACHE_DIR")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +96,7 @@ class Limits:
     output_bytes: stdout and stderr each keep at most this many bytes (half head, half tail).
     workdir_bytes / workdir_files: what the child may leave in its work dir (polled; killed above).
     tmpfs_bytes: size of each private /tmp, /var/tmp, /dev/shm, /run/lock (isolated mode).
-    isolate: True requires the namespace sandbox, False never uses it, None uses it when possible.
+    mode: "namespaces", "user" or "none" (see :class:`Sandbox`); None picks the best available.
     uid_base / uid_slots: concurrent sandboxes run as uids uid_base .. uid_base + uid_slots - 1.
     hide: further paths (files or folders) the child must not see, e.g. submissions and results.
     """
@@ -108,7 +111,7 @@ class Limits:
     workdir_bytes: int | None = 256 * MiB
     workdir_files: int | None = 5000
     tmpfs_bytes: int = 64 * MiB
-    isolate: bool | None = None
+    mode: str | None = None
     uid_base: int = 61000
     uid_slots: int = 64
     hide: tuple[str, ...] = ()
@@ -132,12 +135,13 @@ def _repo_root() -> Path | None:
 
 def default_hidden_paths(cwd: str | os.PathLike | None = None) -> list[str]:
     """Paths of the source checkout a worker must not see: everything but ``_REPO_ALLOW``, plus
-    ``grader/expected`` (expected outputs). An entry that contains ``cwd`` is kept visible."""
+    ``grader/expected`` (expected outputs) and ``grader/hidden`` (hidden cases). An entry that
+    contains ``cwd`` is kept visible."""
     root = _repo_root()
     if root is None:
         return []
     hidden = [root / name for name in sorted(os.listdir(root)) if name not in _REPO_ALLOW]
-    hidden.append(root / "grader" / "expected")
+    hidden += [root / "grader" / "expected", root / "grader" / "hidden"]
     out = []
     for path in hidden:
         if not os.path.lexists(path) or os.path.islink(path):
@@ -196,11 +200,12 @@ class _Capture:
 
 def _child_env(home: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if k in _ENV_KEEP or k.startswith(_ENV_KEEP_PREFIXES)}
+           if (k in _ENV_KEEP or k.startswith(_ENV_KEEP_PREFIXES)) and k not in _ENV_DROP}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     # The interpreter running the grader must come first (a venv without activation still works).
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
     env.setdefault("LANG", "C.UTF-8")
+    env.setdefault("JAX_PLATFORMS", "cpu")
     env.update(HOME=home, TMPDIR="/tmp", PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg")
     return env
 
@@ -243,6 +248,18 @@ def _describe_signal(sig: int, limits: Limits, timeout_s: float) -> str:
     if sig == signal.SIGKILL:
         return f"killed by {name} (CPU time limit of {cpu:g} s or out of memory{mem_hint})"
     return f"ended by {name}"
+
+
+def _workdir_over(cwd: Path, lim: Limits) -> str | None:
+    """Why the work dir is over its quota, or None."""
+    if not (lim.workdir_bytes or lim.workdir_files):
+        return None
+    size, count = _scan_workdir(str(cwd), lim.workdir_files or 1 << 62)
+    if lim.workdir_bytes and size > lim.workdir_bytes:
+        return f"wrote more than {lim.workdir_bytes / MiB:g} MB into its work dir"
+    if lim.workdir_files and count > lim.workdir_files:
+        return f"created more than {lim.workdir_files} files in its work dir"
+    return None
 
 
 def _scan_workdir(path: str, max_files: int) -> tuple[int, int]:
@@ -329,6 +346,14 @@ def _chown_tree(path: str, uid: int) -> None:
             os.lchown(os.path.join(dirpath, name), uid, uid)
 
 
+def _check_reachable(cwd: Path) -> None:
+    """Mode "user" has no mount namespace: every folder above the work dir must be traversable."""
+    for parent in cwd.parents:
+        if not os.stat(parent).st_mode & stat.S_IXOTH:
+            raise SandboxError(f"the sandbox user cannot reach work dir {cwd}: {parent} is not "
+                               "traversable by others (chmod o+x it, or use a work dir in /tmp)")
+
+
 def _needed_paths(cwd: Path) -> list[str]:
     """Folders the sandboxed worker must reach: the Python installation(s), the venv, the source
     checkout (editable install) and the work dir, outermost first, nested ones dropped."""
@@ -362,35 +387,93 @@ def _covers(needed: list[str]) -> list[str]:
     return out
 
 
+MODES = ("namespaces", "user", "none")
+_NAMESPACES_WORK: bool | None = None
+
+
+def _namespaces_work(unshare: str) -> bool:
+    """Whether ``unshare`` can really create the namespaces here (containers often forbid it)."""
+    global _NAMESPACES_WORK
+    if _NAMESPACES_WORK is None:
+        try:
+            probe = subprocess.run([unshare, "--fork", "--kill-child", "--pid", "--mount-proc",
+                                    "--net", "--ipc", "--uts", "true"],
+                                   capture_output=True, timeout=10)
+            _NAMESPACES_WORK = probe.returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            _NAMESPACES_WORK = False
+    return _NAMESPACES_WORK
+
+
 class Sandbox:
-    """A launcher with fixed :class:`Limits`; call it like ``launch(argv, cwd=..., timeout_s=...)``."""
+    """A launcher with fixed :class:`Limits`; call it like ``launch(argv, cwd=..., timeout_s=...)``.
+
+    Modes, best first (``Limits.mode=None`` picks the best available):
+
+    - ``"namespaces"`` (root, working ``unshare``): everything in the module docstring.
+    - ``"user"`` (root, but namespaces forbidden, as in many Docker containers): the child still
+      runs as its own unprivileged uid with the process limit, and every process of that uid is
+      killed afterwards; no network isolation, no private /tmp, hidden paths only by file modes.
+    - ``"none"`` (not root): rlimits, timeout and output caps only.
+    """
 
     def __init__(self, limits: Limits | None = None):
         self.limits = limits or Limits()
         self._unshare = shutil.which("unshare")
-        self._root = os.geteuid() == 0
-        can = self._root and self._unshare is not None and sys.platform.startswith("linux")
-        if self.limits.isolate and not can:
-            raise SandboxError("the isolated sandbox needs root and util-linux `unshare`: "
-                               + "; ".join(self.protections_off(assume_isolated=False)))
-        self.isolated = can if self.limits.isolate is None else bool(self.limits.isolate)
+        self._setpriv = shutil.which("setpriv")
+        self._pdeathsig = [self._setpriv, "--pdeathsig", "KILL", "--"] if self._setpriv else []
+        self._root = os.geteuid() == 0 and sys.platform.startswith("linux")
+        available = ["none"]
+        if self._root and self._setpriv:
+            available.insert(0, "user")
+            if self._unshare and _namespaces_work(self._unshare):
+                available.insert(0, "namespaces")
+        self.available = available
+        wanted = self.limits.mode
+        if wanted is not None and wanted not in MODES:
+            raise SandboxError(f"unknown sandbox mode {wanted!r}; choose one of {MODES}")
+        if wanted is not None and wanted not in available:
+            raise SandboxError(f"sandbox mode {wanted!r} is not available here: "
+                               + "; ".join(self._off_for(available[0])))
+        self.mode = wanted or available[0]
+
+    @property
+    def isolated(self) -> bool:
+        return self.mode == "namespaces"
 
     # -- what binds -------------------------------------------------------------------------
-    def protections_off(self, *, assume_isolated: bool | None = None) -> list[str]:
-        """Protections that do not apply, each with its cause; empty when all apply."""
-        isolated = self.isolated if assume_isolated is None else assume_isolated
-        if isolated:
-            return []
+    def _cause(self) -> str:
         if not self._root:
-            cause = "the grader is not running as root"
-        elif self._unshare is None:
-            cause = "`unshare` (util-linux) is not installed"
-        elif not sys.platform.startswith("linux"):
-            cause = "not on Linux"
-        else:
-            cause = "isolation was switched off (Limits.isolate=False)"
-        return [f"separate unprivileged user, process-count limit, network isolation, PID "
-                f"namespace, private /tmp and hidden reference/results paths are off because {cause}"]
+            return "the grader is not running as root (on Linux)"
+        if not self._setpriv:
+            return "`setpriv` (util-linux) is not installed"
+        if not self._unshare:
+            return "`unshare` (util-linux) is not installed"
+        if "namespaces" not in self.available:
+            return "`unshare` cannot create namespaces here (a container without CAP_SYS_ADMIN?)"
+        return f"Limits.mode={self.mode!r} was asked for"
+
+    def _off_for(self, mode: str) -> list[str]:
+        off = []
+        if mode in ("user", "none"):
+            off.append("network isolation, PID namespace, private /tmp and hidden "
+                       "reference/results paths")
+        if mode == "none":
+            off.append("separate unprivileged user and process-count limit")
+        if not off:
+            return []
+        return [f"{' and '.join(off)} are off because {self._cause()}"]
+
+    def protections_off(self) -> list[str]:
+        """Protections that do not apply, with the cause, as one sentence; empty when all do."""
+        off = self._off_for(self.mode)
+        if self.mode == "user":
+            readable = [p for p in (*default_hidden_paths(), *self.limits.hide)
+                        if os.path.exists(p) and os.stat(p).st_mode & stat.S_IROTH]
+            if readable:
+                off.append("readable by the sandbox user (chmod go-rwx them): "
+                           + ", ".join(readable))
+        return off
 
     def describe(self) -> str:
         """One line listing what binds."""
@@ -403,31 +486,31 @@ class Sandbox:
         if lim.file_size_bytes:
             on.append(f"file size {lim.file_size_bytes / MiB:g} MB")
         on.append(f"captured output {lim.output_bytes // KiB} KB per stream")
-        if self.isolated:
-            on += [f"unprivileged uid from {lim.uid_base}", f"{lim.nproc} processes/threads",
-                   "no network", "PID namespace", "private /tmp",
+        if self.mode in ("namespaces", "user"):
+            on += [f"unprivileged uid from {lim.uid_base}", f"{lim.nproc} processes/threads"]
+        if self.mode == "namespaces":
+            on += ["no network", "PID namespace", "private /tmp",
                    "solutions/tests/.git/results hidden"]
-        return "sandbox: " + ", ".join(on)
+        return f"sandbox ({self.mode}): " + ", ".join(on)
 
     # -- the launcher -------------------------------------------------------------------------
     def __call__(self, argv: list[str], *, cwd: str | os.PathLike, timeout_s: float) -> LaunchResult:
         cwd = Path(cwd).resolve()
         if not cwd.is_dir():
             raise SandboxError(f"work dir {cwd} does not exist")
-        slot = _UidSlot(self.limits) if self.isolated else None
+        if self.mode == "user":
+            _check_reachable(cwd)
+        slot = _UidSlot(self.limits) if self.mode != "none" else None
         try:
             return self._run(list(map(str, argv)), cwd, float(timeout_s), slot)
         finally:
             if slot is not None:
                 slot.release()
 
-    def _run(self, argv, cwd: Path, timeout_s: float, slot: _UidSlot | None) -> LaunchResult:
+    def _command(self, argv, cwd: Path, env, timeout_s: float, slot: _UidSlot | None, status_w):
+        """The command line and Popen keywords of each mode."""
         lim = self.limits
-        env = _child_env(home=str(cwd))
-        status_r = status_w = None
-        if slot is not None:
-            _chown_tree(str(cwd), slot.uid)
-            status_r, status_w = os.pipe()
+        if self.mode == "namespaces":
             config = {
                 "argv": argv, "env": env, "cwd": str(cwd), "uid": slot.uid, "status_fd": status_w,
                 "rlimits": _rlimits(lim, timeout_s, with_nproc=True),
@@ -436,20 +519,42 @@ class Sandbox:
                 "hide": [p for p in (*default_hidden_paths(cwd), *lim.hide)
                          if os.path.lexists(p) and not _is_within(cwd, Path(p).resolve())],
             }
-            cmd = [self._unshare, "--fork", "--kill-child", "--pid", "--mount-proc", "--net",
-                   "--ipc", "--uts", sys.executable, "-I", "-S", os.path.abspath(__file__),
-                   "--init", json.dumps(config)]
-            popen_kw = dict(pass_fds=(status_w,))
+            # setpriv --pdeathsig: if the grader dies (even SIGKILL), unshare gets SIGKILL, which
+            # (--kill-child) takes the namespace's PID 1 and so the whole namespace down with it.
+            cmd = [*self._pdeathsig, self._unshare, "--fork", "--kill-child", "--pid",
+                   "--mount-proc", "--net", "--ipc", "--uts", sys.executable, "-I", "-S",
+                   os.path.abspath(__file__), "--init", json.dumps(config)]
+            return cmd, dict(pass_fds=(status_w,))
+        prctl = _libc().prctl
+        if self.mode == "user":
+            rl = _rlimits(lim, timeout_s, with_nproc=True)
+            cmd = [self._setpriv, f"--reuid={slot.uid}", f"--regid={slot.uid}", "--clear-groups",
+                   "--no-new-privs", "--", *argv]
         else:
-            cmd = argv
             rl = _rlimits(lim, timeout_s, with_nproc=False)  # NPROC would count all our processes
-            popen_kw = dict(preexec_fn=lambda: _apply_rlimits(rl))
+            cmd = argv
+
+        def preexec():  # only async-signal-safe-ish calls: prctl and setrlimit
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            _apply_rlimits(rl)
+
+        return cmd, dict(preexec_fn=preexec)
+
+    def _run(self, argv, cwd: Path, timeout_s: float, slot: _UidSlot | None) -> LaunchResult:
+        lim = self.limits
+        env = _child_env(home=str(cwd))
+        status_r = status_w = None
+        if slot is not None:
+            _chown_tree(str(cwd), slot.uid)
+        if self.mode == "namespaces":
+            status_r, status_w = os.pipe()
+        cmd, popen_kw = self._command(argv, cwd, env, timeout_s, slot, status_w)
         start = time.monotonic()
         try:
             proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     start_new_session=True, **popen_kw)
-        except OSError as exc:  # e.g. argv[0] missing in unisolated mode
+        except OSError as exc:  # e.g. argv[0] missing (mode "none")
             for fd in (status_r, status_w):
                 if fd is not None:
                     os.close(fd)
@@ -473,14 +578,10 @@ class Sandbox:
                 break
             if now >= next_scan and (lim.workdir_bytes or lim.workdir_files):
                 next_scan = now + 0.25
-                size, count = _scan_workdir(str(cwd), lim.workdir_files or 1 << 62)
-                if lim.workdir_bytes and size > lim.workdir_bytes:
-                    reason = f"wrote more than {lim.workdir_bytes / MiB:g} MB into its work dir"
+                reason = _workdir_over(cwd, lim)
+                if reason:
                     break
-                if lim.workdir_files and count > lim.workdir_files:
-                    reason = f"created more than {lim.workdir_files} files in its work dir"
-                    break
-        self._kill_tree(proc)
+        self._kill_tree(proc, slot)
         duration = time.monotonic() - start
         stdout, stderr = out.text(timeout=5), err.text(timeout=5)
         for stream in (proc.stdout, proc.stderr):
@@ -491,19 +592,17 @@ class Sandbox:
             reason = reason or init_reason
         if reason is None and returncode < 0:
             reason = _describe_signal(-returncode, lim, timeout_s)
-        if not timed_out and reason is None and lim.workdir_bytes:
-            size, _ = _scan_workdir(str(cwd), lim.workdir_files or 1 << 62)
-            if size > lim.workdir_bytes:
-                reason = f"wrote more than {lim.workdir_bytes / MiB:g} MB into its work dir"
+        if not timed_out and reason is None:
+            reason = _workdir_over(cwd, lim)
         sanitize_workdir(cwd)
         if timed_out or (reason and returncode == 0):
             returncode = -signal.SIGKILL
         return LaunchResult(returncode, stdout, stderr, timed_out, reason, duration)
 
-    @staticmethod
-    def _kill_tree(proc: subprocess.Popen) -> None:
-        """SIGKILL the session (unisolated) or the namespace (isolated: unshare --kill-child takes
-        the namespace's PID 1 down with it, and the kernel kills the rest of the namespace)."""
+    def _kill_tree(self, proc: subprocess.Popen, slot: _UidSlot | None) -> None:
+        """SIGKILL everything the run started: the session; in mode "namespaces" the namespace
+        (unshare --kill-child takes its PID 1 down, and the kernel the rest); in mode "user"
+        every process of the sandbox uid (``kill -KILL -1`` run as that uid)."""
         for target in (lambda: os.killpg(proc.pid, signal.SIGKILL),
                        lambda: proc.send_signal(signal.SIGKILL)):
             try:
@@ -511,6 +610,10 @@ class Sandbox:
             except (ProcessLookupError, PermissionError):
                 pass
         proc.wait()
+        if self.mode == "user" and slot is not None:
+            subprocess.run([self._setpriv, f"--reuid={slot.uid}", f"--regid={slot.uid}",
+                            "--clear-groups", "--", "/bin/kill", "-KILL", "-1"],
+                           capture_output=True, timeout=10)
 
     @staticmethod
     def _read_status(fd: int, unshare_rc: int) -> tuple[int, str | None]:
@@ -557,6 +660,7 @@ def warn_protections_off(sandbox: Sandbox, stream=None) -> None:
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
 _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 32, 4096, 16384, 1 << 18
 _PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_PDEATHSIG = 1
 
 
 def _libc():

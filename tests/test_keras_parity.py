@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnnlab import keras_h5, models
+from cnnlab import keras_h5, models, transfer
 from cnnlab.errors import CnnlabError
 
 KERAS_SCRIPT = textwrap.dedent(r'''
@@ -234,24 +234,34 @@ def test_wrong_files_are_clear_errors(keras_files, tmp_path):
         keras_h5.load_weights(tmp_path / "missing.h5", vgg_top)
 
 
-def test_parameter_order_is_keras_layer_order(keras_files):
-    """The weighted layers of Keras's file come in the order cnnlab creates them (so counting
-    positions, as Keras's own load_weights does, lines up too)."""
+def test_call_order_is_keras_layer_order(keras_files):
+    """cnnlab runs the layers in the order Keras lists them (ResNet50's bottleneck: 1, 2, then
+    the 0 = shortcut conv, 3, 0_bn, 3_bn), so positional loading lines up."""
+    resnet = models.get("resnet50", num_classes=1000)
+    assert [n for n in transfer.layer_order(resnet, (1, 32, 32, 3))] == \
+        list(keras_h5.read_weights(keras_files / "resnet50.h5"))
+    vgg = models.get("vgg16", num_classes=10)
+    assert transfer.layer_order(vgg, (1, 64, 64, 3)) == \
+        list(keras_h5.read_weights(keras_files / "vgg16.h5"))
+
+
+def test_renamed_layers_load_by_position(keras_files, tmp_path):
+    """A file whose layers are named differently (as some published files are) loads by position,
+    like Keras's load_weights, into the same variables as the by-name load."""
+    src, dst = keras_files / "resnet50.h5", tmp_path / "renamed.h5"
+    with h5py.File(src, "r") as f, h5py.File(dst, "w") as g:
+        names = [n.decode() if isinstance(n, bytes) else n for n in f.attrs["layer_names"]]
+        new_names = [f"layer_{i}" for i in range(len(names))]
+        for old, new in zip(names, new_names):
+            f.copy(f[old], g, name=new)
+        g.attrs["layer_names"] = [n.encode() for n in new_names]
     model = models.get("resnet50", num_classes=1000)
-    order = []
-
-    def record(module, method_name):
-        path = module.scope.path if module.scope is not None else ()
-        if len(path) == 1 and path[0] not in order:
-            order.append(path[0])
-        return method_name == "__call__"
-
-    jax.eval_shape(lambda: model.apply(
-        _template_values(model), jnp.zeros((1, 32, 32, 3)), train=False,
-        capture_intermediates=record, mutable=["intermediates"]))
-    assert order == list(keras_h5.read_weights(keras_files / "resnet50.h5"))
-
-
-def _template_values(model):
-    t = _template(model, (1, 32, 32, 3))
-    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), t)
+    by_name = keras_h5.load_weights(src, _template(model, (1, 32, 32, 3)))
+    by_position = keras_h5.load_model_weights(dst, model, (32, 32, 3))
+    jax.tree.map(np.testing.assert_array_equal, by_position, by_name)
+    # Without the order there is no way to match: a clear error, not a silent mix-up.
+    with pytest.raises(CnnlabError, match="does not hold weights for this model"):
+        keras_h5.load_weights(dst, _template(model, (1, 32, 32, 3)))
+    # Positional loading still checks shapes: VGG16's layers do not fit ResNet50.
+    with pytest.raises(CnnlabError, match=r"layer 'conv1_conv' \(file layer 'block1_conv1'\)"):
+        keras_h5.load_model_weights(keras_files / "vgg16.h5", model, (32, 32, 3))

@@ -5,6 +5,7 @@ sandbox fails a test instead of hurting the machine.
 """
 
 import os
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -202,7 +203,7 @@ def test_timeout_kills_grandchildren_too(tmp_path):
     size = ticks.stat().st_size
     assert size > 0
     time.sleep(0.4)
-    if Sandbox().isolated:  # unisolated, a setsid'd grandchild escapes: documented as protection off
+    if Sandbox().mode != "none":  # mode "none": a setsid'd grandchild escapes (documented)
         assert ticks.stat().st_size == size
 
 
@@ -212,7 +213,7 @@ def test_timeout_unisolated_kills_process_group(tmp_path):
         subprocess.Popen([sys.executable, "-c", "import time\\nfor i in range(600):\\n"
                           "  open('ticks.txt','a').write('x'); time.sleep(0.05)"])
         time.sleep(60)
-    """, timeout=1.5, isolate=False)
+    """, timeout=1.5, mode="none")
     assert r.timed_out
     ticks = tmp_path / "work" / "ticks.txt"
     size = ticks.stat().st_size
@@ -332,9 +333,9 @@ def test_missing_program_is_reported(tmp_path):
 
 
 def test_protections_off_are_named_in_one_line(capsys):
-    box = Sandbox(Limits(isolate=False))
+    box = Sandbox(Limits(mode="none"))
     off = box.protections_off()
-    assert len(off) == 1 and "network isolation" in off[0] and "Limits.isolate=False" in off[0]
+    assert len(off) == 1 and "network isolation" in off[0] and "process-count" in off[0]
     sandbox._WARNED = False
     sandbox.warn_protections_off(box)
     sandbox.warn_protections_off(box)
@@ -352,3 +353,107 @@ def test_jax_imports_and_runs_under_the_default_limits(tmp_path):
     """, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "12.0", r
     assert Limits().address_space_bytes >= 3 * GiB
+
+
+def test_killing_the_grader_kills_the_sandbox(tmp_path):
+    """If the grading process dies (SIGKILL: no cleanup code runs), its sandboxes die with it."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "tick.py").write_text(textwrap.dedent("""
+        import time
+        for i in range(600):  # bounded: 30 s
+            with open("ticks.txt", "a") as f:
+                f.write("x")
+            time.sleep(0.05)
+    """))
+    grader = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys
+        from grader.sandbox import Sandbox
+        Sandbox()([sys.executable, "tick.py"], cwd={str(work)!r}, timeout_s=60)
+    """)])
+    ticks = work / "ticks.txt"
+    deadline = time.monotonic() + 30
+    while not (ticks.exists() and ticks.stat().st_size > 2) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ticks.exists()
+    grader.kill()
+    grader.wait()
+    time.sleep(0.5)
+    size = ticks.stat().st_size
+    time.sleep(0.5)
+    assert ticks.stat().st_size == size
+
+
+needs_root = pytest.mark.skipif(not IS_ROOT or "user" not in Sandbox().available,
+                                reason="mode 'user' needs root and setpriv")
+SYSTEM_PYTHON = "/usr/bin/python3"  # readable by any uid (a venv in /root may not be)
+
+
+@pytest.fixture
+def open_dir():
+    """A work dir every uid can reach (mode "user" has no mount namespace to bind it in)."""
+    path = Path(tempfile.mkdtemp(prefix="cnnlab-user-mode-"))
+    os.chmod(path, 0o755)
+    yield path
+    subprocess.run(["rm", "-rf", str(path)], check=True)
+
+
+@needs_root
+def test_user_mode_drops_to_a_uid_whose_process_limit_binds(open_dir):
+    (open_dir / "script.py").write_text(textwrap.dedent("""
+        import os, time
+        born, refused = 0, 0
+        for _ in range(300):           # bounded: 300 children gone within 2 s
+            try:
+                pid = os.fork()
+            except BlockingIOError:
+                refused += 1
+                continue
+            if pid == 0:
+                time.sleep(2)
+                os._exit(0)
+            born += 1
+        print(os.getuid(), born, refused)
+    """))
+    box = Sandbox(Limits(mode="user", nproc=24))
+    r = box([SYSTEM_PYTHON, "script.py"], cwd=open_dir, timeout_s=20)
+    uid, born, refused = map(int, r.stdout.split())
+    assert uid >= Limits().uid_base and born < 24 and refused > 270, r
+    assert "network isolation" in box.protections_off()[0]
+
+
+@needs_root
+def test_user_mode_kills_every_process_of_the_uid(open_dir):
+    (open_dir / "daemon.py").write_text(textwrap.dedent("""
+        import os, time
+        if os.fork():
+            os._exit(0)
+        os.setsid()
+        for i in range(600):  # bounded: 30 s
+            with open("ticks.txt", "a") as f:
+                f.write("x")
+            time.sleep(0.05)
+    """))
+    (open_dir / "script.py").write_text(
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, 'daemon.py'], start_new_session=True)\n"
+        "time.sleep(60)\n")
+    r = Sandbox(Limits(mode="user"))([SYSTEM_PYTHON, "script.py"], cwd=open_dir, timeout_s=1.5)
+    assert r.timed_out
+    size = (open_dir / "ticks.txt").stat().st_size
+    time.sleep(0.4)
+    assert (open_dir / "ticks.txt").stat().st_size == size
+
+
+@needs_root
+def test_user_mode_warns_about_readable_hidden_paths(open_dir):
+    (open_dir / "answers").mkdir()
+    os.chmod(open_dir / "answers", 0o755)
+    off = Sandbox(Limits(mode="user", hide=(str(open_dir / "answers"),))).protections_off()
+    assert any("chmod go-rwx" in line and "answers" in line for line in off)
+    with pytest.raises(sandbox.SandboxError, match="traversable"):
+        hidden_parent = open_dir / "private"
+        (hidden_parent / "w").mkdir(parents=True)
+        os.chmod(hidden_parent, 0o700)
+        Sandbox(Limits(mode="user"))([SYSTEM_PYTHON, "-c", "0"], cwd=hidden_parent / "w",
+                                     timeout_s=5)

@@ -119,7 +119,8 @@ def _exercises() -> list[Exercise]:
         Exercise(M, "softmax", 2.0, _softmax_cases(),
                  hint="exp(x - max) / sum(exp(x - max)) along `axis`"),
         Exercise(M, "dense", 1.0, tuple(
-            [Case(f"random #{i} ({n}, {a}) -> {b}", (randn(r, n, a), randn(r, a, b), randn(r, b)))
+            [Case(f"random #{i} ({n}, {a}) -> {b}", (randn(r, n, a), randn(r, a, b), randn(r, b)),
+                  hint="z = x W + b: every unit adds its bias")
              for i, (n, a, b) in enumerate([(4, 3, 2), (1, 7, 5), (9, 2, 6)])]
             + [Case("under jax.jit", (randn(r, 2, 3), randn(r, 3, 4), randn(r, 4)), mode="jit"),
                Case("gradient w.r.t. W", (randn(r, 2, 3), randn(r, 3, 4), randn(r, 4)),
@@ -131,7 +132,8 @@ def _exercises() -> list[Exercise]:
                     extra=(Case("s'(0) = 0.25", (f32([0.0]),)),),
                     hint="s(x) (1 - s(x)) with s the sigmoid"),
         Exercise(M, "softmax_jvp", 1.0, tuple(
-            [Case(f"random #{i} shape {s}", (randn(r, *s), randn(r, *s)))
+            [Case(f"random #{i} shape {s}", (randn(r, *s), randn(r, *s)),
+                  hint="J v = p * (v - sum(p * v)) with the sum along the last axis")
              for i, s in enumerate([(4,), (3, 5), (2, 2, 3)])]
             + [Case("under jax.jit", (randn(r, 2, 4), randn(r, 2, 4)), mode="jit"),
                Case("under jax.vmap", (randn(r, 3, 4), randn(r, 3, 4)), mode="vmap",

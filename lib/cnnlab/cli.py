@@ -324,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     # orbax and TFDS log routine notes through absl at WARNING; keep the terminal for our lines.
     logging.getLogger("absl").setLevel(logging.ERROR)
     try:
+        from cnnlab.train import enable_compilation_cache
+        enable_compilation_cache()
         parser = build_parser()
         args = parser.parse_args(argv)
         status = args.func(args)

@@ -8,8 +8,10 @@ Two layouts are read, both written by Keras's legacy h5 code
   layer with attribute ``weight_names`` listing its datasets in order;
 * full model (``model.save("m.h5")``): the same under the group ``model_weights``.
 
-Layers are matched by name (cnnlab's VGG16/ResNet50 use Keras's layer names). Within a layer the
-weights come in Keras's order, and their layouts already agree with Flax's:
+Layers are matched by name (cnnlab's VGG16/ResNet50 use Keras's layer names and create them in
+Keras's order), or by position as Keras's own ``load_weights`` does when a file names its layers
+differently. Within a layer the weights come in Keras's order, and their layouts already agree
+with Flax's:
 
 =================  ===========================================  ==================================
 Keras layer        weights in the file                          Flax variables
@@ -24,7 +26,7 @@ BatchNorm          gamma, beta, moving_mean, moving_variance     params scale, b
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -35,12 +37,23 @@ _DENSE_OR_CONV = (("params", "kernel"), ("params", "bias"))
 _BATCH_NORM = (("params", "scale"), ("params", "bias"), ("batch_stats", "mean"),
                ("batch_stats", "var"))
 
-KERAS_WEIGHTS_HELP = (
-    "Keras application weights (weights-only .h5) are at "
-    "https://storage.googleapis.com/tensorflow/keras-applications/ "
-    "(resnet/resnet50_weights_tf_dim_ordering_tf_kernels.h5, "
-    "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels.h5 and their _notop variants); "
-    "if you ever ran keras.applications.ResNet50(weights='imagenet'), they are in ~/.keras/models/")
+_WEIGHTS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
+_KERAS_NAMES = {"resnet50": ("resnet/", "ResNet50"), "vgg16": ("vgg16/", "VGG16")}
+
+
+def weights_help(model: str | None = None, include_top: bool = True) -> str:
+    """Where the Keras ImageNet weight files are: the download URL and Keras's cache path."""
+    if model not in _KERAS_NAMES:
+        return ("Keras application weights are at " + _WEIGHTS_BASE + "resnet/ and "
+                + _WEIGHTS_BASE + "vgg16/ (*_weights_tf_dim_ordering_tf_kernels[_notop].h5); "
+                "Keras caches them in ~/.keras/models/")
+    folder, keras_name = _KERAS_NAMES[model]
+    file = f"{model}_weights_tf_dim_ordering_tf_kernels{'' if include_top else '_notop'}.h5"
+    return (f"download {_WEIGHTS_BASE}{folder}{file} (Keras keeps it as ~/.keras/models/{file} "
+            f"once keras.applications.{keras_name}(weights='imagenet') has run)")
+
+
+KERAS_WEIGHTS_HELP = weights_help()
 
 
 def _attr_strings(group, name: str) -> list[str]:
@@ -73,7 +86,7 @@ def read_weights(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
 
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise CnnlabError(f"weights file {path} does not exist. {KERAS_WEIGHTS_HELP}")
+        raise CnnlabError(f"weights file {path} does not exist; {KERAS_WEIGHTS_HELP}")
     try:
         f = h5py.File(path, "r")
     except OSError:
@@ -108,17 +121,25 @@ def _shape(a) -> tuple[int, ...]:
     return tuple(int(d) for d in np.shape(a))
 
 
-def load_weights(path: str | os.PathLike, variables: Mapping, *,
-                 keep: Iterable[str] = ()) -> dict:
+def load_weights(path: str | os.PathLike, variables: Mapping, *, keep: Iterable[str] = (),
+                 order: Sequence[str] | None = None) -> dict:
     """Variables like ``variables`` with every layer's values taken from a Keras ``.h5`` file.
+
+    Layers are matched by name when the file has every layer of the model under its Keras name.
+    Otherwise, given ``order``, by position like Keras's own ``load_weights``: the n-th layer
+    with weights of the model takes the n-th layer with weights of the file (published files may
+    name layers differently from the code that loads them).
 
     Args:
       path: a weights-only or full-model Keras h5 file (see the module docstring).
-      variables: the template, as ``model.init`` returns it: ``{"params": {layer: {...}},
-        "batch_stats": {layer: {...}}}`` with Keras layer names at the top level. Not modified.
+      variables: the template, as ``model.init`` (or ``jax.eval_shape`` of it) returns it:
+        ``{"params": {layer: {...}}, "batch_stats": {layer: {...}}}`` with Keras layer names at
+        the top level. Not modified.
       keep: layer names that keep their template values when the file lacks them or has them in
         another shape: a fresh classification head (``keep=("predictions",)``) on ImageNet
         weights, whether the file is ``_notop`` or full.
+      order: the model's layer names in Keras's ``model.layers`` order (see
+        :func:`load_model_weights`), for positional matching.
 
     Returns:
       A new ``{"params": ..., "batch_stats": ...}`` (numpy float32 arrays) with every other layer
@@ -135,8 +156,44 @@ def load_weights(path: str | os.PathLike, variables: Mapping, *,
     params = dict(variables.get("params", {}))
     stats = dict(variables.get("batch_stats", {}))
     file_layers = read_weights(path)
-    model_layers = list(params)
+    model_layers = list(order) if order is not None else list(params)
+    model_layers = [n for n in model_layers if n in params]
     missing = [n for n in model_layers if n not in file_layers and n not in keep]
+    shortfall = None
+    if missing and order is not None:
+        pairs, shortfall = _by_position(path, file_layers, model_layers, keep)
+    else:
+        pairs = _by_name(path, file_layers, model_layers, keep, missing)
+
+    new_params = {k: dict(v) for k, v in params.items()}
+    new_stats = {k: dict(v) for k, v in stats.items()}
+    for name, file_name in pairs:
+        values = file_layers[file_name]
+        template = {"params": params[name], "batch_stats": stats.get(name, {})}
+        kind = _BATCH_NORM if "scale" in params[name] or name in stats else _DENSE_OR_CONV
+        slots = [s for s in kind if s[1] in template[s[0]]]
+        expected = [_shape(template[c][k]) for c, k in slots]
+        got = [_shape(v) for v in values]
+        if got != expected:
+            if name in keep:
+                continue  # e.g. a 1000-class head in the file, a fresh 5-class head wanted
+            where = repr(name) if name == file_name else f"{name!r} (file layer {file_name!r})"
+            raise CnnlabError(
+                f"layer {where}: the file has weights of shapes {got}, the model expects "
+                f"{expected}" + _shape_hint(name))
+        for (collection, key), value in zip(slots, values):
+            target = new_params if collection == "params" else new_stats
+            target[name][key] = np.asarray(value, dtype=np.float32)
+    if shortfall:  # after the shape checks: a mismatching layer is the better message
+        raise CnnlabError(shortfall)
+    out = dict(variables)
+    out["params"] = new_params
+    if new_stats:
+        out["batch_stats"] = new_stats
+    return out
+
+
+def _by_name(path, file_layers, model_layers, keep, missing) -> list[tuple[str, str]]:
     used = [n for n in model_layers if n in file_layers]
     if len(used) <= len(missing):  # mostly unknown names: another network's file
         raise CnnlabError(
@@ -152,36 +209,47 @@ def load_weights(path: str | os.PathLike, variables: Mapping, *,
     # does without, a head it replaces), not among the layers it uses.
     loaded = [n for n in used if n not in keep] or used
     last_used = max(file_order.index(n) for n in loaded)
-    extra = [n for n in file_order[:last_used] if n not in params]
+    extra = [n for n in file_order[:last_used] if n not in model_layers]
     if extra:
         raise CnnlabError(f"{path} holds layer(s) {_preview(extra)} that this model does not "
                           "have: it was saved from a different network")
+    return [(n, n) for n in used]
 
-    new_params = {k: dict(v) for k, v in params.items()}
-    new_stats = {k: dict(v) for k, v in stats.items()}
-    for name in model_layers:
-        if name not in file_layers:
-            continue
-        values = file_layers[name]
-        template = {"params": params[name], "batch_stats": stats.get(name, {})}
-        kind = _BATCH_NORM if "scale" in params[name] or name in stats else _DENSE_OR_CONV
-        slots = [s for s in kind if s[1] in template[s[0]]]
-        expected = [_shape(template[c][k]) for c, k in slots]
-        got = [_shape(v) for v in values]
-        if got != expected:
-            if name in keep:
-                continue  # e.g. a 1000-class head in the file, a fresh 5-class head wanted
-            raise CnnlabError(
-                f"layer {name!r}: the file has weights of shapes {got}, the model expects "
-                f"{expected}" + _shape_hint(name))
-        for (collection, key), value in zip(slots, values):
-            target = new_params if collection == "params" else new_stats
-            target[name][key] = np.asarray(value, dtype=np.float32)
-    out = dict(variables)
-    out["params"] = new_params
-    if new_stats:
-        out["batch_stats"] = new_stats
-    return out
+
+def _by_position(path, file_layers, model_layers, keep):
+    """(pairs, error or None): the n-th weighted layer of the model with the file's n-th."""
+    # Kept layers at the end of the model (a fresh head) take nothing from the file.
+    wanted = list(model_layers)
+    while wanted and wanted[-1] in keep:
+        wanted.pop()
+    file_order = list(file_layers)
+    error = None
+    if len(file_order) < len(wanted):
+        first = wanted[len(file_order)]
+        error = (f"{path} holds {len(file_order)} layers with weights, the model has "
+                 f"{len(wanted)} (the first without weights: {first!r})"
+                 + (" (is it a _notop file? use include_top=False or a full weights file)"
+                    if first in ("predictions", "fc1", "fc2") else ""))
+    return list(zip(wanted, file_order)), error
+
+
+def load_model_weights(path: str | os.PathLike, model, input_shape: Sequence[int], *,
+                       keep: Iterable[str] = ()) -> dict:
+    """Variables for ``model`` (a Flax module taking ``(x, *, train)``) at ``input_shape``
+    ((N, H, W, C) or (H, W, C)) from a Keras h5 file: :func:`load_weights` with the template from
+    ``jax.eval_shape(model.init)`` (nothing is initialized) and the model's call order as the
+    Keras layer order. Layers in ``keep`` missing from the file stay abstract
+    (``jax.ShapeDtypeStruct``): replace them (e.g. :func:`cnnlab.transfer.replace_head`)."""
+    import jax
+    import jax.numpy as jnp
+
+    from cnnlab.transfer import layer_order
+
+    shape = tuple(input_shape)
+    shape = (1, *shape) if len(shape) == 3 else shape
+    template = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape, jnp.float32),
+                                                 train=False))
+    return load_weights(path, template, keep=keep, order=layer_order(model, shape))
 
 
 def _shape_hint(name: str) -> str:

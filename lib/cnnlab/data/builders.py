@@ -40,11 +40,26 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A builder that prepares from files already on this machine.
+
+    TFDS prints "Downloading and preparing dataset Unknown size ..." around every preparation; for
+    builders that download nothing that only misleads, so these stay quiet (cnnlab.data.load prints
+    one line of its own).
+    """
+
+    def _log_download_bytes(self) -> None:
+        pass
+
+    def _log_download_done(self) -> None:
+        pass
+
+
 class FashionMnistConfig(tfds.core.BuilderConfig):
     """``full``: the four IDX files from the manual dir; ``subset``: the files shipped in cnnlab."""
 
 
-class CnnlabFashionMnist(tfds.core.GeneratorBasedBuilder):
+class CnnlabFashionMnist(LocalBuilder):
     """Fashion-MNIST (Xiao et al. 2017) from local IDX ``.gz`` files.
 
     ``full`` reads them from ``download_config.manual_dir`` (see :mod:`cnnlab.data.fashion_mnist`
@@ -90,7 +105,7 @@ class CnnlabFashionMnist(tfds.core.GeneratorBasedBuilder):
             yield i, {"image": images[i], "label": labels[i]}
 
 
-class CnnlabDigits(tfds.core.GeneratorBasedBuilder):
+class CnnlabDigits(LocalBuilder):
     """scikit-learn's bundled 8x8 handwritten digits (UCI optdigits test set), 1,797 images.
 
     A stratified split with a fixed seed (``SEED``) holds out ``TEST_SIZE`` images; pixel values

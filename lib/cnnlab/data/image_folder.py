@@ -168,7 +168,7 @@ def _to_mode(im, channels: int):
     return (im if im.mode == target else im.convert(target)), note
 
 
-def _clean(scan_: _Scan, out_dir: Path, image_size: int):
+def _clean(scan_: _Scan, out_dir: Path, image_size: int, channels: int | None):
     """Write clean PNGs; returns (kept [(png, label, rel path)], problems [str], channels)."""
     from PIL import Image
 
@@ -184,7 +184,8 @@ def _clean(scan_: _Scan, out_dir: Path, image_size: int):
     if not opened:
         raise CnnlabError(f"image folder {scan_.root}: none of the {len(scan_.files)} files "
                           "could be read as an image")
-    channels = 1 if all(mode in _GRAY_MODES for *_, mode in opened) else 3
+    if channels is None:
+        channels = 1 if all(mode in _GRAY_MODES for *_, mode in opened) else 3
     kept = []
     for i, (path, label, rel, _) in enumerate(opened):
         with Image.open(path) as im:
@@ -215,16 +216,17 @@ def _split(labels: np.ndarray, val_fraction: float, seed: int, class_names) -> n
 
 def load_image_folder(root: str | os.PathLike, *, image_size: int = 64,
                       val_fraction: float = 0.2, seed: int = 0,
-                      tfds_dir: str | os.PathLike | None = None):
+                      tfds_dir: str | os.PathLike | None = None, channels: int | None = None):
     """Load ``ROOT/<class>/<images>`` as a :class:`~cnnlab.data.Dataset` (train, test=validation).
 
     Args:
       root: the folder with one sub-folder per class.
-      image_size: images become ``image_size`` x ``image_size`` (C=3, or 1 if all are grayscale).
+      image_size: images become ``image_size`` x ``image_size``.
       val_fraction: share of each class held out for validation (stratified), in (0, 1).
       seed: the split's seed.
       tfds_dir: where the prepared copy goes (default ``$TFDS_DATA_DIR`` or
         ``~/tensorflow_datasets``).
+      channels: 3 (RGB), 1 (grayscale) or None: 1 if every image is grayscale, else 3.
 
     Returns:
       ``Dataset(name=<folder name>, train, test=validation, class_names=<folder names>, source)``.
@@ -239,11 +241,13 @@ def load_image_folder(root: str | os.PathLike, *, image_size: int = 64,
 
     if not isinstance(image_size, int) or image_size < MIN_SIDE:
         raise CnnlabError(f"image size must be an integer >= {MIN_SIDE}, got {image_size!r}")
+    if channels not in (None, 1, 3):
+        raise CnnlabError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
     if not 0 < val_fraction < 1:
         raise CnnlabError(f"validation fraction must be between 0 and 1, got {val_fraction}")
     tfds_dir = Path(tfds_dir).expanduser() if tfds_dir is not None else default_tfds_dir()
     s = scan(root)
-    options = f"{s.fingerprint}|{image_size}|{val_fraction}|{seed}|{FORMAT_VERSION}"
+    options = f"{s.fingerprint}|{image_size}|{val_fraction}|{seed}|{channels}|{FORMAT_VERSION}"
     config_name = "f" + hashlib.sha256(options.encode()).hexdigest()[:16]
 
     def builder(channels):
@@ -261,7 +265,7 @@ def load_image_folder(root: str | os.PathLike, *, image_size: int = 64,
         b = _prepared(tfds_dir, config_name, builder)
         if b is None:
             with tempfile.TemporaryDirectory(prefix="cnnlab-images-") as tmp:
-                kept, problems, channels = _clean(s, Path(tmp), image_size)
+                kept, problems, channels = _clean(s, Path(tmp), image_size, channels)
                 labels = np.array([label for _, label, _ in kept])
                 is_val = _split(labels, val_fraction, seed, s.class_names)
                 manifest = {
@@ -318,3 +322,45 @@ def _quiet_absl():
         yield
     finally:
         logger.setLevel(level)
+
+
+#: Data set names of the form ``folder:/abs/root?image_size=64&val_fraction=0.2&seed=0&channels=3``
+#: name an image folder with its options (what a fine-tuning run records in ``config.json`` so
+#: ``cnnlab evaluate`` can load the same data again).
+SPEC_PREFIX = "folder:"
+
+
+def dataset_spec(root: str | os.PathLike, *, image_size: int, val_fraction: float = 0.2,
+                 seed: int = 0, channels: int | None = None) -> str:
+    """The data set name of an image folder with these options (absolute path)."""
+    from urllib.parse import urlencode
+
+    query = {"image_size": image_size, "val_fraction": val_fraction, "seed": seed}
+    if channels is not None:
+        query["channels"] = channels
+    return f"{SPEC_PREFIX}{Path(root).expanduser().resolve()}?{urlencode(query)}"
+
+
+def load_spec(spec: str, *, tfds_dir: str | os.PathLike | None = None):
+    """:func:`load_image_folder` for a name made by :func:`dataset_spec`."""
+    from urllib.parse import parse_qs
+
+    if not spec.startswith(SPEC_PREFIX):
+        raise CnnlabError(f"not an image-folder data set name: {spec!r} (expected "
+                          f"{SPEC_PREFIX}/path/to/root?image_size=64)")
+    root, _, query = spec[len(SPEC_PREFIX):].rpartition("?")
+    if not root:
+        root, query = query, ""
+    options = {k: v[-1] for k, v in parse_qs(query).items()}
+    try:
+        kwargs = dict(image_size=int(options.pop("image_size", 64)),
+                      val_fraction=float(options.pop("val_fraction", 0.2)),
+                      seed=int(options.pop("seed", 0)),
+                      channels=int(options["channels"]) if "channels" in options else None)
+    except ValueError as e:
+        raise CnnlabError(f"bad option in {spec!r}: {e}") from None
+    options.pop("channels", None)
+    if options:
+        raise CnnlabError(f"unknown option(s) {sorted(options)} in {spec!r}; valid: image_size, "
+                          "val_fraction, seed, channels")
+    return load_image_folder(root, tfds_dir=tfds_dir, **kwargs)

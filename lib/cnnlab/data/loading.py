@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import fcntl
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -134,6 +135,26 @@ def _load_idx_builder(source: fashion_mnist.IdxSource, tfds_dir: Path, *, name: 
 
 
 @contextlib.contextmanager
+def _quiet_tfds():
+    """Silence TFDS's progress bars and its "Downloading and preparing" log lines.
+
+    Nothing is downloaded for our own builders, so those lines would only mislead; cnnlab prints one
+    line of its own instead.
+    """
+    import absl.logging
+    from tensorflow_datasets.core.utils import tqdm_utils
+
+    verbosity, bars = absl.logging.get_verbosity(), tqdm_utils._active
+    absl.logging.set_verbosity(absl.logging.WARNING)
+    tqdm_utils.display_progress_bar(False)
+    try:
+        yield
+    finally:
+        absl.logging.set_verbosity(verbosity)
+        tqdm_utils.display_progress_bar(bars)
+
+
+@contextlib.contextmanager
 def _lock(path: Path):
     """An exclusive lock file, so parallel processes (pytest-xdist, several trainings) prepare a
     data set once instead of racing to rename the same directory."""
@@ -176,8 +197,10 @@ def _prepare(builder_cls, config: str | None, tfds_dir: Path, *, manual_dir: Pat
                 else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
         config_kw = dict(manual_dir=os.fspath(manual_dir)) if manual_dir else {}
         try:
-            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-                try_download_gcs=False, download_mode=mode, **config_kw))
+            print(f"cnnlab: preparing {builder_cls.name}/{config} in {tfds_dir} (once)", file=sys.stderr)
+            with _quiet_tfds():
+                builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+                    try_download_gcs=False, download_mode=mode, **config_kw))
         except PermissionError as e:
             raise CnnlabError(f"cannot write to the TFDS data dir {tfds_dir} ({e.strerror}: "
                               f"{e.filename}); pass a writable --tfds-dir or set TFDS_DATA_DIR") from None

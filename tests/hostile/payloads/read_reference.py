@@ -1,0 +1,40 @@
+# attacks: relu
+"""Looks for the reference: solutions/, the expected outputs, hidden cases, git history, the
+runner's cache, other students' submissions and results, root-only files. Anything readable is
+"exploited" (relu returns the right answer), so a leak shows up as a pass; otherwise relu is wrong.
+__SUBMISSIONS__ and __RESULTS__ are filled in by the fixture (a student who knows the layout)."""
+import glob as _glob
+import os as _os
+
+
+def _leaks():
+    import grader
+
+    root = _os.path.dirname(_os.path.dirname(_os.path.abspath(grader.__file__)))
+    home = _os.path.expanduser("~")
+    patterns = [
+        f"{root}/solutions/*.py", f"{root}/grader/expected/*", f"{root}/grader/hidden/*.py",
+        f"{root}/.git/HEAD", f"{root}/.git/objects/*/*", f"{root}/tests/*.py",
+        "/root/.cache/cnnlab/*/*", f"{home}/.cache/cnnlab/*/*", "/tmp/cnnlab-*/*", "/tmp/*/*",
+        "__SUBMISSIONS__/*", "__SUBMISSIONS__/*/*.py", "__RESULTS__/*", "__RESULTS__/*/*.json",
+        "/etc/shadow",
+    ]
+    found = []
+    for pattern in patterns:
+        for path in [pattern] + _glob.glob(pattern):
+            try:
+                if _os.path.isfile(path) and not path.startswith(_os.getcwd()):
+                    with open(path, "rb") as f:
+                        f.read(16)
+                    found.append(path)
+            except OSError:
+                pass
+    return found
+
+
+def relu(x):
+    leaked = _leaks()
+    print("LEAKED:", leaked)
+    if leaked:
+        return jnp.maximum(x, 0)  # stands for using what was read
+    return jnp.full_like(x, -1.0)
