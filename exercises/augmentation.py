@@ -21,7 +21,7 @@ def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
     The decisions are exactly ``flip = jax.random.bernoulli(key, 0.5, (N,))``; image n is
     ``images[n, :, ::-1, :]`` where ``flip[n]``, else unchanged. (N, H, W, C) -> same.
     """
-    raise NotImplementedError('flip = jax.random.bernoulli(key, 0.5, (N,)); jnp.where(flip[:, None, None, None], images[:, :, ::-1, :], images)')
+    raise NotImplementedError('one bernoulli draw per image, then jnp.where with the mirrored batch (width is axis 2)')
 
 
 def random_crop(key: jax.Array, images: jax.Array, *, pad: int) -> jax.Array:
@@ -33,7 +33,7 @@ def random_crop(key: jax.Array, images: jax.Array, *, pad: int) -> jax.Array:
     (N, H, W, C) -> (N, H, W, C). ``pad`` is a plain Python int; offset (pad, pad) is the
     identity. Hint: ``jax.lax.dynamic_slice`` under ``jax.vmap``.
     """
-    raise NotImplementedError('padded = jnp.pad(...); off = randint(...); jax.vmap(lambda im, o: jax.lax.dynamic_slice(im, (o[0], o[1], 0), (H, W, C)))')
+    raise NotImplementedError('jnp.pad the H and W axes, draw the offsets with jax.random.randint, cut with lax.dynamic_slice under vmap')
 
 
 def tta_predict(apply_fn: Callable[[jax.Array], jax.Array], images: jax.Array) -> jax.Array:
@@ -44,7 +44,7 @@ def tta_predict(apply_fn: Callable[[jax.Array], jax.Array], images: jax.Array) -
     (softmax over the last axis). ``apply_fn`` maps (N, H, W, C) to logits (N, K).
     Returns (N, K), rows summing to 1.
     """
-    raise NotImplementedError('jax.nn.softmax(apply_fn(images)) + jax.nn.softmax(apply_fn(images[:, :, ::-1, :])), halved')
+    raise NotImplementedError('two forward passes (plain and mirrored), softmax each, average')
 
 
 def top_k_accuracy(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
@@ -53,4 +53,4 @@ def top_k_accuracy(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
     Shapes: logits (N, C), labels int (N,) -> float32 scalar; k = 1 is the accuracy, k = C gives 1.
     ``k`` is a plain Python int. (ImageNet results quote top-1 and top-5.)
     """
-    raise NotImplementedError('topk = jax.lax.top_k(logits, k)[1]; hit = jnp.any(topk == labels[:, None], axis=-1); mean')
+    raise NotImplementedError('jax.lax.top_k gives the indices of the k largest logits')

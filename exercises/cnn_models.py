@@ -35,7 +35,7 @@ class WorkshopCNN(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        raise NotImplementedError('for f in (16, 32, 64): x = nn.relu(nn.Conv(f, (3, 3), strides=2, padding="SAME")(x)); then flatten + nn.Dense')
+        raise NotImplementedError('a loop over the three filter counts with nn.Conv + nn.relu, then reshape and nn.Dense')
 
 
 class SeminarCNN(nn.Module):
@@ -55,7 +55,7 @@ class SeminarCNN(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        raise NotImplementedError('conv -> relu -> nn.max_pool(x, (2, 2), strides=(2, 2)), twice; flatten; Dense(hidden) -> relu -> Dense(num_classes)')
+        raise NotImplementedError('follow the docstring layer by layer: nn.Conv, nn.relu, nn.max_pool, reshape, nn.Dense')
 
 
 def receptive_field(layers: Sequence[tuple[int, int]]) -> int:
@@ -68,4 +68,4 @@ def receptive_field(layers: Sequence[tuple[int, int]]) -> int:
     Examples: two 3x3 stride-1 convs -> 5 (the VGG argument: two 3x3 see as much as one 5x5);
     [(3, 2), (3, 2), (3, 2)] (the workshop CNN) -> 15; [] -> 1.
     """
-    raise NotImplementedError('r, j = 1, 1; for k, s in layers: r += (k - 1) * j; j *= s')
+    raise NotImplementedError('keep two numbers, the field r and the jump j, and update them layer by layer')

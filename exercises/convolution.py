@@ -59,7 +59,7 @@ def conv_output_size(input_size: int | Sequence[int], kernel_size: int | Sequenc
         n = max(len(a) for a in args if not isinstance(a, int))
         per_axis = [[a] * n if isinstance(a, int) else list(a) for a in args]
         return tuple(conv_output_size(*axis) for axis in zip(*per_axis))
-    raise NotImplementedError('span = W - K + 2 * P; check span % S == 0 and span >= 0 (else raise ValueError); return span // S + 1')
+    raise NotImplementedError('compute W - K + 2P first; check it is >= 0 and divisible by S, else raise ValueError')
 
 
 def padding_amounts(input_size: int, kernel_size: int, stride: int = 1,
@@ -74,7 +74,7 @@ def padding_amounts(input_size: int, kernel_size: int, stride: int = 1,
     Examples: W=5, K=3, S=1, "same" -> (1, 1); K=4 -> (1, 2); W=28, K=3, S=2 -> (0, 1).
     Raises ``ValueError`` for any other mode.
     """
-    raise NotImplementedError('out = -(-W // S) (ceil); total = max((out - 1) * S + K - W, 0); (total // 2, total - total // 2)')
+    raise NotImplementedError('ceil(W / S) is -(-W // S) in integers; split the total with the smaller half first')
 
 
 def zero_pad(image: jax.Array, padding: int | Sequence[Sequence[int]]) -> jax.Array:
@@ -84,7 +84,7 @@ def zero_pad(image: jax.Array, padding: int | Sequence[Sequence[int]]) -> jax.Ar
     ``((top, bottom), (left, right))``. (H, W, C) -> (H + top + bottom, W + left + right, C);
     the channels are not padded. A 2x2 image with P = 1 becomes 4x4 with the image in the middle.
     """
-    raise NotImplementedError('jnp.pad(image, ((top, bottom), (left, right), (0, 0)))')
+    raise NotImplementedError('jnp.pad takes one (before, after) pair per axis')
 
 
 def conv2d_single(image: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -97,7 +97,7 @@ def conv2d_single(image: jax.Array, kernel: jax.Array) -> jax.Array:
     From scratch: ``lax.conv*``, ``jnp.convolve`` and ``jax.scipy.signal`` are not allowed.
     Loop over the KH*KW kernel offsets (small), not over the output pixels (many).
     """
-    raise NotImplementedError('out = zeros; for u in range(KH): for v in range(KW): out += kernel[u, v] * image[u:u + OH, v:v + OW]')
+    raise NotImplementedError('start from zeros of the output shape and add one shifted slice of the image per kernel offset')
 
 
 def conv2d(x: jax.Array, w: jax.Array, b: jax.Array, *, stride: int = 1,
@@ -113,7 +113,7 @@ def conv2d(x: jax.Array, w: jax.Array, b: jax.Array, *, stride: int = 1,
     Equals ``lax.conv_general_dilated`` — which is not allowed here; nor is ``jnp.convolve``.
     ``stride`` and ``padding`` are plain Python values (static under ``jax.jit``).
     """
-    raise NotImplementedError('pad, then for each (u, v): patch = xp[u:u + S*(OH-1)+1:S, v:v + S*(OW-1)+1:S, :]; out += patch @ w[u, v]')
+    raise NotImplementedError('as conv2d_single, with strided slices (start:stop:S) and a matmul over the input channels')
 
 
 def classic_kernel(name: str) -> jax.Array:
@@ -134,7 +134,7 @@ def classic_kernel(name: str) -> jax.Array:
 
     Raises ``ValueError`` naming the valid names for any other name.
     """
-    raise NotImplementedError('a dict from name to nested lists, then jnp.asarray(..., dtype=jnp.float32)')
+    raise NotImplementedError('a dict from names to nested lists, converted with jnp.asarray(..., jnp.float32)')
 
 
 def filter_image(image: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -145,7 +145,7 @@ def filter_image(image: jax.Array, kernel: jax.Array) -> jax.Array:
     cross-correlated as in :func:`conv2d_single`. A blur keeps a constant image constant away
     from the border; an edge kernel gives 0 there.
     """
-    raise NotImplementedError('pad by (KH // 2, KW // 2) on each side, then sum kernel[u, v] * shifted slices as in conv2d_single')
+    raise NotImplementedError("zero-pad so that the output keeps the input's size, then as conv2d_single")
 
 
 def dense_param_count(input_shape: Sequence[int], units: int) -> int:
@@ -155,7 +155,7 @@ def dense_param_count(input_shape: Sequence[int], units: int) -> int:
     The lecture's point: a 64x64x3 image into 128 units needs 64*64*3*128 + 128 = 1,572,992
     ≈ 1.5 M parameters, while a 3x3 conv with 128 filters needs 3,584 (:func:`conv_param_count`).
     """
-    raise NotImplementedError('math.prod(input_shape) * units + units')
+    raise NotImplementedError('math.prod multiplies the input dimensions')
 
 
 def conv_param_count(kernel_size: int | Sequence[int], in_channels: int, filters: int) -> int:
@@ -164,4 +164,4 @@ def conv_param_count(kernel_size: int | Sequence[int], in_channels: int, filters
     Independent of the image size. 3x3, 3 -> 128: 3*3*3*128 + 128 = 3,584.
     ``kernel_size`` is an int K (K x K) or (KH, KW).
     """
-    raise NotImplementedError('kh, kw = kernel_size (or K, K); kh * kw * in_channels * filters + filters')
+    raise NotImplementedError('every filter has one weight per kernel position and input channel, plus a bias')

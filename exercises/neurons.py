@@ -27,7 +27,7 @@ def sigmoid(x: jax.Array) -> jax.Array:
     Write it from the formula (``jax.nn.sigmoid`` is not allowed). Large inputs such as
     ``x = ±1000`` must give 0 and 1, not NaN.
     """
-    raise NotImplementedError('1 / (1 + jnp.exp(-x)); for large |x| use e = jnp.exp(-jnp.abs(x)) so exp never overflows')
+    raise NotImplementedError('exp(-|x|) never overflows: use it for both signs of x')
 
 
 def tanh(x: jax.Array) -> jax.Array:
@@ -36,12 +36,12 @@ def tanh(x: jax.Array) -> jax.Array:
     Any shape -> the same shape, values in [-1, 1]; ``tanh(x) = 2 s(2x) - 1``. Write it from the
     formula (``jnp.tanh`` is not allowed). ``x = ±100`` must give ±1, not ``inf / inf = NaN``.
     """
-    raise NotImplementedError('with e = jnp.exp(-2 * jnp.abs(x)): tanh(x) = sign(x) * (1 - e) / (1 + e)')
+    raise NotImplementedError('write it with exp(-2|x|) and the sign of x')
 
 
 def relu(x: jax.Array) -> jax.Array:
     """Rectified linear unit, elementwise: ``relu(x) = max(0, x)``. Any shape -> same shape."""
-    raise NotImplementedError('jnp.where(x > 0, x, 0)')
+    raise NotImplementedError('jnp.where picks elementwise between two arrays')
 
 
 def leaky_relu(x: jax.Array, negative_slope: float = 0.01) -> jax.Array:
@@ -49,7 +49,7 @@ def leaky_relu(x: jax.Array, negative_slope: float = 0.01) -> jax.Array:
 
     ``leaky_relu(-2.0) = -0.02``; ``leaky_relu(3.0) = 3.0``. Any shape -> same shape.
     """
-    raise NotImplementedError('jnp.where(x >= 0, x, negative_slope * x)')
+    raise NotImplementedError('jnp.where, with the negative_slope argument')
 
 
 def elu(x: jax.Array, alpha: float = 1.0) -> jax.Array:
@@ -59,7 +59,7 @@ def elu(x: jax.Array, alpha: float = 1.0) -> jax.Array:
     at ``x = 100``: ``jnp.where`` differentiates *both* branches, and ``exp(100) = inf`` in the
     branch you do not use still turns the gradient into ``0 * inf = NaN``.
     """
-    raise NotImplementedError('jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0))): clamp what goes into exp')
+    raise NotImplementedError('jnp.where; clamp the input of the exponential so the unused branch stays finite')
 
 
 def maxout(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
@@ -70,7 +70,7 @@ def maxout(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
     Shapes: x (N, D), w (D, M, K), b (M, K) -> (N, M).
     With K = 2, w[..., 1] = 0 and b = 0 this is ``relu(x w[..., 0])``.
     """
-    raise NotImplementedError('z = jnp.einsum("nd,dmk->nmk", x, w) + b; then the max over the last axis')
+    raise NotImplementedError('jnp.einsum can form all M*K linear pieces at once')
 
 
 # --- layers and losses ---------------------------------------------------------------------------
@@ -84,7 +84,7 @@ def softmax(x: jax.Array, axis: int = -1) -> jax.Array:
     otherwise ``x = [1000, 1000]`` overflows to ``inf / inf = NaN`` instead of ``[0.5, 0.5]``.
     (``jax.nn.softmax`` is not allowed.)
     """
-    raise NotImplementedError('z = x - jnp.max(x, axis=axis, keepdims=True); e = jnp.exp(z); e / e.sum(axis, keepdims=True)')
+    raise NotImplementedError('subtract the max along `axis` (keepdims=True) before exponentiating')
 
 
 def dense(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
@@ -92,7 +92,7 @@ def dense(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
 
     Shapes: x (N, D_in), W (D_in, D_out), b (D_out,) -> z (N, D_out).
     """
-    raise NotImplementedError('x @ w + b  (b broadcasts over the batch)')
+    raise NotImplementedError('a matrix product and a broadcast addition')
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -104,7 +104,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     Shapes: logits float (N, C), labels int (N,) with values in [0, C) -> scalar ().
     Uniform logits give ``log C`` (2.3026 for C = 10). Must stay finite for logits of 1000.
     """
-    raise NotImplementedError('m = max per row; logsumexp = m + log(sum(exp(logits - m))); take logits[n, labels[n]]')
+    raise NotImplementedError("logsumexp with the max subtracted; jnp.take_along_axis picks each row's label")
 
 
 # --- gradients by hand ---------------------------------------------------------------------------
@@ -115,7 +115,7 @@ def sigmoid_derivative(x: jax.Array) -> jax.Array:
     Any shape -> same shape; ``s'(0) = 0.25`` (its maximum: a sigmoid layer scales gradients by at
     most 1/4, the root of the vanishing gradient).
     """
-    raise NotImplementedError('s = sigmoid(x); return s * (1 - s)')
+    raise NotImplementedError('reuse sigmoid')
 
 
 def softmax_jvp(logits: jax.Array, tangent: jax.Array) -> jax.Array:
@@ -127,7 +127,7 @@ def softmax_jvp(logits: jax.Array, tangent: jax.Array) -> jax.Array:
     Shapes: logits (..., C), tangent (..., C) -> (..., C). Equals
     ``jax.jvp(softmax, (logits,), (tangent,))[1]``.
     """
-    raise NotImplementedError('p = softmax(logits); p * (tangent - jnp.sum(p * tangent, axis=-1, keepdims=True))')
+    raise NotImplementedError('only elementwise products and one sum along the last axis are needed')
 
 
 def softmax_cross_entropy_grad(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -137,7 +137,7 @@ def softmax_cross_entropy_grad(logits: jax.Array, labels: jax.Array) -> jax.Arra
 
     Shapes: logits (N, C), labels int (N,) -> (N, C). Each row sums to 0.
     """
-    raise NotImplementedError('(softmax(logits) - jax.nn.one_hot(labels, C)) / N')
+    raise NotImplementedError('jax.nn.one_hot turns labels into y')
 
 
 def add_multiply_backward(x: float, y: float, z: float) -> dict:
@@ -149,7 +149,7 @@ def add_multiply_backward(x: float, y: float, z: float) -> dict:
     Returns ``{"f": f, "dx": df/dx, "dy": df/dy, "dz": df/dz}``. Lecture example:
     x = -2, y = 5, z = -4 gives f = -12, dx = -4, dy = -4, dz = 3.
     """
-    raise NotImplementedError('q = x + y; f = q * z; the multiply gate swaps its inputs: df/dq = z, df/dz = q')
+    raise NotImplementedError('forward: q = x + y, f = q z; backward: what does each gate do to the gradient?')
 
 
 def mlp3_loss(params: dict, x: jax.Array, y: jax.Array) -> jax.Array:
@@ -161,7 +161,7 @@ def mlp3_loss(params: dict, x: jax.Array, y: jax.Array) -> jax.Array:
     params: {"w1": (D, H1), "b1": (H1,), "w2": (H1, H2), "b2": (H2,), "w3": (H2, O), "b3": (O,)};
     x (N, D), y (N, O) -> scalar ().
     """
-    raise NotImplementedError('three times h = sigmoid(h @ w + b), then 0.5 * jnp.sum((out - y) ** 2) / x.shape[0]')
+    raise NotImplementedError('three sigmoid layers, then the squared error summed over outputs and averaged over examples')
 
 
 def mlp3_backward(params: dict, x: jax.Array, y: jax.Array) -> dict:
@@ -177,7 +177,7 @@ def mlp3_backward(params: dict, x: jax.Array, y: jax.Array) -> dict:
     Returns a dict with the same keys and shapes as ``params``. Must equal
     ``jax.grad(mlp3_loss)(params, x, y)`` — but do not call ``jax.grad``/``jax.vjp`` here.
     """
-    raise NotImplementedError('recompute h1, h2, out in a forward pass, then delta3 = (out - y) / N * out * (1 - out), ...')
+    raise NotImplementedError('redo the forward pass keeping h1, h2, out; then the deltas from the docstring, last layer first')
 
 
 def layer_gradient_norms(params: list, x: jax.Array, y: jax.Array) -> jax.Array:
@@ -191,4 +191,4 @@ def layer_gradient_norms(params: list, x: jax.Array, y: jax.Array) -> jax.Array:
     sigmoid network the first entries are orders of magnitude smaller than the last.
     Use ``jax.grad`` here.
     """
-    raise NotImplementedError('define loss(params) with a loop over layers, g = jax.grad(loss)(params), then jnp.linalg.norm per g[l]["w"]')
+    raise NotImplementedError('write the loss as a function of the parameter list, take jax.grad, then a norm per layer')

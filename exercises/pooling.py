@@ -41,7 +41,7 @@ def max_pool(x: jax.Array, window: int | Sequence[int] = 2, stride: int | Sequen
     ``window``/``stride`` are ints or (rows, cols) pairs, plain Python values.
     From scratch: ``lax.reduce_window``, ``flax.linen.max_pool`` and friends are not allowed.
     """
-    raise NotImplementedError('pad with -jnp.inf; out = max over (u, v) of the strided slices xp[u:u + S*(OH-1)+1:S, v:...:S]')
+    raise NotImplementedError('pad with -inf, then combine the strided slices of every window offset with jnp.maximum')
 
 
 def avg_pool(x: jax.Array, window: int | Sequence[int] = 2, stride: int | Sequence[int] | None = None,
@@ -53,7 +53,7 @@ def avg_pool(x: jax.Array, window: int | Sequence[int] = 2, stride: int | Sequen
 
     Shapes: x (H, W, C) -> (OH, OW, C). No ``lax.reduce_window`` / ``flax.linen.avg_pool``.
     """
-    raise NotImplementedError('like max_pool with zero padding, adding the strided slices and dividing by WH * WW')
+    raise NotImplementedError('as max_pool, adding the slices instead and dividing by the window size')
 
 
 def global_avg_pool(x: jax.Array) -> jax.Array:
@@ -62,7 +62,7 @@ def global_avg_pool(x: jax.Array) -> jax.Array:
     Shapes: (..., H, W, C) -> (..., C); e.g. a batch (N, 7, 7, 512) -> (N, 512). It replaces
     flatten + a big dense layer at the top of modern CNNs (no parameters, any image size).
     """
-    raise NotImplementedError('jnp.mean over axes (-3, -2)')
+    raise NotImplementedError('one jnp.mean over the two spatial axes')
 
 
 def flatten(x: jax.Array) -> jax.Array:
@@ -71,7 +71,7 @@ def flatten(x: jax.Array) -> jax.Array:
     Shapes: (N, d1, d2, ...) -> (N, d1 * d2 * ...), row-major (for NHWC: H, then W, then C, as
     Keras' ``Flatten``). (32, 7, 7, 64) -> (32, 3136).
     """
-    raise NotImplementedError('x.reshape(x.shape[0], -1)')
+    raise NotImplementedError('one reshape; keep the first axis')
 
 
 def dropout(key: jax.Array, x: jax.Array, rate: float, *, train: bool) -> jax.Array:
@@ -85,4 +85,4 @@ def dropout(key: jax.Array, x: jax.Array, rate: float, *, train: bool) -> jax.Ar
     Shapes: any -> same. ``key`` is a PRNG key (``jax.random.PRNGKey``); the same key gives the same
     mask. ``rate`` and ``train`` are plain Python values.
     """
-    raise NotImplementedError('keep = jax.random.bernoulli(key, 1 - rate, x.shape); jnp.where(keep, x / (1 - rate), 0)')
+    raise NotImplementedError('draw the keep mask with jax.random.bernoulli, then jnp.where')

@@ -27,7 +27,7 @@ def minibatch_indices(num_examples: int, batch_size: int, *, seed: int, epoch: i
     Returns int32 (num_batches, batch_size); each index appears at most once.
     10 examples, batch 4 -> shape (2, 4), two examples unused this epoch.
     """
-    raise NotImplementedError('key = jax.random.fold_in(jax.random.PRNGKey(seed), epoch); perm = permutation(...); reshape the first nb * bs')
+    raise NotImplementedError('jax.random.fold_in makes a new key per epoch; permute, cut, reshape')
 
 
 def train_test_split(num_examples: int, test_fraction: float, *, seed: int) -> tuple[jax.Array, jax.Array]:
@@ -38,7 +38,7 @@ def train_test_split(num_examples: int, test_fraction: float, *, seed: int) -> t
     the training set. Returns ``(train_idx, test_idx)``, int32 (N - n_test,) and (n_test,).
     100 examples with ``test_fraction=0.25`` -> 75 and 25 indices, disjoint, together all 100.
     """
-    raise NotImplementedError('n_test = math.ceil(test_fraction * num_examples); return perm[n_test:], perm[:n_test]')
+    raise NotImplementedError('one permutation; the test set is its beginning')
 
 
 def kfold_indices(num_examples: int, k: int) -> list[tuple[jax.Array, jax.Array]]:
@@ -51,7 +51,7 @@ def kfold_indices(num_examples: int, k: int) -> list[tuple[jax.Array, jax.Array]
     Returns a list of k pairs ``(train_idx, val_idx)``, int32. N=10, k=3: folds of 4, 3, 3 ->
     val [0..3], [4..6], [7..9]. Every index is validated exactly once.
     """
-    raise NotImplementedError('sizes = [N // k + (1 if i < N % k else 0) for i in range(k)]; walk a start offset through them')
+    raise NotImplementedError('walk a start offset through the fold sizes; jnp.concatenate the rest')
 
 
 def sgd_step(params, grads, learning_rate: float):
@@ -60,7 +60,7 @@ def sgd_step(params, grads, learning_rate: float):
     ``params`` and ``grads`` have the same structure (e.g. ``{"w": (3, 2), "b": (2,)}``); returns a
     new pytree of that structure (the input is not modified).
     """
-    raise NotImplementedError('jax.tree_util.tree_map(lambda p, g: p - learning_rate * g, params, grads)')
+    raise NotImplementedError('jax.tree_util.tree_map works on two trees at once')
 
 
 def adam_init(params) -> dict:
@@ -68,7 +68,7 @@ def adam_init(params) -> dict:
 
     ``mu`` and ``nu`` are pytrees of the same structure, shapes and dtypes as ``params``.
     """
-    raise NotImplementedError('zeros = jax.tree_util.tree_map(jnp.zeros_like, params); count = jnp.zeros((), jnp.int32)')
+    raise NotImplementedError('jax.tree_util.tree_map with jnp.zeros_like')
 
 
 def adam_step(params, grads, state: dict, learning_rate: float, *, b1: float = 0.9,
@@ -86,7 +86,7 @@ def adam_step(params, grads, state: dict, learning_rate: float, *, b1: float = 0
     (``count`` int32). On the first step every parameter moves by about ``lr`` against the sign of
     its gradient.
     """
-    raise NotImplementedError('t = state["count"] + 1; update mu, nu with tree_map; bias-correct with 1 - b1 ** t and 1 - b2 ** t')
+    raise NotImplementedError('tree_map the two moment updates, then the bias-corrected parameter update')
 
 
 def l2_penalty(params, weight_decay: float) -> jax.Array:
@@ -95,7 +95,7 @@ def l2_penalty(params, weight_decay: float) -> jax.Array:
     Its gradient is ``weight_decay * p``: adding it to the loss is "weight decay". Returns a float32
     scalar. ``{"w": [[1, 2]], "b": [2]}`` with ``weight_decay=0.1`` -> 0.05 * (1 + 4 + 4) = 0.45.
     """
-    raise NotImplementedError('0.5 * weight_decay * sum(jnp.sum(p ** 2) for p in jax.tree_util.tree_leaves(params))')
+    raise NotImplementedError('jax.tree_util.tree_leaves lists every array of the tree')
 
 
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -103,7 +103,7 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
     Shapes: logits (N, C), labels int (N,) -> float32 scalar in [0, 1].
     """
-    raise NotImplementedError('jnp.mean(jnp.argmax(logits, axis=-1) == labels)')
+    raise NotImplementedError('jnp.argmax over the class axis, compared with the labels')
 
 
 def confusion_matrix(labels: jax.Array, predictions: jax.Array, num_classes: int) -> jax.Array:
@@ -113,7 +113,7 @@ def confusion_matrix(labels: jax.Array, predictions: jax.Array, num_classes: int
     the true classes, so row sums are the class counts and the diagonal counts the correct ones.
     ``num_classes`` is a plain Python int (static under ``jax.jit``).
     """
-    raise NotImplementedError('jnp.zeros((C, C), jnp.int32).at[labels, predictions].add(1)')
+    raise NotImplementedError('scatter-add ones: .at[rows, cols].add(1)')
 
 
 # ``train_state.TrainState`` holds step, params, apply_fn (model.apply), tx (the optax optimizer)
@@ -133,4 +133,4 @@ def train_step(state: TrainState, images: jax.Array, labels: jax.Array) -> tuple
     with ``@jax.jit`` so that the step is compiled once and reused: the grader calls it several
     times with the same shapes and counts how often it is traced.
     """
-    raise NotImplementedError('def loss_fn(p): logits = state.apply_fn({"params": p}, images); ...; loss, g = jax.value_and_grad(loss_fn)(state.params)')
+    raise NotImplementedError('a loss function of the params, jax.value_and_grad, then state.apply_gradients')

@@ -31,7 +31,7 @@ def replace_head(params: dict, num_classes: int, key: jax.Array, *, head: str = 
     ``jax.nn.initializers.lecun_normal()(key, (F, num_classes), jnp.float32)``.
     An ImageNet head (2048, 1000) becomes (2048, 5) for 5 flower classes. Does not modify ``params``.
     """
-    raise NotImplementedError('new = dict(params); new[head] = {"kernel": lecun_normal()(key, (F, num_classes), jnp.float32), "bias": jnp.zeros(...)}')
+    raise NotImplementedError('copy the outer dict and put a new head dict into the copy')
 
 
 def trainable_labels(params: dict, trainable: Sequence[str]) -> dict:
@@ -42,7 +42,7 @@ def trainable_labels(params: dict, trainable: Sequence[str]) -> dict:
     ``{"backbone": {"w": ...}, "head": {"kernel": ..., "bias": ...}}`` with ``trainable=["head"]``
     -> ``{"backbone": {"w": "frozen"}, "head": {"kernel": "trainable", "bias": "trainable"}}``.
     """
-    raise NotImplementedError('{name: jax.tree_util.tree_map(lambda _: label, block) for name, block in params.items()}')
+    raise NotImplementedError('tree_map each block to a constant label')
 
 
 def freeze_optimizer(params: dict, trainable: Sequence[str],
@@ -54,7 +54,7 @@ def freeze_optimizer(params: dict, trainable: Sequence[str],
     ``optax.set_to_zero()`` for "frozen". Zeroing the *gradients* of frozen parameters is not
     enough: weight decay (``optax.adamw``) would still shrink them.
     """
-    raise NotImplementedError('optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()}, trainable_labels(params, trainable))')
+    raise NotImplementedError('optax.multi_transform with optax.set_to_zero() for the frozen label')
 
 
 def discriminative_learning_rates(block_names: Sequence[str], lr_min: float,
@@ -65,7 +65,7 @@ def discriminative_learning_rates(block_names: Sequence[str], lr_min: float,
     ``lr_i = lr_min * (lr_max / lr_min) ** (i / (B - 1))`` for block i of B (a single block gets
     ``lr_max``). Returns ``{name: float}``. ``["a", "b", "c"], 1e-5, 1e-3`` -> 1e-5, 1e-4, 1e-3.
     """
-    raise NotImplementedError('np.geomspace(lr_min, lr_max, len(block_names)); a single block gets lr_max')
+    raise NotImplementedError('np.geomspace spaces values geometrically')
 
 
 def discriminative_optimizer(params: dict,
@@ -75,7 +75,7 @@ def discriminative_optimizer(params: dict,
 
     ``optax.multi_transform({name: optax.sgd(lr) ...}, labels)`` with labels naming each leaf's block.
     """
-    raise NotImplementedError('labels = {name: jax.tree_util.tree_map(lambda _: name, block) ...}; transforms = {name: optax.sgd(lr)}')
+    raise NotImplementedError('optax.multi_transform with one optax.sgd per block and a label tree naming blocks')
 
 
 def finetune_step(params: dict, opt_state, images: jax.Array, labels: jax.Array, *,
@@ -92,4 +92,4 @@ def finetune_step(params: dict, opt_state, images: jax.Array, labels: jax.Array,
 
     Returns ``(new_params, new_opt_state, loss)``: frozen blocks are bit-for-bit unchanged.
     """
-    raise NotImplementedError('train_p = {k: params[k] for k in trainable}; frozen = the rest; jax.value_and_grad(loss)(train_p); tx.update; optax.apply_updates')
+    raise NotImplementedError('split the dict, differentiate a loss of the trainable part only, update it, merge')

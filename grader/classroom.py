@@ -243,6 +243,12 @@ def failed_results(reason: str, max_scores: dict[str, float]) -> dict:
                       for name, points in max_scores.items()]}
 
 
+def worker_heartbeat(exercise_timeout_s: float) -> dict:
+    """Sandbox limits that end a worker whose progress file is older than one exercise's time
+    plus a margin (a hang that defeats the worker's own alarm; see ``Limits.heartbeat_file``)."""
+    return {"heartbeat_file": "out/progress.json", "heartbeat_s": exercise_timeout_s + 15.0}
+
+
 # -- the batch --------------------------------------------------------------------------------
 
 
@@ -268,9 +274,12 @@ class ClassGrader:
         # runner's cache of reference outputs.
         from grader.runner import cache_dir
 
+        from grader.runner import DEFAULT_EXERCISE_TIMEOUT_S
+
         hide = tuple(dict.fromkeys((*base.hide, str(self.submissions), str(self.out),
                                     str(cache_dir()))))
-        self.sandbox = Sandbox(dataclasses.replace(base, hide=hide))
+        self.sandbox = Sandbox(dataclasses.replace(
+            base, hide=hide, **worker_heartbeat(timeout_s or DEFAULT_EXERCISE_TIMEOUT_S)))
         self._lock = threading.Lock()
 
     def log(self, line: str) -> None:

@@ -81,6 +81,8 @@ def _print_results(result, *, detailed: bool) -> None:
     from rich.table import Table
 
     console = Console()
+    if not console.is_terminal:  # piped or captured: wide enough for the hint column
+        console = Console(width=120)
     table = Table(title=f"cnnlab grades — {result.submission}", show_lines=False)
     table.add_column("Lab", no_wrap=True)
     table.add_column("Exercise", no_wrap=True)

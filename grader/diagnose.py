@@ -27,8 +27,9 @@ def describe_error(err: dict) -> str:
     msg = err.get("message", "")
     where = err.get("where")
     loc = ""
-    if where:
-        loc = f" (at {where.get('file')}:{where.get('line')}: `{where.get('code', '')}`)"
+    if isinstance(where, dict):
+        loc = f" (at {str(where.get('file'))[:100]}:{str(where.get('line'))[:10]}: " \
+              f"`{str(where.get('code', ''))[:200]}`)"
     if kind == "NotImplementedError":
         return f"not attempted: {_first_lines(msg, 1) or 'the body still raises NotImplementedError'}"
     if kind == "Timeout":

@@ -93,6 +93,14 @@ def mode_call(fn, args, kwargs, options, **_):
     return fn(*args, **kwargs), {}
 
 
+def _maybe_jit(f, *args):
+    """``jax.jit(f)(*args)``, or ``f(*args)`` when ``f`` cannot be traced (see :func:`mode_call`)."""
+    try:
+        return jax.jit(f)(*args)
+    except FALLBACK_ERRORS:
+        return f(*args)
+
+
 def mode_jit(fn, args, kwargs, options, **_):
     """``jax.jit`` with every non-array argument (ints, strings, tuples of ints) static."""
     return _jit_call(fn, args, kwargs, options), {}
@@ -174,9 +182,13 @@ def driver_flax_model(cls, args, kwargs, options, **_):
     """
     x, key = args
     model = cls(**kwargs)
-    variables = model.init(key, x, train=False)
-    logits = model.apply(variables, x, train=False)
-    return {"params": dict(variables["params"]), "logits": logits}, {}
+
+    def init_apply(key, x):
+        variables = model.init(key, x, train=False)
+        return variables["params"], model.apply(variables, x, train=False)
+
+    params, logits = _maybe_jit(init_apply, key, x)
+    return {"params": dict(params), "logits": logits}, {}
 
 
 class _TinyMLP:
@@ -241,9 +253,12 @@ def driver_finetune(fn, args, kwargs, options, **_):
     tx = optax.adamw(0.05, weight_decay=0.5)
     opt_state = tx.init({k: params[k] for k in trainable})
     losses = []
+
+    def step(params, opt_state, x, y):
+        return fn(params, opt_state, x, y, apply_fn=model.apply, tx=tx, trainable=trainable)
+
     for i in range(images.shape[0]):
-        params, opt_state, loss = fn(params, opt_state, images[i], labels[i],
-                                     apply_fn=model.apply, tx=tx, trainable=trainable)
+        params, opt_state, loss = _maybe_jit(step, params, opt_state, images[i], labels[i])
         losses.append(loss)
     return {"params": params, "losses": jnp.stack([jnp.asarray(v) for v in losses])}, {}
 
@@ -268,9 +283,13 @@ def driver_optimizer(fn, args, kwargs, options, **_):
     params, arg1, grads_list = args
     tx = fn(params, arg1, _inner_tx(options["inner"])) if "inner" in options else fn(params, arg1)
     state = tx.init(params)
-    for g in grads_list:
+
+    def step(g, state, params):
         updates, state = tx.update(g, state, params)
-        params = optax.apply_updates(params, updates)
+        return optax.apply_updates(params, updates), state
+
+    for g in grads_list:
+        params, state = _maybe_jit(step, g, state, params)
     return {"params": params}, {}
 
 
@@ -284,7 +303,7 @@ def driver_tta(fn, args, kwargs, options, **_):
     def apply_fn(x):
         return x.reshape(x.shape[0], -1) @ w + b
 
-    return fn(apply_fn, images), {}
+    return _maybe_jit(lambda imgs: fn(apply_fn, imgs), images), {}
 
 
 def driver_check_grads(fn, args, kwargs, options, *, module, **_):

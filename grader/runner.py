@@ -52,7 +52,16 @@ SOLUTIONS_DIR = ROOT / "solutions"
 EXPECTED_DIR = Path(__file__).resolve().parent / "expected"
 OUTPUT_CAP = 64 * 1024           # bytes of stdout/stderr kept per worker (the tail)
 MAX_SOURCE_BYTES = 2 * 2**20     # per submitted .py file
+MAX_OUTPUT_BYTES = 64 * 2**20    # outputs of one exercise
 DEFAULT_EXERCISE_TIMEOUT_S = 30.0
+
+
+PRIMITIVE_SOURCES = {  # what a student wrote that shows up as a forbidden jaxpr primitive
+    "logistic": "jax.nn.sigmoid", "tanh": "jnp.tanh",
+    "conv_general_dilated": "lax.conv, jnp.convolve, jax.scipy.signal",
+    "reduce_window_max": "lax.reduce_window, flax.linen.max_pool",
+    "reduce_window_sum": "lax.reduce_window, flax.linen.avg_pool",
+}
 
 
 class GraderError(Exception):
@@ -232,7 +241,7 @@ def run_module(module: str, module_file: Path, exercises: Sequence[Exercise],
                 if f.exists():
                     rec = _safe_json(f)
                     try:
-                        arrs = load_arrays(out / f"{n}.npz")
+                        arrs = load_arrays(out / f"{n}.npz", max_bytes=MAX_OUTPUT_BYTES)
                     except CodecError as e:
                         rec = None
                         results[n] = {"failure": f"unreadable outputs: {e}", "status": "error"}
@@ -340,10 +349,13 @@ class ReferenceStore:
         self.solutions_dir = Path(solutions_dir)
         self.use_cache = use_cache
         self._lock = threading.Lock()
+        self._module_locks: dict[str, threading.Lock] = {}
         self._plans: dict[str, ModulePlan] = {}
 
     def plan(self, module: str, *, include_hidden: bool) -> ModulePlan:
-        with self._lock:
+        with self._lock:  # one lock per module: modules are computed in parallel, each once
+            lock = self._module_locks.setdefault(module, threading.Lock())
+        with lock:
             if module not in self._plans:
                 self._plans[module] = self._compute(module)
         full = self._plans[module]
@@ -377,8 +389,7 @@ class ReferenceStore:
                 if "failure" in r:
                     raise GraderError(f"the reference failed on {module}.{name}: {r['failure']}")
                 for cid, outcome in r["outcomes"].items():
-                    ren = {}
-                    skel = _rename(outcome.get("out"), r["arrays"], out_arrays, ren, cid)
+                    skel = _rename(outcome.get("out"), r["arrays"], out_arrays)
                     raw[cid] = {**outcome, "out": skel} if outcome.get("ok") else outcome
             if self.use_cache:
                 cdir.mkdir(parents=True, exist_ok=True)
@@ -388,20 +399,19 @@ class ReferenceStore:
         return ModulePlan(module, exercises, calls, arrays, expected)
 
 
-def _rename(skel, src: dict, dest: dict, _ren: dict, cid: str):
-    """Copy the arrays a skeleton refers to into ``dest`` under unique names (per call)."""
-    if skel is None:
-        return None
-    if isinstance(skel, dict) and skel.get("t") == "array":
+def _rename(skel, src: dict, dest: dict):
+    """Copy the arrays a skeleton refers to into ``dest`` under fresh names (the worker numbers
+    arrays per exercise; the cache holds a whole module in one file)."""
+    if not isinstance(skel, dict):
+        return skel
+    if skel.get("t") == "array":
         name = f"o{len(dest)}"
         dest[name] = src[skel["k"]]
         return {"t": "array", "k": name}
-    if isinstance(skel, dict) and skel.get("t") in ("dict",):
-        return {"t": "dict", "items": [[k, _rename(v, src, dest, _ren, cid)]
-                                       for k, v in skel["items"]]}
-    if isinstance(skel, dict) and skel.get("t") in ("list", "tuple"):
-        return {"t": skel["t"], "items": [_rename(v, src, dest, _ren, cid)
-                                          for v in skel["items"]]}
+    if skel.get("t") == "dict":
+        return {"t": "dict", "items": [[k, _rename(v, src, dest)] for k, v in skel["items"]]}
+    if skel.get("t") in ("list", "tuple"):
+        return {"t": skel["t"], "items": [_rename(v, src, dest) for v in skel["items"]]}
     return skel
 
 
@@ -551,7 +561,9 @@ def _check_case(ex: Exercise, case: Case, cid: str, plan: ModulePlan, raw, array
     elif case.check == "no_primitives":
         forbidden = set(case.options.get("forbidden", ()))
         used = sorted(forbidden & set(out)) if isinstance(out, list) else ["?"]
-        msg = f"uses {', '.join(used)}: this exercise is from scratch" if used else None
+        msg = ("uses " + ", ".join(f"{u} ({PRIMITIVE_SOURCES[u]})" if u in PRIMITIVE_SOURCES
+                                   else u for u in used)
+               + ": this exercise is from scratch") if used else None
     elif case.check == "pure":
         if not isinstance(out, dict) or set(out) != {"first", "second"}:
             msg = "malformed purity outcome"

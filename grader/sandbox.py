@@ -3,29 +3,39 @@
 ``Sandbox(limits)(argv, cwd=..., timeout_s=...) -> LaunchResult`` is the launcher that
 ``grader.runner.grade_submission(..., launcher=...)`` calls for every worker process. What binds:
 
-* always: a wall-clock timeout that kills the whole process tree; rlimits on CPU seconds
-  (``RLIMIT_CPU``), address space (``RLIMIT_AS``; JAX needs about 1.6 GB of it just to import, so keep
-  it >= 3 GB) and/or data segment (``RLIMIT_DATA``), file size (``RLIMIT_FSIZE``), open files, no core
-  files; stdout/stderr read incrementally and kept as a bounded head + tail, so gigabytes of printing
-  cost neither memory nor disk; a clean environment; a cap on what the child writes into its work dir.
-* when the grader runs as root and ``unshare`` exists (Linux): the child runs in new network, PID,
-  mount, IPC and UTS namespaces, as an unprivileged uid with no account (one uid per concurrent
-  sandbox, so ``RLIMIT_NPROC`` -- which counts threads of a uid machine-wide and never binds root --
-  bounds each sandbox on its own and a fork storm cannot starve a neighbour); when the sandbox's first
-  process exits or is killed, the kernel kills everything left in its PID namespace. Inside, /tmp,
-  /var/tmp, /dev/shm and /run/lock are small private tmpfs (only the work dir is bound back in), and
-  the source checkout is hidden except for what a worker needs (lib/, grader/ minus grader/expected/,
-  exercises/, .venv): solutions/, .git/, tests/ and results cannot be read. ``Limits.hide`` hides more
-  paths (the class's submissions and results folders).
-* after every run, symlinks, hard links, FIFOs and device files the child left in its work dir are
-  deleted, so a result file can never be a link to the reference's expected outputs.
+* always: a wall-clock timeout that kills the whole process tree (and, optionally, a heartbeat:
+  the run ends when a progress file stops changing); rlimits on CPU seconds (``RLIMIT_CPU``),
+  address space (``RLIMIT_AS``; JAX needs about 1.6 GB of it to import, so keep it >= 3 GB)
+  and/or data segment (``RLIMIT_DATA``), file size (``RLIMIT_FSIZE``), open files, no core files;
+  stdout/stderr read incrementally and kept as a bounded head + tail, so gigabytes of printing cost
+  neither memory nor disk; a clean environment (no tokens, no compilation or reference caches); a
+  cap on what the child leaves in its work dir.
+* mode "namespaces" (root and a working ``unshare``, the default when available): new network,
+  PID, mount, IPC and UTS namespaces; the child runs as an unprivileged uid with no account, one
+  uid per concurrent sandbox, so ``RLIMIT_NPROC`` -- which counts a uid's threads machine-wide and
+  never binds root -- bounds each sandbox on its own and a fork storm cannot starve a neighbour.
+  When the sandbox's first process exits or is killed (also when the grader dies: parent-death
+  signal), the kernel kills everything left in its PID namespace. /tmp, /var/tmp, /dev/shm and
+  /run/lock are small private tmpfs with only the work dir bound back in; folders others cannot
+  traverse (e.g. /root) are replaced by an empty tmpfs with only what the worker needs bound back
+  (the Python installation); the source checkout is hidden except for lib/, grader/ (without
+  grader/expected/ and grader/hidden/), exercises/ and .venv, so solutions/, .git/ (whose history
+  holds the solutions), tests/ and results cannot be read; ``Limits.hide`` hides more (the class's
+  submissions and results, the reference cache).
+* mode "user" (root, but namespaces forbidden, as in most Docker containers): the unprivileged uid
+  with its process limit, and every process of that uid killed after the run; what must stay
+  secret has to be unreadable by file modes (:meth:`Sandbox.protections_off` lists what is not).
+* mode "none" (not root): rlimits, timeout and output caps only.
+* the work dir itself and the files directly in it stay root-owned and read-only (the child can
+  read its request but neither replace nor delete it); its sub-folders belong to the child. After
+  every run, symlinks, hard links, FIFOs and device files left there are deleted, so a result file
+  can never be a link to the expected outputs.
 
-When the namespace protections are unavailable, :meth:`Sandbox.protections_off` names them and
-:func:`warn_protections_off` prints that once as one warning line.
+:func:`warn_protections_off` prints once, as one warning line, which protections are off and why.
 
-The sandbox's first process (PID 1 of the namespace) is this very file run as a script
-(``python -I -S sandbox.py --init CONFIG``), so everything above ``_init_main`` uses only the standard
-library and nothing here imports the grader package.
+The sandbox's first process (PID 1 of the namespaces) is this very file run as a script
+(``python -I -S sandbox.py --init CONFIG``), so this module uses only the standard library and
+never imports the grader package.
 """
 
 from __future__ import annotations
@@ -95,10 +105,15 @@ class Limits:
     nofile: RLIMIT_NOFILE.
     output_bytes: stdout and stderr each keep at most this many bytes (half head, half tail).
     workdir_bytes / workdir_files: what the child may leave in its work dir (polled; killed above).
-    tmpfs_bytes: size of each private /tmp, /var/tmp, /dev/shm, /run/lock (isolated mode).
-    mode: "namespaces", "user" or "none" (see :class:`Sandbox`); None picks the best available.
+    tmpfs_bytes: size of each private /tmp, /var/tmp, /dev/shm, /run/lock (mode "namespaces").
+    mode: "namespaces", "user" or "none" (see :class:`Sandbox`); None picks the best available
+      (or ``$CNNLAB_SANDBOX_MODE`` when set).
     uid_base / uid_slots: concurrent sandboxes run as uids uid_base .. uid_base + uid_slots - 1.
     hide: further paths (files or folders) the child must not see, e.g. submissions and results.
+    heartbeat_file / heartbeat_s: a file (relative to the work dir) the child rewrites as it makes
+      progress; when it is older than ``heartbeat_s`` the run is ended as timed out. The grader's
+      worker rewrites ``out/progress.json`` before each exercise, so a hang that ignores the
+      worker's own per-exercise alarm costs one exercise's time, not the whole module's budget.
     """
 
     cpu_s: float | None = None
@@ -115,6 +130,8 @@ class Limits:
     uid_base: int = 61000
     uid_slots: int = 64
     hide: tuple[str, ...] = ()
+    heartbeat_file: str | None = None
+    heartbeat_s: float | None = None
 
 
 class SandboxError(RuntimeError):
@@ -206,6 +223,10 @@ def _child_env(home: str) -> dict[str, str]:
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
     env.setdefault("LANG", "C.UTF-8")
     env.setdefault("JAX_PLATFORMS", "cpu")
+    root = _repo_root()
+    if root is not None:  # the worker imports the same grader (and library) as this process
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(root), str(root / "lib")] + [p for p in [env.get("PYTHONPATH")] if p])
     env.update(HOME=home, TMPDIR="/tmp", PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg")
     return env
 
@@ -242,11 +263,11 @@ def _describe_signal(sig: int, limits: Limits, timeout_s: float) -> str:
     if sig == signal.SIGXFSZ:
         return f"wrote a file larger than the {limits.file_size_bytes / MiB:g} MB limit ({name})"
     mem = limits.address_space_bytes or limits.data_bytes
-    mem_hint = f"; the memory limit is {mem / GiB:g} GB" if mem else ""
+    mem_hint = f": the limit is {mem / GiB:g} GB" if mem else ""
     if sig in (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT):
-        return f"crashed with {name} (often the memory limit{mem_hint})"
+        return f"crashed with {name} (a stack overflow, or out of memory{mem_hint})"
     if sig == signal.SIGKILL:
-        return f"killed by {name} (CPU time limit of {cpu:g} s or out of memory{mem_hint})"
+        return f"killed by {name} (the CPU time limit of {cpu:g} s, or out of memory{mem_hint})"
     return f"ended by {name}"
 
 
@@ -339,11 +360,23 @@ class _UidSlot:
         os.close(self._fd)
 
 
-def _chown_tree(path: str, uid: int) -> None:
-    os.lchown(path, uid, uid)
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in dirnames + filenames:
-            os.lchown(os.path.join(dirpath, name), uid, uid)
+def _prepare_workdir(path: str, uid: int) -> None:
+    """Hand the work dir's sub-folders to the sandbox uid; keep the work dir itself and the files
+    directly in it root-owned and read-only (mode 0644 / 0755), so the child can read its request
+    but can neither delete nor replace it, nor remove the sub-folders it writes its results to."""
+    os.chown(path, 0, 0)
+    os.chmod(path, 0o755)
+    for entry in os.scandir(path):
+        if entry.is_symlink():
+            os.unlink(entry.path)
+        elif entry.is_dir():
+            for dirpath, dirnames, filenames in os.walk(entry.path):
+                os.lchown(dirpath, uid, uid)
+                for name in filenames:
+                    os.lchown(os.path.join(dirpath, name), uid, uid)
+        else:
+            os.chown(entry.path, 0, 0)
+            os.chmod(entry.path, 0o644)
 
 
 def _check_reachable(cwd: Path) -> None:
@@ -429,7 +462,9 @@ class Sandbox:
             if self._unshare and _namespaces_work(self._unshare):
                 available.insert(0, "namespaces")
         self.available = available
-        wanted = self.limits.mode
+        # CNNLAB_SANDBOX_MODE lets an instructor pick a weaker mode on purpose (e.g. "none" on a
+        # laptop without root); the one warning line still says what is off.
+        wanted = self.limits.mode or os.environ.get("CNNLAB_SANDBOX_MODE") or None
         if wanted is not None and wanted not in MODES:
             raise SandboxError(f"unknown sandbox mode {wanted!r}; choose one of {MODES}")
         if wanted is not None and wanted not in available:
@@ -542,10 +577,11 @@ class Sandbox:
 
     def _run(self, argv, cwd: Path, timeout_s: float, slot: _UidSlot | None) -> LaunchResult:
         lim = self.limits
-        env = _child_env(home=str(cwd))
+        # HOME must be writable: /tmp (private in mode "namespaces"); the work dir itself is not
+        env = _child_env(home=str(cwd) if self.mode == "none" else "/tmp")
         status_r = status_w = None
         if slot is not None:
-            _chown_tree(str(cwd), slot.uid)
+            _prepare_workdir(str(cwd), slot.uid)
         if self.mode == "namespaces":
             status_r, status_w = os.pipe()
         cmd, popen_kw = self._command(argv, cwd, env, timeout_s, slot, status_w)
@@ -563,24 +599,7 @@ class Sandbox:
         if status_w is not None:
             os.close(status_w)
         out, err = _Capture(proc.stdout, lim.output_bytes), _Capture(proc.stderr, lim.output_bytes)
-        timed_out, reason = False, None
-        deadline = start + timeout_s
-        next_scan = start
-        while True:
-            try:
-                proc.wait(timeout=0.1)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            now = time.monotonic()
-            if now >= deadline:
-                timed_out, reason = True, f"timed out after {timeout_s:g} s (wall clock)"
-                break
-            if now >= next_scan and (lim.workdir_bytes or lim.workdir_files):
-                next_scan = now + 0.25
-                reason = _workdir_over(cwd, lim)
-                if reason:
-                    break
+        timed_out, reason = self._watch(proc, cwd, start, timeout_s)
         self._kill_tree(proc, slot)
         duration = time.monotonic() - start
         stdout, stderr = out.text(timeout=5), err.text(timeout=5)
@@ -598,6 +617,35 @@ class Sandbox:
         if timed_out or (reason and returncode == 0):
             returncode = -signal.SIGKILL
         return LaunchResult(returncode, stdout, stderr, timed_out, reason, duration)
+
+    def _watch(self, proc: subprocess.Popen, cwd: Path, start: float,
+               timeout_s: float) -> tuple[bool, str | None]:
+        """Wait for the child to exit; ``(timed_out, reason)`` when a limit ended it first (wall
+        clock, heartbeat, work-dir quota), else ``(False, None)``."""
+        lim = self.limits
+        next_scan = start
+        while True:
+            try:
+                proc.wait(timeout=0.1)
+                return False, None
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            if now - start >= timeout_s:
+                return True, f"timed out after {timeout_s:g} s (wall clock)"
+            if now < next_scan:
+                continue
+            next_scan = now + 0.25
+            over = _workdir_over(cwd, lim)
+            if over:
+                return False, over
+            if lim.heartbeat_file and lim.heartbeat_s:
+                try:
+                    idle = time.time() - (cwd / lim.heartbeat_file).stat().st_mtime
+                except OSError:  # not written yet: count from the start
+                    idle = now - start
+                if min(idle, now - start) > lim.heartbeat_s:
+                    return True, f"timed out: no progress for {lim.heartbeat_s:g} s"
 
     def _kill_tree(self, proc: subprocess.Popen, slot: _UidSlot | None) -> None:
         """SIGKILL everything the run started: the session; in mode "namespaces" the namespace

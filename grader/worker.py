@@ -41,6 +41,10 @@ def _configure_jax() -> None:
     """CPU only, quiet, and the persistent compilation cache when a directory is configured."""
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # Grading runs hundreds of tiny programs once each: compile them fast, not run them fast
+    # (halves the grading time; the reference is computed with the same flags).
+    fast = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + fast).strip()
     import jax
 
     cache = os.environ.get("CNNLAB_JAX_CACHE_DIR", "")

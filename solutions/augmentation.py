@@ -20,7 +20,7 @@ def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
     ``images[n, :, ::-1, :]`` where ``flip[n]``, else unchanged. (N, H, W, C) -> same.
     """
     # BEGIN SOLUTION
-    # HINT: flip = jax.random.bernoulli(key, 0.5, (N,)); jnp.where(flip[:, None, None, None], images[:, :, ::-1, :], images)
+    # HINT: one bernoulli draw per image, then jnp.where with the mirrored batch (width is axis 2)
     flip = jax.random.bernoulli(key, 0.5, (images.shape[0],))
     return jnp.where(flip[:, None, None, None], images[:, :, ::-1, :], images)
     # END SOLUTION
@@ -36,7 +36,7 @@ def random_crop(key: jax.Array, images: jax.Array, *, pad: int) -> jax.Array:
     identity. Hint: ``jax.lax.dynamic_slice`` under ``jax.vmap``.
     """
     # BEGIN SOLUTION
-    # HINT: padded = jnp.pad(...); off = randint(...); jax.vmap(lambda im, o: jax.lax.dynamic_slice(im, (o[0], o[1], 0), (H, W, C)))
+    # HINT: jnp.pad the H and W axes, draw the offsets with jax.random.randint, cut with lax.dynamic_slice under vmap
     n, h, w, c = images.shape
     padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     off = jax.random.randint(key, (n, 2), 0, 2 * pad + 1)
@@ -53,7 +53,7 @@ def tta_predict(apply_fn: Callable[[jax.Array], jax.Array], images: jax.Array) -
     Returns (N, K), rows summing to 1.
     """
     # BEGIN SOLUTION
-    # HINT: jax.nn.softmax(apply_fn(images)) + jax.nn.softmax(apply_fn(images[:, :, ::-1, :])), halved
+    # HINT: two forward passes (plain and mirrored), softmax each, average
     p = jax.nn.softmax(apply_fn(images), axis=-1)
     p_flip = jax.nn.softmax(apply_fn(images[:, :, ::-1, :]), axis=-1)
     return (p + p_flip) / 2
@@ -67,7 +67,7 @@ def top_k_accuracy(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
     ``k`` is a plain Python int. (ImageNet results quote top-1 and top-5.)
     """
     # BEGIN SOLUTION
-    # HINT: topk = jax.lax.top_k(logits, k)[1]; hit = jnp.any(topk == labels[:, None], axis=-1); mean
+    # HINT: jax.lax.top_k gives the indices of the k largest logits
     topk = jax.lax.top_k(logits, k)[1]
     return jnp.mean(jnp.any(topk == labels[:, None], axis=-1).astype(jnp.float32))
     # END SOLUTION

@@ -34,7 +34,7 @@ class WorkshopCNN(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         # BEGIN SOLUTION
-        # HINT: for f in (16, 32, 64): x = nn.relu(nn.Conv(f, (3, 3), strides=2, padding="SAME")(x)); then flatten + nn.Dense
+        # HINT: a loop over the three filter counts with nn.Conv + nn.relu, then reshape and nn.Dense
         for features in (16, 32, 64):
             x = nn.relu(nn.Conv(features, (3, 3), strides=2, padding="SAME")(x))
         x = x.reshape(x.shape[0], -1)
@@ -60,7 +60,7 @@ class SeminarCNN(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         # BEGIN SOLUTION
-        # HINT: conv -> relu -> nn.max_pool(x, (2, 2), strides=(2, 2)), twice; flatten; Dense(hidden) -> relu -> Dense(num_classes)
+        # HINT: follow the docstring layer by layer: nn.Conv, nn.relu, nn.max_pool, reshape, nn.Dense
         x = nn.relu(nn.Conv(4, (5, 5), padding="VALID")(x))
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
         x = nn.relu(nn.Conv(12, (5, 5), padding="VALID")(x))
@@ -82,7 +82,7 @@ def receptive_field(layers: Sequence[tuple[int, int]]) -> int:
     [(3, 2), (3, 2), (3, 2)] (the workshop CNN) -> 15; [] -> 1.
     """
     # BEGIN SOLUTION
-    # HINT: r, j = 1, 1; for k, s in layers: r += (k - 1) * j; j *= s
+    # HINT: keep two numbers, the field r and the jump j, and update them layer by layer
     r, j = 1, 1
     for k, s in layers:
         r += (k - 1) * j

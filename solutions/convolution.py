@@ -58,7 +58,7 @@ def conv_output_size(input_size: int | Sequence[int], kernel_size: int | Sequenc
         per_axis = [[a] * n if isinstance(a, int) else list(a) for a in args]
         return tuple(conv_output_size(*axis) for axis in zip(*per_axis))
     # BEGIN SOLUTION
-    # HINT: span = W - K + 2 * P; check span % S == 0 and span >= 0 (else raise ValueError); return span // S + 1
+    # HINT: compute W - K + 2P first; check it is >= 0 and divisible by S, else raise ValueError
     span = input_size - kernel_size + 2 * padding
     if span < 0:
         raise ValueError(f"kernel {kernel_size} is larger than the padded input "
@@ -83,7 +83,7 @@ def padding_amounts(input_size: int, kernel_size: int, stride: int = 1,
     Raises ``ValueError`` for any other mode.
     """
     # BEGIN SOLUTION
-    # HINT: out = -(-W // S) (ceil); total = max((out - 1) * S + K - W, 0); (total // 2, total - total // 2)
+    # HINT: ceil(W / S) is -(-W // S) in integers; split the total with the smaller half first
     if mode == "valid":
         return (0, 0)
     if mode != "same":
@@ -102,7 +102,7 @@ def zero_pad(image: jax.Array, padding: int | Sequence[Sequence[int]]) -> jax.Ar
     the channels are not padded. A 2x2 image with P = 1 becomes 4x4 with the image in the middle.
     """
     # BEGIN SOLUTION
-    # HINT: jnp.pad(image, ((top, bottom), (left, right), (0, 0)))
+    # HINT: jnp.pad takes one (before, after) pair per axis
     if isinstance(padding, int):
         padding = ((padding, padding), (padding, padding))
     (top, bottom), (left, right) = padding
@@ -121,7 +121,7 @@ def conv2d_single(image: jax.Array, kernel: jax.Array) -> jax.Array:
     Loop over the KH*KW kernel offsets (small), not over the output pixels (many).
     """
     # BEGIN SOLUTION
-    # HINT: out = zeros; for u in range(KH): for v in range(KW): out += kernel[u, v] * image[u:u + OH, v:v + OW]
+    # HINT: start from zeros of the output shape and add one shifted slice of the image per kernel offset
     kh, kw = kernel.shape
     oh, ow = image.shape[0] - kh + 1, image.shape[1] - kw + 1
     out = jnp.zeros((oh, ow), jnp.result_type(image, kernel))
@@ -146,7 +146,7 @@ def conv2d(x: jax.Array, w: jax.Array, b: jax.Array, *, stride: int = 1,
     ``stride`` and ``padding`` are plain Python values (static under ``jax.jit``).
     """
     # BEGIN SOLUTION
-    # HINT: pad, then for each (u, v): patch = xp[u:u + S*(OH-1)+1:S, v:v + S*(OW-1)+1:S, :]; out += patch @ w[u, v]
+    # HINT: as conv2d_single, with strided slices (start:stop:S) and a matmul over the input channels
     kh, kw = w.shape[:2]
     h, wd = x.shape[:2]
     if isinstance(padding, str):
@@ -185,7 +185,7 @@ def classic_kernel(name: str) -> jax.Array:
     Raises ``ValueError`` naming the valid names for any other name.
     """
     # BEGIN SOLUTION
-    # HINT: a dict from name to nested lists, then jnp.asarray(..., dtype=jnp.float32)
+    # HINT: a dict from names to nested lists, converted with jnp.asarray(..., jnp.float32)
     v = [[1, 0, -1]] * 3
     line = [[-1, 2, -1]] * 3
     kernels = {
@@ -214,7 +214,7 @@ def filter_image(image: jax.Array, kernel: jax.Array) -> jax.Array:
     from the border; an edge kernel gives 0 there.
     """
     # BEGIN SOLUTION
-    # HINT: pad by (KH // 2, KW // 2) on each side, then sum kernel[u, v] * shifted slices as in conv2d_single
+    # HINT: zero-pad so that the output keeps the input's size, then as conv2d_single
     kh, kw = kernel.shape
     h, w = image.shape
     xp = jnp.pad(image, ((kh // 2, kh // 2), (kw // 2, kw // 2)))
@@ -234,7 +234,7 @@ def dense_param_count(input_shape: Sequence[int], units: int) -> int:
     ≈ 1.5 M parameters, while a 3x3 conv with 128 filters needs 3,584 (:func:`conv_param_count`).
     """
     # BEGIN SOLUTION
-    # HINT: math.prod(input_shape) * units + units
+    # HINT: math.prod multiplies the input dimensions
     return math.prod(input_shape) * units + units
     # END SOLUTION
 
@@ -246,7 +246,7 @@ def conv_param_count(kernel_size: int | Sequence[int], in_channels: int, filters
     ``kernel_size`` is an int K (K x K) or (KH, KW).
     """
     # BEGIN SOLUTION
-    # HINT: kh, kw = kernel_size (or K, K); kh * kw * in_channels * filters + filters
+    # HINT: every filter has one weight per kernel position and input channel, plus a bias
     kh, kw = _as_pair(kernel_size)
     return kh * kw * in_channels * filters + filters
     # END SOLUTION

@@ -26,7 +26,7 @@ def sigmoid(x: jax.Array) -> jax.Array:
     ``x = ±1000`` must give 0 and 1, not NaN.
     """
     # BEGIN SOLUTION
-    # HINT: 1 / (1 + jnp.exp(-x)); for large |x| use e = jnp.exp(-jnp.abs(x)) so exp never overflows
+    # HINT: exp(-|x|) never overflows: use it for both signs of x
     e = jnp.exp(-jnp.abs(x))  # in (0, 1]: never overflows
     return jnp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
     # END SOLUTION
@@ -39,7 +39,7 @@ def tanh(x: jax.Array) -> jax.Array:
     formula (``jnp.tanh`` is not allowed). ``x = ±100`` must give ±1, not ``inf / inf = NaN``.
     """
     # BEGIN SOLUTION
-    # HINT: with e = jnp.exp(-2 * jnp.abs(x)): tanh(x) = sign(x) * (1 - e) / (1 + e)
+    # HINT: write it with exp(-2|x|) and the sign of x
     e = jnp.exp(-2.0 * jnp.abs(x))
     return jnp.sign(x) * (1.0 - e) / (1.0 + e)
     # END SOLUTION
@@ -48,7 +48,7 @@ def tanh(x: jax.Array) -> jax.Array:
 def relu(x: jax.Array) -> jax.Array:
     """Rectified linear unit, elementwise: ``relu(x) = max(0, x)``. Any shape -> same shape."""
     # BEGIN SOLUTION
-    # HINT: jnp.where(x > 0, x, 0)
+    # HINT: jnp.where picks elementwise between two arrays
     return jnp.where(x > 0, x, jnp.zeros_like(x))
     # END SOLUTION
 
@@ -59,7 +59,7 @@ def leaky_relu(x: jax.Array, negative_slope: float = 0.01) -> jax.Array:
     ``leaky_relu(-2.0) = -0.02``; ``leaky_relu(3.0) = 3.0``. Any shape -> same shape.
     """
     # BEGIN SOLUTION
-    # HINT: jnp.where(x >= 0, x, negative_slope * x)
+    # HINT: jnp.where, with the negative_slope argument
     return jnp.where(x >= 0, x, negative_slope * x)
     # END SOLUTION
 
@@ -72,7 +72,7 @@ def elu(x: jax.Array, alpha: float = 1.0) -> jax.Array:
     branch you do not use still turns the gradient into ``0 * inf = NaN``.
     """
     # BEGIN SOLUTION
-    # HINT: jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0))): clamp what goes into exp
+    # HINT: jnp.where; clamp the input of the exponential so the unused branch stays finite
     return jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0.0)))
     # END SOLUTION
 
@@ -86,7 +86,7 @@ def maxout(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
     With K = 2, w[..., 1] = 0 and b = 0 this is ``relu(x w[..., 0])``.
     """
     # BEGIN SOLUTION
-    # HINT: z = jnp.einsum("nd,dmk->nmk", x, w) + b; then the max over the last axis
+    # HINT: jnp.einsum can form all M*K linear pieces at once
     z = jnp.einsum("nd,dmk->nmk", x, w) + b
     return jnp.max(z, axis=-1)
     # END SOLUTION
@@ -104,7 +104,7 @@ def softmax(x: jax.Array, axis: int = -1) -> jax.Array:
     (``jax.nn.softmax`` is not allowed.)
     """
     # BEGIN SOLUTION
-    # HINT: z = x - jnp.max(x, axis=axis, keepdims=True); e = jnp.exp(z); e / e.sum(axis, keepdims=True)
+    # HINT: subtract the max along `axis` (keepdims=True) before exponentiating
     z = x - jnp.max(x, axis=axis, keepdims=True)
     e = jnp.exp(z)
     return e / jnp.sum(e, axis=axis, keepdims=True)
@@ -117,7 +117,7 @@ def dense(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
     Shapes: x (N, D_in), W (D_in, D_out), b (D_out,) -> z (N, D_out).
     """
     # BEGIN SOLUTION
-    # HINT: x @ w + b  (b broadcasts over the batch)
+    # HINT: a matrix product and a broadcast addition
     return x @ w + b
     # END SOLUTION
 
@@ -132,7 +132,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     Uniform logits give ``log C`` (2.3026 for C = 10). Must stay finite for logits of 1000.
     """
     # BEGIN SOLUTION
-    # HINT: m = max per row; logsumexp = m + log(sum(exp(logits - m))); take logits[n, labels[n]]
+    # HINT: logsumexp with the max subtracted; jnp.take_along_axis picks each row's label
     m = jnp.max(logits, axis=-1, keepdims=True)
     lse = jnp.log(jnp.sum(jnp.exp(logits - m), axis=-1)) + m[:, 0]
     picked = jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
@@ -149,7 +149,7 @@ def sigmoid_derivative(x: jax.Array) -> jax.Array:
     most 1/4, the root of the vanishing gradient).
     """
     # BEGIN SOLUTION
-    # HINT: s = sigmoid(x); return s * (1 - s)
+    # HINT: reuse sigmoid
     s = sigmoid(x)
     return s * (1.0 - s)
     # END SOLUTION
@@ -165,7 +165,7 @@ def softmax_jvp(logits: jax.Array, tangent: jax.Array) -> jax.Array:
     ``jax.jvp(softmax, (logits,), (tangent,))[1]``.
     """
     # BEGIN SOLUTION
-    # HINT: p = softmax(logits); p * (tangent - jnp.sum(p * tangent, axis=-1, keepdims=True))
+    # HINT: only elementwise products and one sum along the last axis are needed
     p = softmax(logits, axis=-1)
     return p * (tangent - jnp.sum(p * tangent, axis=-1, keepdims=True))
     # END SOLUTION
@@ -179,7 +179,7 @@ def softmax_cross_entropy_grad(logits: jax.Array, labels: jax.Array) -> jax.Arra
     Shapes: logits (N, C), labels int (N,) -> (N, C). Each row sums to 0.
     """
     # BEGIN SOLUTION
-    # HINT: (softmax(logits) - jax.nn.one_hot(labels, C)) / N
+    # HINT: jax.nn.one_hot turns labels into y
     n, c = logits.shape
     return (softmax(logits, axis=-1) - jax.nn.one_hot(labels, c, dtype=logits.dtype)) / n
     # END SOLUTION
@@ -195,7 +195,7 @@ def add_multiply_backward(x: float, y: float, z: float) -> dict:
     x = -2, y = 5, z = -4 gives f = -12, dx = -4, dy = -4, dz = 3.
     """
     # BEGIN SOLUTION
-    # HINT: q = x + y; f = q * z; the multiply gate swaps its inputs: df/dq = z, df/dz = q
+    # HINT: forward: q = x + y, f = q z; backward: what does each gate do to the gradient?
     q = x + y
     return {"f": q * z, "dx": z, "dy": z, "dz": q}
     # END SOLUTION
@@ -211,7 +211,7 @@ def mlp3_loss(params: dict, x: jax.Array, y: jax.Array) -> jax.Array:
     x (N, D), y (N, O) -> scalar ().
     """
     # BEGIN SOLUTION
-    # HINT: three times h = sigmoid(h @ w + b), then 0.5 * jnp.sum((out - y) ** 2) / x.shape[0]
+    # HINT: three sigmoid layers, then the squared error summed over outputs and averaged over examples
     h1 = sigmoid(x @ params["w1"] + params["b1"])
     h2 = sigmoid(h1 @ params["w2"] + params["b2"])
     out = sigmoid(h2 @ params["w3"] + params["b3"])
@@ -233,7 +233,7 @@ def mlp3_backward(params: dict, x: jax.Array, y: jax.Array) -> dict:
     ``jax.grad(mlp3_loss)(params, x, y)`` — but do not call ``jax.grad``/``jax.vjp`` here.
     """
     # BEGIN SOLUTION
-    # HINT: recompute h1, h2, out in a forward pass, then delta3 = (out - y) / N * out * (1 - out), ...
+    # HINT: redo the forward pass keeping h1, h2, out; then the deltas from the docstring, last layer first
     n = x.shape[0]
     h1 = sigmoid(x @ params["w1"] + params["b1"])
     h2 = sigmoid(h1 @ params["w2"] + params["b2"])
@@ -261,7 +261,7 @@ def layer_gradient_norms(params: list, x: jax.Array, y: jax.Array) -> jax.Array:
     Use ``jax.grad`` here.
     """
     # BEGIN SOLUTION
-    # HINT: define loss(params) with a loop over layers, g = jax.grad(loss)(params), then jnp.linalg.norm per g[l]["w"]
+    # HINT: write the loss as a function of the parameter list, take jax.grad, then a norm per layer
     def loss(ps):
         h = x
         for layer in ps:

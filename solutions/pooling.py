@@ -40,7 +40,7 @@ def max_pool(x: jax.Array, window: int | Sequence[int] = 2, stride: int | Sequen
     From scratch: ``lax.reduce_window``, ``flax.linen.max_pool`` and friends are not allowed.
     """
     # BEGIN SOLUTION
-    # HINT: pad with -jnp.inf; out = max over (u, v) of the strided slices xp[u:u + S*(OH-1)+1:S, v:...:S]
+    # HINT: pad with -inf, then combine the strided slices of every window offset with jnp.maximum
     wh, ww = _as_pair(window)
     sh, sw = _as_pair(stride if stride is not None else window)
     xp = jnp.pad(x, ((padding, padding), (padding, padding), (0, 0)), constant_values=-jnp.inf)
@@ -65,7 +65,7 @@ def avg_pool(x: jax.Array, window: int | Sequence[int] = 2, stride: int | Sequen
     Shapes: x (H, W, C) -> (OH, OW, C). No ``lax.reduce_window`` / ``flax.linen.avg_pool``.
     """
     # BEGIN SOLUTION
-    # HINT: like max_pool with zero padding, adding the strided slices and dividing by WH * WW
+    # HINT: as max_pool, adding the slices instead and dividing by the window size
     wh, ww = _as_pair(window)
     sh, sw = _as_pair(stride if stride is not None else window)
     xp = jnp.pad(x, ((padding, padding), (padding, padding), (0, 0)))
@@ -86,7 +86,7 @@ def global_avg_pool(x: jax.Array) -> jax.Array:
     flatten + a big dense layer at the top of modern CNNs (no parameters, any image size).
     """
     # BEGIN SOLUTION
-    # HINT: jnp.mean over axes (-3, -2)
+    # HINT: one jnp.mean over the two spatial axes
     return jnp.mean(x, axis=(-3, -2))
     # END SOLUTION
 
@@ -98,7 +98,7 @@ def flatten(x: jax.Array) -> jax.Array:
     Keras' ``Flatten``). (32, 7, 7, 64) -> (32, 3136).
     """
     # BEGIN SOLUTION
-    # HINT: x.reshape(x.shape[0], -1)
+    # HINT: one reshape; keep the first axis
     return x.reshape(x.shape[0], -1)
     # END SOLUTION
 
@@ -115,7 +115,7 @@ def dropout(key: jax.Array, x: jax.Array, rate: float, *, train: bool) -> jax.Ar
     mask. ``rate`` and ``train`` are plain Python values.
     """
     # BEGIN SOLUTION
-    # HINT: keep = jax.random.bernoulli(key, 1 - rate, x.shape); jnp.where(keep, x / (1 - rate), 0)
+    # HINT: draw the keep mask with jax.random.bernoulli, then jnp.where
     if not train or rate == 0.0:
         return x
     if rate >= 1.0:

@@ -26,7 +26,7 @@ def minibatch_indices(num_examples: int, batch_size: int, *, seed: int, epoch: i
     10 examples, batch 4 -> shape (2, 4), two examples unused this epoch.
     """
     # BEGIN SOLUTION
-    # HINT: key = jax.random.fold_in(jax.random.PRNGKey(seed), epoch); perm = permutation(...); reshape the first nb * bs
+    # HINT: jax.random.fold_in makes a new key per epoch; permute, cut, reshape
     key = jax.random.fold_in(jax.random.PRNGKey(seed), epoch)
     perm = jax.random.permutation(key, num_examples)
     nb = num_examples // batch_size
@@ -43,7 +43,7 @@ def train_test_split(num_examples: int, test_fraction: float, *, seed: int) -> t
     100 examples with ``test_fraction=0.25`` -> 75 and 25 indices, disjoint, together all 100.
     """
     # BEGIN SOLUTION
-    # HINT: n_test = math.ceil(test_fraction * num_examples); return perm[n_test:], perm[:n_test]
+    # HINT: one permutation; the test set is its beginning
     perm = jax.random.permutation(jax.random.PRNGKey(seed), num_examples).astype(jnp.int32)
     n_test = math.ceil(test_fraction * num_examples)
     return perm[n_test:], perm[:n_test]
@@ -61,7 +61,7 @@ def kfold_indices(num_examples: int, k: int) -> list[tuple[jax.Array, jax.Array]
     val [0..3], [4..6], [7..9]. Every index is validated exactly once.
     """
     # BEGIN SOLUTION
-    # HINT: sizes = [N // k + (1 if i < N % k else 0) for i in range(k)]; walk a start offset through them
+    # HINT: walk a start offset through the fold sizes; jnp.concatenate the rest
     idx = jnp.arange(num_examples, dtype=jnp.int32)
     splits, start = [], 0
     for i in range(k):
@@ -81,7 +81,7 @@ def sgd_step(params, grads, learning_rate: float):
     new pytree of that structure (the input is not modified).
     """
     # BEGIN SOLUTION
-    # HINT: jax.tree_util.tree_map(lambda p, g: p - learning_rate * g, params, grads)
+    # HINT: jax.tree_util.tree_map works on two trees at once
     return jax.tree_util.tree_map(lambda p, g: p - learning_rate * g, params, grads)
     # END SOLUTION
 
@@ -92,7 +92,7 @@ def adam_init(params) -> dict:
     ``mu`` and ``nu`` are pytrees of the same structure, shapes and dtypes as ``params``.
     """
     # BEGIN SOLUTION
-    # HINT: zeros = jax.tree_util.tree_map(jnp.zeros_like, params); count = jnp.zeros((), jnp.int32)
+    # HINT: jax.tree_util.tree_map with jnp.zeros_like
     zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
     return {"count": jnp.zeros((), jnp.int32), "mu": zeros,
             "nu": jax.tree_util.tree_map(jnp.zeros_like, params)}
@@ -115,7 +115,7 @@ def adam_step(params, grads, state: dict, learning_rate: float, *, b1: float = 0
     its gradient.
     """
     # BEGIN SOLUTION
-    # HINT: t = state["count"] + 1; update mu, nu with tree_map; bias-correct with 1 - b1 ** t and 1 - b2 ** t
+    # HINT: tree_map the two moment updates, then the bias-corrected parameter update
     t = state["count"] + 1
     mu = jax.tree_util.tree_map(lambda m, g: b1 * m + (1 - b1) * g, state["mu"], grads)
     nu = jax.tree_util.tree_map(lambda v, g: b2 * v + (1 - b2) * g * g, state["nu"], grads)
@@ -134,7 +134,7 @@ def l2_penalty(params, weight_decay: float) -> jax.Array:
     scalar. ``{"w": [[1, 2]], "b": [2]}`` with ``weight_decay=0.1`` -> 0.05 * (1 + 4 + 4) = 0.45.
     """
     # BEGIN SOLUTION
-    # HINT: 0.5 * weight_decay * sum(jnp.sum(p ** 2) for p in jax.tree_util.tree_leaves(params))
+    # HINT: jax.tree_util.tree_leaves lists every array of the tree
     return 0.5 * weight_decay * sum(jnp.sum(p ** 2) for p in jax.tree_util.tree_leaves(params))
     # END SOLUTION
 
@@ -145,7 +145,7 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     Shapes: logits (N, C), labels int (N,) -> float32 scalar in [0, 1].
     """
     # BEGIN SOLUTION
-    # HINT: jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+    # HINT: jnp.argmax over the class axis, compared with the labels
     return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
     # END SOLUTION
 
@@ -158,7 +158,7 @@ def confusion_matrix(labels: jax.Array, predictions: jax.Array, num_classes: int
     ``num_classes`` is a plain Python int (static under ``jax.jit``).
     """
     # BEGIN SOLUTION
-    # HINT: jnp.zeros((C, C), jnp.int32).at[labels, predictions].add(1)
+    # HINT: scatter-add ones: .at[rows, cols].add(1)
     return jnp.zeros((num_classes, num_classes), jnp.int32).at[labels, predictions].add(1)
     # END SOLUTION
 
@@ -184,7 +184,7 @@ def train_step(state: TrainState, images: jax.Array, labels: jax.Array) -> tuple
     times with the same shapes and counts how often it is traced.
     """
     # BEGIN SOLUTION
-    # HINT: def loss_fn(p): logits = state.apply_fn({"params": p}, images); ...; loss, g = jax.value_and_grad(loss_fn)(state.params)
+    # HINT: a loss function of the params, jax.value_and_grad, then state.apply_gradients
     def loss_fn(params):
         logits = state.apply_fn({"params": params}, images)
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()

@@ -30,7 +30,7 @@ def replace_head(params: dict, num_classes: int, key: jax.Array, *, head: str = 
     An ImageNet head (2048, 1000) becomes (2048, 5) for 5 flower classes. Does not modify ``params``.
     """
     # BEGIN SOLUTION
-    # HINT: new = dict(params); new[head] = {"kernel": lecun_normal()(key, (F, num_classes), jnp.float32), "bias": jnp.zeros(...)}
+    # HINT: copy the outer dict and put a new head dict into the copy
     features = params[head]["kernel"].shape[0]
     new = dict(params)
     new[head] = {
@@ -50,7 +50,7 @@ def trainable_labels(params: dict, trainable: Sequence[str]) -> dict:
     -> ``{"backbone": {"w": "frozen"}, "head": {"kernel": "trainable", "bias": "trainable"}}``.
     """
     # BEGIN SOLUTION
-    # HINT: {name: jax.tree_util.tree_map(lambda _: label, block) for name, block in params.items()}
+    # HINT: tree_map each block to a constant label
     return {name: jax.tree_util.tree_map(
                 lambda _, lab="trainable" if name in trainable else "frozen": lab, block)
             for name, block in params.items()}
@@ -67,7 +67,7 @@ def freeze_optimizer(params: dict, trainable: Sequence[str],
     enough: weight decay (``optax.adamw``) would still shrink them.
     """
     # BEGIN SOLUTION
-    # HINT: optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()}, trainable_labels(params, trainable))
+    # HINT: optax.multi_transform with optax.set_to_zero() for the frozen label
     return optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()},
                                  trainable_labels(params, trainable))
     # END SOLUTION
@@ -82,7 +82,7 @@ def discriminative_learning_rates(block_names: Sequence[str], lr_min: float,
     ``lr_max``). Returns ``{name: float}``. ``["a", "b", "c"], 1e-5, 1e-3`` -> 1e-5, 1e-4, 1e-3.
     """
     # BEGIN SOLUTION
-    # HINT: np.geomspace(lr_min, lr_max, len(block_names)); a single block gets lr_max
+    # HINT: np.geomspace spaces values geometrically
     if len(block_names) == 1:
         return {block_names[0]: float(lr_max)}
     lrs = np.geomspace(lr_min, lr_max, len(block_names))
@@ -98,7 +98,7 @@ def discriminative_optimizer(params: dict,
     ``optax.multi_transform({name: optax.sgd(lr) ...}, labels)`` with labels naming each leaf's block.
     """
     # BEGIN SOLUTION
-    # HINT: labels = {name: jax.tree_util.tree_map(lambda _: name, block) ...}; transforms = {name: optax.sgd(lr)}
+    # HINT: optax.multi_transform with one optax.sgd per block and a label tree naming blocks
     labels = {name: jax.tree_util.tree_map(lambda _, n=name: n, block)
               for name, block in params.items()}
     return optax.multi_transform({name: optax.sgd(lr) for name, lr in learning_rates.items()},
@@ -121,7 +121,7 @@ def finetune_step(params: dict, opt_state, images: jax.Array, labels: jax.Array,
     Returns ``(new_params, new_opt_state, loss)``: frozen blocks are bit-for-bit unchanged.
     """
     # BEGIN SOLUTION
-    # HINT: train_p = {k: params[k] for k in trainable}; frozen = the rest; jax.value_and_grad(loss)(train_p); tx.update; optax.apply_updates
+    # HINT: split the dict, differentiate a loss of the trainable part only, update it, merge
     train_p = {k: params[k] for k in trainable}
     frozen = {k: v for k, v in params.items() if k not in trainable}
 

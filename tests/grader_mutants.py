@@ -159,7 +159,7 @@ MUTANTS = [
      "get one extra index"),
     ("training", "sgd_step",
      "return jax.tree_util.tree_map(lambda p, g: p + learning_rate * g, params, grads)",
-     "against the gradient"),
+     "against* the gradient"),
     ("training", "adam_init",
      "z = jax.tree_util.tree_map(jnp.zeros_like, params)\nreturn {'count': jnp.zeros(()), 'mu': z, 'nu': z}",
      "dtype mismatch"),
@@ -198,7 +198,7 @@ MUTANTS = [
      "x = nn.relu(nn.Dense(512)(x.reshape(x.shape[0], -1)))\nreturn nn.Dense(10)(x)",
      "use self.hidden and self.num_classes"),
     ("cnn_models", "receptive_field",
-     "r = 1\nfor k, s in layers:\n    r += (k - 1) * s\nreturn r", "jump *before*"),
+     "r = 1\nfor k, s in layers:\n    r += (k - 1) * s\nreturn r", "stride *after*"),
     # --- transfer
     ("transfer", "replace_head",
      "new = dict(params)\nnew[head] = {'kernel': params[head]['kernel'], 'bias': jnp.zeros_like(params[head]['bias'])}\n"
@@ -255,5 +255,5 @@ MUTANTS = [
     ("augmentation", "top_k_accuracy",
      "topk = jnp.argsort(logits, axis=-1)[:, :k]\n"
      "return jnp.mean(jnp.any(topk == labels[:, None], axis=-1).astype(jnp.float32))",
-     "k *largest*"),
+     "largest logit"),
 ]

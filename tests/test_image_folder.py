@@ -16,26 +16,48 @@ from cnnlab.errors import CnnlabError
 COLOURS = {"blue": (20, 40, 230), "green": (30, 200, 40), "red": (220, 30, 30)}
 
 
-def make_folder(root, per_class=6, broken=True):
-    """Solid-colour photos (with noise) of random sizes, as JPEG and PNG; plus broken files."""
+def _stripes(rng, kind, h, w):
+    """Grey stripes (horizontal / vertical, ~4 periods across, random phase) or plain noise."""
+    yy, xx = np.mgrid[:h, :w]
+    period = min(h, w) / 4 * rng.uniform(0.8, 1.2)
+    phase = rng.uniform(0, 2 * np.pi)
+    if kind == "plain":
+        wave = np.zeros((h, w))
+    else:
+        wave = np.sin(2 * np.pi * (yy if kind == "horizontal" else xx) / period + phase)
+    a = 128 + 100 * wave[..., None] + rng.normal(0, 10, (h, w, 3))
+    return np.clip(a, 0, 255).astype(np.uint8)
+
+
+def make_folder(root, per_class=6, broken=True, kind="colours"):
+    """Images of random sizes as JPEG and PNG, plus broken files.
+
+    kind="colours": classes blue/green/red, noisy solid colours; kind="stripes": classes
+    horizontal/plain/vertical, noisy stripes (what a CNN tells apart even in grayscale).
+    """
     rng = np.random.default_rng(0)
-    for name, rgb in COLOURS.items():
+    classes = COLOURS if kind == "colours" else {"horizontal": 0, "plain": 0, "vertical": 0}
+    for name, rgb in classes.items():
         d = root / name
         d.mkdir(parents=True)
         for i in range(per_class):
             h, w = rng.integers(20, 60, size=2)
-            a = np.clip(np.array(rgb) + rng.normal(0, 8, (h, w, 3)), 0, 255).astype(np.uint8)
+            if kind == "colours":
+                a = np.clip(np.array(rgb) + rng.normal(0, 8, (h, w, 3)), 0, 255).astype(np.uint8)
+            else:
+                a = _stripes(rng, name, h, w)
             Image.fromarray(a).save(d / f"{i}.{'jpg' if i % 2 else 'png'}")
     if broken:
-        good = (root / "red" / "1.jpg").read_bytes()
-        (root / "red" / "truncated.jpg").write_bytes(good[: len(good) // 2])
-        (root / "blue" / "notes.jpg").write_text("this is not an image")
-        Image.new("RGB", (1, 1), (0, 0, 255)).save(root / "blue" / "pixel.png")
-        Image.new("CMYK", (30, 30), (0, 255, 255, 0)).save(root / "red" / "cmyk.jpg")
-        Image.new("L", (30, 30), 120).save(root / "green" / "gray.png")
-        Image.new("RGBA", (30, 30), (30, 200, 40, 255)).save(root / "green" / "alpha.png")
-        (root / "green" / "README.txt").write_text("ignored: not an image extension")
-        (root / "green" / ".hidden.png").write_bytes(b"ignored: hidden")
+        a, b, c = sorted(classes)  # broken files go to fixed positions in the class order
+        good = (root / c / "1.jpg").read_bytes()
+        (root / c / "truncated.jpg").write_bytes(good[: len(good) // 2])
+        (root / a / "notes.jpg").write_text("this is not an image")
+        Image.new("RGB", (1, 1), (0, 0, 255)).save(root / a / "pixel.png")
+        Image.new("CMYK", (30, 30), (0, 255, 255, 0)).save(root / c / "cmyk.jpg")
+        Image.new("L", (30, 30), 120).save(root / b / "gray.png")
+        Image.new("RGBA", (30, 30), (30, 200, 40, 255)).save(root / b / "alpha.png")
+        (root / b / "README.txt").write_text("ignored: not an image extension")
+        (root / b / ".hidden.png").write_bytes(b"ignored: hidden")
     return root
 
 

@@ -26,9 +26,10 @@ needs_isolation = pytest.mark.skipif(
 
 
 def run(tmp_path, code, *, timeout=20.0, **limits):
-    """Write ``code`` to a script in a fresh work dir and run it sandboxed."""
+    """Write ``code`` to a script in a fresh work dir and run it sandboxed. The child may write
+    only into the work dir's sub-folders (``out/``)."""
     work = tmp_path / "work"
-    work.mkdir(exist_ok=True)
+    (work / "out").mkdir(parents=True, exist_ok=True)
     (work / "script.py").write_text(textwrap.dedent(code))
     return Sandbox(Limits(**limits))([sys.executable, "script.py"], cwd=work, timeout_s=timeout)
 
@@ -181,14 +182,14 @@ def test_data_limit_binds(tmp_path):
 
 def test_timeout_kills_grandchildren_too(tmp_path):
     """The grandchild leaves the process group (setsid) and double-forks; it must still die."""
-    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "out").mkdir(parents=True)
     (tmp_path / "work" / "daemon.py").write_text(textwrap.dedent("""
         import os, time
         if os.fork():
             os._exit(0)
         os.setsid()
         for i in range(600):  # bounded: 30 s at most
-            with open("ticks.txt", "a") as f:
+            with open("out/ticks.txt", "a") as f:
                 f.write("x")
             time.sleep(0.05)
     """))
@@ -199,7 +200,7 @@ def test_timeout_kills_grandchildren_too(tmp_path):
     """, timeout=1.5)
     assert r.timed_out and "timed out after 1.5 s" in r.reason
     assert r.returncode < 0
-    ticks = tmp_path / "work" / "ticks.txt"
+    ticks = tmp_path / "work" / "out" / "ticks.txt"
     size = ticks.stat().st_size
     assert size > 0
     time.sleep(0.4)
@@ -211,11 +212,11 @@ def test_timeout_unisolated_kills_process_group(tmp_path):
     r = run(tmp_path, """
         import subprocess, sys, time
         subprocess.Popen([sys.executable, "-c", "import time\\nfor i in range(600):\\n"
-                          "  open('ticks.txt','a').write('x'); time.sleep(0.05)"])
+                          "  open('out/ticks.txt','a').write('x'); time.sleep(0.05)"])
         time.sleep(60)
     """, timeout=1.5, mode="none")
     assert r.timed_out
-    ticks = tmp_path / "work" / "ticks.txt"
+    ticks = tmp_path / "work" / "out" / "ticks.txt"
     size = ticks.stat().st_size
     time.sleep(0.4)
     assert ticks.stat().st_size == size
@@ -248,7 +249,7 @@ def test_output_is_capped_head_and_tail(tmp_path):
 def test_file_size_limit_binds(tmp_path):
     r = run(tmp_path, """
         try:
-            with open("big.bin", "wb") as f:
+            with open("out/big.bin", "wb") as f:
                 f.write(b"x" * (3 << 20))
             print("WROTE")
         except OSError as exc:
@@ -261,7 +262,7 @@ def test_workdir_quota_binds(tmp_path):
     r = run(tmp_path, """
         import time
         for i in range(40):             # bounded: 40 MB
-            with open(f"f{i}.bin", "wb") as f:
+            with open(f"out/f{i}.bin", "wb") as f:
                 f.write(b"x" * (1 << 20))
         time.sleep(5)
     """, workdir_bytes=8 * MiB, timeout=20)
@@ -293,6 +294,7 @@ def test_private_tmp_is_small_and_private(tmp_path):
 def test_links_and_fifos_left_behind_are_removed(tmp_path):
     r = run(tmp_path, """
         import os
+        os.chdir("out")
         open("result.npz", "wb").write(b"mine")
         os.link("result.npz", "alias.npz")
         os.symlink("/etc/passwd", "expected.npz")
@@ -304,7 +306,7 @@ def test_links_and_fifos_left_behind_are_removed(tmp_path):
     """)
     assert r.returncode == 0, r
     left = sorted(str(p.relative_to(tmp_path / "work")) for p in (tmp_path / "work").rglob("*"))
-    assert left == ["honest.npz", "script.py", "sub"]
+    assert left == ["out", "out/honest.npz", "out/sub", "script.py"]
 
 
 def test_environment_is_clean(tmp_path, monkeypatch):
@@ -313,9 +315,30 @@ def test_environment_is_clean(tmp_path, monkeypatch):
     r = run(tmp_path, """
         import os
         print(os.environ.get("INSTRUCTOR_TOKEN"), os.environ.get("JAX_PLATFORMS"),
-              os.environ["HOME"] == os.getcwd())
+              os.access(os.environ["HOME"], os.W_OK))
     """)
     assert r.stdout.split() == ["None", "cpu", "True"]
+
+
+@needs_isolation
+def test_child_cannot_delete_its_request_but_can_write_results(tmp_path):
+    (tmp_path / "work" / "out").mkdir(parents=True)
+    (tmp_path / "work" / "request.json").write_text("{}")
+    os.chmod(tmp_path / "work" / "request.json", 0o600)  # as mkstemp leaves it
+    r = run(tmp_path, """
+        import os, shutil
+        print(open("request.json").read())
+        for path in ("request.json", "out", "script.py"):
+            try:
+                shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+                print("deleted", path)
+            except OSError as exc:
+                print("kept", path, exc.errno)
+        open("out/result.txt", "w").write("ok")
+    """)
+    assert r.stdout.split("\n")[:4] == ["{}", "kept request.json 13", "kept out 13",
+                                        "kept script.py 13"], r
+    assert (tmp_path / "work" / "out" / "result.txt").read_text() == "ok"
 
 
 def test_crash_signal_has_a_reason(tmp_path):
@@ -358,11 +381,11 @@ def test_jax_imports_and_runs_under_the_default_limits(tmp_path):
 def test_killing_the_grader_kills_the_sandbox(tmp_path):
     """If the grading process dies (SIGKILL: no cleanup code runs), its sandboxes die with it."""
     work = tmp_path / "work"
-    work.mkdir()
+    (work / "out").mkdir(parents=True)
     (work / "tick.py").write_text(textwrap.dedent("""
         import time
         for i in range(600):  # bounded: 30 s
-            with open("ticks.txt", "a") as f:
+            with open("out/ticks.txt", "a") as f:
                 f.write("x")
             time.sleep(0.05)
     """))
@@ -371,7 +394,7 @@ def test_killing_the_grader_kills_the_sandbox(tmp_path):
         from grader.sandbox import Sandbox
         Sandbox()([sys.executable, "tick.py"], cwd={str(work)!r}, timeout_s=60)
     """)])
-    ticks = work / "ticks.txt"
+    ticks = work / "out" / "ticks.txt"
     deadline = time.monotonic() + 30
     while not (ticks.exists() and ticks.stat().st_size > 2) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -394,6 +417,7 @@ def open_dir():
     """A work dir every uid can reach (mode "user" has no mount namespace to bind it in)."""
     path = Path(tempfile.mkdtemp(prefix="cnnlab-user-mode-"))
     os.chmod(path, 0o755)
+    (path / "out").mkdir()
     yield path
     subprocess.run(["rm", "-rf", str(path)], check=True)
 
@@ -430,7 +454,7 @@ def test_user_mode_kills_every_process_of_the_uid(open_dir):
             os._exit(0)
         os.setsid()
         for i in range(600):  # bounded: 30 s
-            with open("ticks.txt", "a") as f:
+            with open("out/ticks.txt", "a") as f:
                 f.write("x")
             time.sleep(0.05)
     """))
@@ -440,9 +464,9 @@ def test_user_mode_kills_every_process_of_the_uid(open_dir):
         "time.sleep(60)\n")
     r = Sandbox(Limits(mode="user"))([SYSTEM_PYTHON, "script.py"], cwd=open_dir, timeout_s=1.5)
     assert r.timed_out
-    size = (open_dir / "ticks.txt").stat().st_size
+    size = (open_dir / "out" / "ticks.txt").stat().st_size
     time.sleep(0.4)
-    assert (open_dir / "ticks.txt").stat().st_size == size
+    assert (open_dir / "out" / "ticks.txt").stat().st_size == size
 
 
 @needs_root
@@ -457,3 +481,15 @@ def test_user_mode_warns_about_readable_hidden_paths(open_dir):
         os.chmod(hidden_parent, 0o700)
         Sandbox(Limits(mode="user"))([SYSTEM_PYTHON, "-c", "0"], cwd=hidden_parent / "w",
                                      timeout_s=5)
+
+
+def test_a_stale_heartbeat_ends_the_run(tmp_path):
+    r = run(tmp_path, """
+        import time
+        for i in range(3):
+            open("out/progress.json", "w").write(str(i))
+            time.sleep(0.3)
+        time.sleep(30)                      # hangs: no more progress
+    """, timeout=20, heartbeat_file="out/progress.json", heartbeat_s=1.0)
+    assert r.timed_out and "no progress for 1 s" in r.reason
+    assert 1.5 < r.duration_s < 6

@@ -206,22 +206,24 @@ def backbone_run(tmp_path_factory):
 
 
 def test_finetune_end_to_end(backbone_run, tmp_path, capsys):
-    root = make_folder(tmp_path / "colours", per_class=8)
+    root = make_folder(tmp_path / "stripes", per_class=16, kind="stripes")
     workdir = tmp_path / "ft"
     status = cli.main([
-        "finetune", "--backbone", backbone_run, "--data-dir", str(root), "--freeze-epochs", "3",
+        "finetune", "--backbone", backbone_run, "--data-dir", str(root), "--freeze-epochs", "10",
         "--epochs", "1", "--unfreeze", "1", "--batch-size", "8", "--lr-find",
         "--workdir", str(workdir), "--tfds-dir", str(tmp_path / "tfds")])
     out, err = capsys.readouterr()
     assert status == 0, err
     assert "validation accuracy" in out and "warning: image folder" in err
-    assert "red/truncated.jpg (truncated or corrupt, skipped)" in err
+    assert "vertical/truncated.jpg (truncated or corrupt, skipped)" in err
 
     records = train.read_metrics(str(workdir))
     epochs, final = records[:-1], records[-1]
-    assert [r["phase"] for r in epochs] == ["head"] * 3 + ["finetune"]
-    assert final["final"] and final["test_examples"] == 6
-    assert final["test_accuracy"] >= 2 / 3, final          # three colours: easy
+    assert [r["phase"] for r in epochs] == ["head"] * 10 + ["finetune"]
+    assert final["final"] and final["test_examples"] == 10
+    # Horizontal vs vertical stripes vs plain: the Fashion-MNIST features tell them apart
+    # (chance is 1/3; this run gets 10/10).
+    assert epochs[9]["test_accuracy"] >= 0.7 and final["test_accuracy"] >= 0.7, final
     assert "test_accuracy_tta" in final
     for name in ("curves", "confusion_matrix", "predictions", "top_losses", "lr_find"):
         assert is_png(workdir / "plots" / f"{name}.png"), name
@@ -231,7 +233,7 @@ def test_finetune_end_to_end(backbone_run, tmp_path, capsys):
     # Frozen parameters are bit-identical: everything but the head after the head phase, the
     # first two convs after fine-tuning the last block.
     source = train.load_run(backbone_run).state.params
-    head_step = epochs[2]["step"]
+    head_step = epochs[9]["step"]
     after_head = train.load_run(str(workdir), step=head_step).state.params
     after_all = train.load_run(str(workdir)).state.params
     for name in ("Conv_0", "Conv_1", "Conv_2"):
@@ -242,18 +244,23 @@ def test_finetune_end_to_end(backbone_run, tmp_path, capsys):
     assert after_head["Dense_0"]["kernel"].shape == (1024, 3)
 
     # The workdir reads back like any run: `cnnlab predict --workdir`.
-    assert cli.main(["predict", "--workdir", str(workdir), str(root / "green" / "0.png")]) == 0
+    assert cli.main(["predict", "--workdir", str(workdir), str(root / "plain" / "0.png")]) == 0
     out, _ = capsys.readouterr()
-    assert out.split(": ")[1].split()[0] in ("blue", "green", "red")
+    assert out.split(": ")[1].split()[0] in ("horizontal", "plain", "vertical")
 
 
 def test_finetune_and_predict_mistakes_are_one_line_errors(backbone_run, tmp_path, capsys):
     root = make_folder(tmp_path / "colours", broken=False)
+    tfds_dir = ["--tfds-dir", str(tmp_path / "tfds")]
     for argv, message in [
         (["predict", "--model", "resnet50", "cat.jpg"],
          "needs --weights FILE.h5 (the full ImageNet file, not _notop)"),
         (["finetune", "--backbone", "resnet50", "--data-dir", str(root),
           "--workdir", str(tmp_path / "a")], "--backbone resnet50 needs --weights"),
+        (["finetune", "--backbone", "vgg16", "--weights", str(tmp_path / "none.h5"),
+          "--data-dir", str(root), "--workdir", str(tmp_path / "a")],
+         "none.h5 does not exist; download https://storage.googleapis.com/tensorflow/"
+         "keras-applications/vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
         (["finetune", "--backbone", "alexnet", "--data-dir", str(root),
           "--workdir", str(tmp_path / "b")], "must be resnet50 or vgg16 or the workdir"),
         (["finetune", "--backbone", backbone_run, "--data-dir", str(root), "--image-size", "64",
@@ -261,7 +268,7 @@ def test_finetune_and_predict_mistakes_are_one_line_errors(backbone_run, tmp_pat
         (["finetune", "--backbone", backbone_run, "--data-dir", str(root), "--freeze-epochs",
           "0", "--epochs", "0", "--workdir", str(tmp_path / "d")], "nothing to train"),
     ]:
-        assert cli.main(argv) == 2, argv
+        assert cli.main(argv + (tfds_dir if argv[0] == "finetune" else [])) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("cnnlab: error: ") and message in err, err
         assert err.count("\n") == 1, err

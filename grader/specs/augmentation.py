@@ -22,8 +22,7 @@ def _exercises() -> list[Exercise]:
                  hint="mirror left-right: images[:, :, ::-1, :]"),
             Case("same key, same flips", (key(2), imgs), mode="purity", check="pure"),
             Case("under jax.jit", (key(3), imgs), mode="jit"),
-        ), hint="jnp.where(bernoulli(key, 0.5, (N,))[:, None, None, None], images[:, :, ::-1], "
-                "images)"),
+        ), hint="one bernoulli(key, 0.5, (N,)) decision per image; mirror the width axis"),
         Exercise(M, "random_crop", 1.0, (
             Case("8 images, pad 2", (key(0), imgs), {"pad": 2},
                  hint="pad every side by `pad`, then offsets randint(key, (N, 2), 0, 2 pad + 1)"),
@@ -32,7 +31,7 @@ def _exercises() -> list[Exercise]:
             Case("pad 0 is the identity", (key(2), imgs), {"pad": 0}),
             Case("same key, same crops", (key(3), imgs), {"pad": 2}, mode="purity", check="pure"),
             Case("under jax.jit", (key(4), imgs), {"pad": 1}, mode="jit"),
-        ), hint="jnp.pad, jax.random.randint(key, (N, 2), 0, 2*pad+1), vmap(lax.dynamic_slice)"),
+        ), hint="pad all four sides, one (row, column) offset per image from randint, crop H x W"),
         Exercise(M, "tta_predict", 1.0, (
             Case("a linear model on 6 images 4x5x1", (randn(r, 20, 3), randn(r, 3), randn(r, 6, 4, 5, 1)),
                  mode="driver:tta",
@@ -42,7 +41,8 @@ def _exercises() -> list[Exercise]:
                  mode="driver:tta"),
         ), hint="(softmax(f(x)) + softmax(f(x[:, :, ::-1]))) / 2"),
         Exercise(M, "top_k_accuracy", 1.0, (
-            Case("k=1 is the accuracy", (logits, labels, 1)),
+            Case("k=1 is the accuracy", (logits, labels, 1),
+                 hint="k = 1: the label must be the class of the largest logit"),
             Case("k=3", (logits, labels, 3), hint="the label is among the k *largest* logits"),
             Case("k=C gives 1", (logits, labels, 6)),
             Case("k=2 on (30, 10)", (randn(r, 30, 10), ints(r, 10, 30), 2),
@@ -50,7 +50,7 @@ def _exercises() -> list[Exercise]:
             Case("under jax.jit", (logits, labels, 2), mode="jit"),
             Case("one example", (np.array([[0.1, 0.5, 0.2]], np.float32),
                                  np.array([2], np.int32), 2)),
-        ), hint="jax.lax.top_k(logits, k)[1]; any(== label); mean"),
+        ), hint="is the label among the indices of the k largest logits? averaged over examples"),
     ]
 
 

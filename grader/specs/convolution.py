@@ -95,7 +95,7 @@ def _exercises() -> list[Exercise]:
             Case("((1, 2), (0, 3)) on (2, 3, 2)", (randn(r, 2, 3, 2), ((1, 2), (0, 3)))),
             Case("P=0", (randn(r, 3, 3, 1), 0)),
             Case("under jax.jit", (randn(r, 4, 4, 2), 1), mode="jit"),
-        ), hint="jnp.pad with ((top, bottom), (left, right), (0, 0))"),
+        ), hint="pad rows and columns, never the channels"),
         Exercise(M, "conv2d_single", 2.0, (
             Case("the lecture's 5x5 vertical-edge example", (f32(FIVE), f32(VERTICAL)),
                  hint="expected [[-3, 4, -7], [1, 5, -8], [-1, 4, -5]]: a 3x3 output, "

@@ -55,14 +55,14 @@ def _exercises() -> list[Exercise]:
                  hint="average over H and W, the axes (-3, -2), whatever comes before"),
             Case("(1, 1, 1, 3)", (randn(r, 1, 1, 1, 3),)),
             Case("under jax.jit", (randn(r, 2, 4, 4, 3),), mode="jit"),
-        ), hint="jnp.mean over the axes (-3, -2)"),
+        ), hint="average over the two spatial axes, whatever comes before them"),
         Exercise(M, "flatten", 1.0, (
             Case("(32, 7, 7, 64)", (randn(r, 32, 7, 7, 64),),
                  hint="keep the batch axis: (N, ...) -> (N, -1)"),
             Case("(2, 3, 4)", (randn(r, 2, 3, 4),), hint="keep the batch axis"),
             Case("(1, 5)", (randn(r, 1, 5),)),
             Case("under jax.jit", (randn(r, 4, 2, 2, 3),), mode="jit"),
-        ), hint="x.reshape(x.shape[0], -1)"),
+        ), hint="(N, d1, d2, ...) -> (N, d1 * d2 * ...)"),
         Exercise(M, "dropout", 2.0, (
             Case("rate 0.5, train", (key(0), x, 0.5), {"train": True},
                  hint="kept units are scaled by 1 / (1 - rate) so that the expected activation "
@@ -79,7 +79,7 @@ def _exercises() -> list[Exercise]:
             Case("same key, same mask", (key(6), x, 0.3), {"train": True}, mode="purity",
                  check="pure"),
             Case("under jax.jit", (key(7), x, 0.5), {"train": True}, mode="jit"),
-        ), hint="jnp.where(jax.random.bernoulli(key, 1 - rate, x.shape), x / (1 - rate), 0)"),
+        ), hint="keep with probability 1 - rate, scale the kept units by 1 / (1 - rate)"),
     ]
 
 

@@ -31,7 +31,7 @@ def _exercises() -> list[Exercise]:
             Case("100 examples, batch 32, seed 3, epoch 2", (100, 32), {"seed": 3, "epoch": 2}),
             Case("7 examples, batch 7", (7, 7), {"seed": 1, "epoch": 0}),
             Case("batch 1", (5, 1), {"seed": 2, "epoch": 4}),
-        ), hint="permutation(fold_in(PRNGKey(seed), epoch), N)[:nb * bs].reshape(nb, bs)"),
+        ), hint="the exact permutation of the docstring, cut into N // batch_size full batches"),
         Exercise(M, "train_test_split", 1.0, (
             Case("100 examples, 25 % test", (100, 0.25), {"seed": 0},
                  hint="the *first* ceil(f N) indices of the permutation are the test set"),
@@ -51,12 +51,14 @@ def _exercises() -> list[Exercise]:
                  hint="move *against* the gradient: p - lr * g"),
             Case("lr 0.5", (_tree(r), _tree(r), 0.5)),
             Case("under jax.jit", (_tree(r), _tree(r), 0.01), mode="jit"),
-        ), hint="jax.tree_util.tree_map(lambda p, g: p - lr * g, params, grads)"),
+            Case("the input trees are not modified", (_tree(r), _tree(r), 0.1),
+                 options={"eager": True}),
+        ), hint="p - lr * g for every leaf of the tree"),
         Exercise(M, "adam_init", 1.0, (
             Case("a 2-layer tree", (_tree(r),),
                  hint='{"count": int32 0, "mu": zeros like params, "nu": zeros like params}'),
             Case("a single array", (randn(r, 5),)),
-        ), hint="jax.tree_util.tree_map(jnp.zeros_like, params) twice; count int32 0"),
+        ), hint="zeros shaped like every leaf, and an int32 step counter"),
         Exercise(M, "adam_step", 2.0, (
             Case("first step from zeros", (_tree(r), _tree(r),
                                            {"count": np.asarray(0, np.int32), "mu": zeros,
@@ -73,14 +75,14 @@ def _exercises() -> list[Exercise]:
                  hint="weight_decay / 2 * sum of squares: 0.05 * 9 = 0.45"),
             Case("a 2-layer tree", (_tree(r), 1e-3), hint="sum over *every* leaf of the tree"),
             Case("under jax.jit", (_tree(r), 0.5), mode="jit"),
-        ), hint="0.5 * weight_decay * sum(jnp.sum(p ** 2) for every leaf p)"),
+        ), hint="weight_decay / 2 times the sum of squares of every leaf"),
         Exercise(M, "accuracy", 1.0, (
             Case("random (20, 5)", (randn(r, 20, 5), ints(r, 5, 20)),
                  hint="argmax over the *class* axis (-1)"),
             Case("all correct", (np.eye(4, dtype=np.float32), np.arange(4, dtype=np.int32))),
             Case("random (7, 3)", (randn(r, 7, 3), ints(r, 3, 7))),
             Case("under jax.jit", (randn(r, 8, 4), ints(r, 4, 8)), mode="jit"),
-        ), hint="jnp.mean(jnp.argmax(logits, -1) == labels)"),
+        ), hint="the fraction of rows whose largest logit is at the label"),
         Exercise(M, "confusion_matrix", 1.0, (
             Case("random, 4 classes", (ints(r, 4, 30), ints(r, 4, 30), 4),
                  hint="rows are the *true* classes, columns the predictions"),
@@ -90,7 +92,7 @@ def _exercises() -> list[Exercise]:
                                                                                 np.int32), 3),
                  hint="rows are the *true* classes, columns the predictions"),
             Case("under jax.jit", (ints(r, 5, 20), ints(r, 5, 20), 5), mode="jit"),
-        ), hint="jnp.zeros((C, C), jnp.int32).at[labels, predictions].add(1)"),
+        ), hint="count pairs (true, predicted) into a C x C int32 matrix"),
         Exercise(M, "train_step", 2.0, (
             Case("3 steps, batch 8, compiled once", (key(0), randn(r, 3, 8, 6),
                                                      ints(r, 3, 3 * 8).reshape(3, 8)),
@@ -99,7 +101,7 @@ def _exercises() -> list[Exercise]:
                       "state.apply_gradients(grads=grads)"),
             Case("2 steps, batch 4", (key(1), randn(r, 2, 4, 6), ints(r, 3, 8).reshape(2, 4)),
                  mode="driver:train_step", check="traced_once"),
-        ), hint="@jax.jit; jax.value_and_grad of the mean cross-entropy; state.apply_gradients"),
+        ), hint="compiled once; the mean cross-entropy's value and gradient; the optimizer step"),
     ]
 
 

@@ -40,13 +40,15 @@ def _exercises() -> list[Exercise]:
             Case("head named 'classifier'", (backbone_tree(r, head="classifier"), 3, key(2)),
                  {"head": "classifier"}, hint="use the `head` argument"),
             Case("under jax.jit", (backbone_tree(r), 4, key(3)), mode="jit"),
-        ), hint="new = dict(params); new[head] = {kernel: lecun_normal()(key, (F, N)), bias: 0}"),
+            Case("the input tree is not modified", (backbone_tree(r), 3, key(4)), mode="call",
+                 options={"eager": True}, hint="build a new dict: new = dict(params)"),
+        ), hint="a new outer dict whose head has num_classes outputs; the other blocks unchanged"),
         Exercise(M, "trainable_labels", 1.0, (
             Case("train the head", (backbone_tree(r), ("head",)),
                  hint="'frozen' for every leaf outside the trainable blocks"),
             Case("train block1 and head", (t3, ("block1", "head"))),
             Case("train nothing", (t3, ())),
-        ), hint="{name: tree_map(lambda _: label, block)} with label from `name in trainable`"),
+        ), hint="the same tree structure, a string at every leaf"),
         Exercise(M, "freeze_optimizer", 2.0, (
             Case("adamw on the head, 3 updates", (mlp, ("head",), _grads(r, mlp)),
                  mode="driver:optimizer", options={"inner": "adamw", "frozen": ["backbone"]},
@@ -56,7 +58,7 @@ def _exercises() -> list[Exercise]:
             Case("adamw on block1 and head", (t3, ("block1", "head"), _grads(r, t3)),
                  mode="driver:optimizer", options={"inner": "adamw", "frozen": ["stem"]},
                  check="unchanged"),
-        ), hint="optax.multi_transform({'trainable': tx, 'frozen': optax.set_to_zero()}, labels)"),
+        ), hint="route every frozen leaf to an update of exactly zero"),
         Exercise(M, "discriminative_learning_rates", 1.0, (
             Case("3 blocks 1e-5 .. 1e-3", (("a", "b", "c"), 1e-5, 1e-3),
                  hint="geometric spacing (np.geomspace), not linear", rtol=1e-6, atol=0.0),
@@ -71,7 +73,7 @@ def _exercises() -> list[Exercise]:
                  hint="each block's leaves use optax.sgd with that block's learning rate"),
             Case("2 blocks", (mlp, {"backbone": 0.01, "head": 0.5}, _grads(r, mlp, 1)),
                  mode="driver:optimizer"),
-        ), hint="optax.multi_transform({name: optax.sgd(lr)}, labels naming each leaf's block)"),
+        ), hint="one SGD per block, each leaf labelled with its block's name"),
         Exercise(M, "finetune_step", 2.0, (
             Case("3 steps, head only", (mlp, randn(r, 3, 5, 6), ints(r, 3, 15).reshape(3, 5)),
                  mode="driver:finetune", options={"frozen": ["backbone"]}, check="unchanged",
@@ -80,7 +82,7 @@ def _exercises() -> list[Exercise]:
                  (mlp, randn(r, 3, 5, 6), ints(r, 3, 15).reshape(3, 5)),
                  {"trainable": ("backbone", "head")}, mode="driver:finetune",
                  hint="use the `trainable` argument"),
-        ), hint="split params; jax.value_and_grad w.r.t. the trainable part; tx.update; merge"),
+        ), hint="only the trainable blocks are differentiated and updated"),
     ]
 
 

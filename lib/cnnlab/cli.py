@@ -107,6 +107,8 @@ class RichReporter:
                        f"{info['epochs']} epoch(s) of {info['steps_per_epoch']} steps", flush=True)
 
     def epoch_start(self, epoch: int, epochs: int, steps: int, done: int) -> None:
+        if not self.err.is_terminal:  # logs and pipes get the per-epoch lines only
+            return
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
         self.progress = Progress(
@@ -118,6 +120,8 @@ class RichReporter:
                                            acc="-", ips="-")
 
     def step(self, done: int, values: dict) -> None:
+        if self.progress is None:
+            return
         self.progress.update(self.task, completed=done, loss=f"{values['loss']:.4f}",
                              acc=f"{values['accuracy']:.3f}",
                              ips=f"{values['images_per_second']:,.0f}")
@@ -148,7 +152,8 @@ def cmd_train(args) -> int:
             args.config or (args.model or DEFAULT_CONFIG)))[0])
     config = _train_config(args)
     overwrite = args.overwrite
-    if default_workdir and not args.resume and os.path.isdir(os.path.join(args.workdir, "checkpoints")):
+    earlier = os.path.isdir(os.path.join(args.workdir, "checkpoints"))
+    if default_workdir and not args.resume and earlier:
         overwrite = True  # the default workdir is scratch space; explicit ones are protected
         print(f"note: replacing the earlier run in {args.workdir} (pass --workdir to keep runs)")
     reporter = RichReporter()
@@ -159,8 +164,9 @@ def cmd_train(args) -> int:
         reporter.close()
     if distributed.is_main_process():
         k = config.top_k
-        print(f"test accuracy {final['test_accuracy']:.2%} (top-{k} {final[f'test_top{k}_accuracy']:.2%}, "
-              f"loss {final['test_loss']:.4f}) on {final['test_examples']:,} test images after "
+        print(f"test accuracy {final['test_accuracy']:.2%} "
+              f"(top-{k} {final[f'test_top{k}_accuracy']:.2%}, loss {final['test_loss']:.4f}) "
+              f"on {final['test_examples']:,} test images after "
               f"{final['epoch']} epoch(s), {final['step']:,} steps, {final['seconds']:.1f} s")
         print(f"data: {final['source']}")
         print(f"workdir: {args.workdir} (metrics.jsonl, checkpoints/, plots/)")
@@ -190,8 +196,9 @@ def cmd_evaluate(args) -> int:
     state = jax.device_put(run.state, shardings)
     _, eval_fn = make_step_fns(StepOptions.from_config(c), mesh, shardings)
     test = evaluate(state, BatchFeeder(ds.test, mesh), eval_fn, bs, top_k=c.top_k)
-    print(f"test accuracy {test['accuracy']:.2%} (top-{c.top_k} {test[f'top{c.top_k}_accuracy']:.2%}, "
-          f"loss {test['loss']:.4f}) on {test['count']:,} test images; checkpoint step {run.step}")
+    print(f"test accuracy {test['accuracy']:.2%} "
+          f"(top-{c.top_k} {test[f'top{c.top_k}_accuracy']:.2%}, loss {test['loss']:.4f}) "
+          f"on {test['count']:,} test images; checkpoint step {run.step}")
     cm = test["confusion_matrix"]
     for name, row in zip(ds.class_names, cm):
         total = sum(row)
@@ -251,8 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     t = sub.add_parser("train", help="train a model, evaluating after every epoch")
-    t.add_argument("--config", help="preset name (see cnnlab.configs) or FILE.py with get_config(); "
-                   f"default {DEFAULT_CONFIG}")
+    t.add_argument("--config", help="preset name (see cnnlab.configs) or FILE.py with "
+                   f"get_config(); default {DEFAULT_CONFIG}")
     t.add_argument("--model", help="model name (cnnlab.models.names())")
     t.add_argument("--dataset", help="fashion_mnist, fashion_mnist_subset, digits or a TFDS name")
     t.add_argument("--epochs", type=int)
@@ -277,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data-on-device", action=argparse.BooleanOptionalAction, default=None)
     t.add_argument("--plots", action=argparse.BooleanOptionalAction, default=None)
     t.add_argument("--data-dir", help="directory with the Fashion-MNIST IDX .gz files")
-    t.add_argument("--tfds-dir", help="TFDS data dir (local path or gs://bucket/path)")
+    t.add_argument("--tfds-dir",
+                   help="TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     t.add_argument("--workdir", help="where metrics, checkpoints and plots go "
                    "(default runs/<config>)")
     g = t.add_mutually_exclusive_group()

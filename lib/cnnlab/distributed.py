@@ -34,7 +34,12 @@ def detected_process_count() -> int:
 
     SLURM (``SLURM_NTASKS``), Open MPI (``OMPI_COMM_WORLD_SIZE``), Cloud TPU pod slices
     (``TPU_WORKER_HOSTNAMES``, one host name per worker) and ``JAX_NUM_PROCESSES``.
+    ``CNNLAB_DISTRIBUTED=1`` says "several" whatever the rest (JAX's cluster detection then finds
+    the coordinator, e.g. from the TPU metadata server); ``CNNLAB_DISTRIBUTED=0`` says "one".
     """
+    forced = os.environ.get("CNNLAB_DISTRIBUTED", "").strip()
+    if forced in ("0", "1"):
+        return 2 if forced == "1" else 1
     if os.environ.get("SLURM_JOB_ID"):
         n = os.environ.get("SLURM_NTASKS") or os.environ.get("SLURM_NPROCS")
         if n and n.isdigit() and int(n) > 1:

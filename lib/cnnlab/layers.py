@@ -93,12 +93,16 @@ def _offset_slice(xp: jax.Array, i: int, j: int, out_hw: Sequence[int],
                      (1, sh, sw, 1))
 
 
-def weight_grad(x: jax.Array, g: jax.Array, kernel_hw: Sequence[int], strides: Sequence[int],
-                pads: Pads) -> jax.Array:
-    """dL/dW (kh, kw, C, O) of the convolution from its input x (N, H, W, C) and dL/dY g
-    (N, H', W', O): one (C, N*H'*W') x (N*H'*W', O) matmul per kernel tap."""
+def _pad(x: jax.Array, pads: Pads) -> jax.Array:
+    return lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
+
+
+def weight_grad_taps(x: jax.Array, g: jax.Array, kernel_hw: Sequence[int],
+                     strides: Sequence[int], pads: Pads) -> jax.Array:
+    """dL/dW (kh, kw, C, O) from the input x (N, H, W, C) and dL/dY g (N, H', W', O):
+    one (C, M) x (M, O) matmul per kernel tap, M = N*H'*W'."""
     kh, kw = kernel_hw
-    xp = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
+    xp = _pad(x, pads)
     n, ho, wo, o = g.shape
     g2 = g.reshape(n * ho * wo, o)
     taps = [lax.dot_general(_offset_slice(xp, i, j, (ho, wo), strides).reshape(n * ho * wo, -1),
@@ -107,13 +111,74 @@ def weight_grad(x: jax.Array, g: jax.Array, kernel_hw: Sequence[int], strides: S
     return jnp.stack(taps).reshape(kh, kw, x.shape[-1], o).astype(x.dtype)
 
 
+def weight_grad_im2col(x: jax.Array, g: jax.Array, kernel_hw: Sequence[int],
+                       strides: Sequence[int], pads: Pads) -> jax.Array:
+    """The same as :func:`weight_grad_taps` as one (kh*kw*C, M) x (M, O) matmul over the
+    stacked taps (im2col): better when C is small."""
+    kh, kw = kernel_hw
+    xp = _pad(x, pads)
+    n, ho, wo, o = g.shape
+    cols = jnp.concatenate([_offset_slice(xp, i, j, (ho, wo), strides)
+                            for i in range(kh) for j in range(kw)], axis=-1)
+    dw = lax.dot_general(cols.reshape(n * ho * wo, -1), g.reshape(n * ho * wo, o),
+                         (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+    return dw.reshape(kh, kw, x.shape[-1], o).astype(x.dtype)
+
+
+def input_grad_taps(g: jax.Array, kernel: jax.Array, x_shape: Sequence[int],
+                    strides: Sequence[int], pads: Pads) -> jax.Array:
+    """dL/dx (N, H, W, C) from g (N, H', W', O): per tap, (M, O) x (O, C), placed back at the
+    strided positions it came from (a pad with interior gaps) and summed; then the padding is cut."""
+    kh, kw, c, o = kernel.shape
+    n, h, w, _ = x_shape
+    _, ho, wo, _ = g.shape
+    (sh, sw) = strides
+    hp, wp = h + sum(pads[0]), w + sum(pads[1])
+    g2 = g.reshape(n * ho * wo, o)
+    acc = None
+    for i in range(kh):
+        for j in range(kw):
+            y = lax.dot_general(g2, kernel[i, j], (((1,), (1,)), ((), ())),
+                                preferred_element_type=jnp.float32).reshape(n, ho, wo, c)
+            y = lax.pad(y, jnp.zeros((), y.dtype),
+                        ((0, 0, 0), (i, hp - i - (ho - 1) * sh - 1, sh - 1),
+                         (j, wp - j - (wo - 1) * sw - 1, sw - 1), (0, 0, 0)))
+            acc = y if acc is None else acc + y
+    lo_h, lo_w = pads[0][0], pads[1][0]
+    return lax.slice(acc, (0, lo_h, lo_w, 0), (n, lo_h + h, lo_w + w, c)).astype(g.dtype)
+
+
+def _choose(kind: str, x_shape, kernel_shape, out_shape) -> str:
+    forced = os.environ.get(f"CNNLAB_CONV_{kind.upper()}", "auto").lower()
+    if forced != "auto":
+        return forced
+    n, ho, wo, _ = out_shape
+    kh, kw, c, o = kernel_shape
+    if kind == "wgrad":
+        if kh * kw * c <= 32:
+            return "im2col"
+        return "taps" if ho * wo <= 64 else "xla"
+    return "xla"
+
+
 def _conv_bwd(strides, pads, res, g):
     x, kernel = res
-    dw = weight_grad(x, g, kernel.shape[:2], strides, pads).astype(kernel.dtype)
-    # The input gradient: XLA's own transposed convolution (measured fastest here).
-    _, vjp_x = jax.vjp(lambda x: _conv_xla(x, kernel, strides, pads), x)
-    (dx,) = vjp_x(g)
-    return dx, dw
+    kernel_hw = kernel.shape[:2]
+    how = _choose("wgrad", x.shape, kernel.shape, g.shape)
+    if how == "xla":
+        _, vjp_w = jax.vjp(lambda k: _conv_xla(x, k, strides, pads), kernel)
+        (dw,) = vjp_w(g)
+    elif how == "im2col":
+        dw = weight_grad_im2col(x, g, kernel_hw, strides, pads)
+    else:
+        dw = weight_grad_taps(x, g, kernel_hw, strides, pads)
+    how = _choose("dgrad", x.shape, kernel.shape, g.shape)
+    if how == "taps":
+        dx = input_grad_taps(g, kernel, x.shape, strides, pads)
+    else:
+        _, vjp_x = jax.vjp(lambda x: _conv_xla(x, kernel, strides, pads), x)
+        (dx,) = vjp_x(g)
+    return dx, dw.astype(kernel.dtype)
 
 
 _conv_fast.defvjp(_conv_fwd, _conv_bwd)

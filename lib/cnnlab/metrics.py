@@ -14,7 +14,8 @@ import numpy as np
 import optax
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, *, label_smoothing: float = 0.0) -> jax.Array:
+def cross_entropy(logits: jax.Array, labels: jax.Array, *,
+                  label_smoothing: float = 0.0) -> jax.Array:
     """Per-example softmax cross-entropy, (N, C), (N,) -> (N,).
 
     With smoothing ``a`` the target is ``(1 - a) * one_hot(y) + a / C`` (Szegedy et al. 2016), so
@@ -78,7 +79,7 @@ def batch_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array | None = No
 
 
 def add_sums(a: dict | None, b: dict) -> dict:
-    """Elementwise sum of two :func:`batch_sums` results on the host (float64); ``a`` may be None."""
+    """Sum of two :func:`batch_sums` results on the host (float64); ``a`` may be None."""
     b = {k: np.asarray(v, np.float64) for k, v in b.items()}
     if a is None:
         return b

@@ -37,7 +37,8 @@ def _save(fig, path: str) -> str:
 
 def training_curves(history: Sequence[dict], path: str) -> str:
     """Loss and accuracy per epoch, train and test, side by side (``history``: metrics.jsonl
-    records with ``epoch``, ``train_loss``, ``test_loss``, ``train_accuracy``, ``test_accuracy``)."""
+    records with ``epoch``, ``train_loss``, ``test_loss``, ``train_accuracy`` and
+    ``test_accuracy``)."""
     fig = _figure(10, 4)
     epochs = [r["epoch"] for r in history]
     for ax, what in zip(fig.subplots(1, 2), ("loss", "accuracy")):
@@ -99,7 +100,9 @@ def prediction_grid(images: np.ndarray, labels: Sequence[int], predictions: Sequ
     for ax, image, y, p in zip(axes, images, labels, predictions):
         _show(ax, image)
         ok = int(y) == int(p)
-        title = class_names[int(p)] if ok else f"{class_names[int(p)]}\n(true: {class_names[int(y)]})"
+        title = class_names[int(p)]
+        if not ok:
+            title += f"\n(true: {class_names[int(y)]})"
         ax.set_title(title, fontsize=8, color="green" if ok else "red")
     return _save(fig, path)
 

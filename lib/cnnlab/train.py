@@ -36,6 +36,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -64,8 +65,8 @@ def enable_compilation_cache(path: str | None = None) -> str | None:
     On a small CPU compiling dominates short runs (seconds per program: the init and the train
     step each take several); this is JAX's persistent compilation cache, keyed by the program,
     the compiler version and the devices. ``path`` defaults to ``$CNNLAB_CACHE_DIR`` or
-    ``~/.cache/cnnlab/jax``; ``CNNLAB_CACHE_DIR=off`` disables it. Capped at 1 GiB (least recently
-    used entries go first). Returns the directory used, or None.
+    ``~/.cache/cnnlab/jax``; ``CNNLAB_CACHE_DIR=off`` disables it (entries are a few hundred kB
+    each; delete the directory any time). Returns the directory used, or None.
     """
     path = path or os.environ.get("CNNLAB_CACHE_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "cnnlab", "jax")
@@ -78,7 +79,8 @@ def enable_compilation_cache(path: str | None = None) -> str | None:
     from jax.experimental.compilation_cache import compilation_cache
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
-    jax.config.update("jax_compilation_cache_max_size", 1 << 30)
+    # A failed cache write (e.g. two processes racing on one entry) only costs a recompile.
+    warnings.filterwarnings("ignore", message=".*persistent compilation cache.*")
     compilation_cache.reset_cache()  # in case something compiled before the directory was set
     return path
 
@@ -95,7 +97,7 @@ class TrainConfig:
     model_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     dataset: str = "fashion_mnist"
     data_dir: str | None = None          # raw IDX files (see cnnlab.data.load)
-    tfds_dir: str | None = None          # TFDS data dir (may be a bucket: gs://...)
+    tfds_dir: str | None = None          # TFDS data dir (a bucket through a gcsfuse mount)
     epochs: int = 3
     batch_size: int = 128                # global batch, split over the devices of the "data" axis
     eval_batch_size: int = 1000
@@ -133,23 +135,27 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict` (JSON lists in model options become tuples again, so
+        the model stays hashable)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise CnnlabError(f"unknown config fields {unknown}; valid fields: {', '.join(sorted(known))}")
+            raise CnnlabError(f"unknown config fields {unknown}; "
+                              f"valid fields: {', '.join(sorted(known))}")
+        d = dict(d)
+        d["model_kwargs"] = {k: _tuples(v) for k, v in dict(d.get("model_kwargs") or {}).items()}
         return cls(**d)
 
     def validate(self) -> None:
         """Raise CnnlabError for names and numbers that cannot work (before any data is loaded)."""
         from cnnlab import models
-        if self.model not in models.names():
-            raise CnnlabError(f"unknown model {self.model!r}; choose one of: {', '.join(models.names())}")
-        if self.optimizer not in OPTIMIZERS:
-            raise CnnlabError(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise CnnlabError(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
-        if self.precision not in PRECISIONS:
-            raise CnnlabError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        for what, value, valid in (("model", self.model, models.names()),
+                                   ("optimizer", self.optimizer, OPTIMIZERS),
+                                   ("schedule", self.schedule, SCHEDULES),
+                                   ("precision", self.precision, PRECISIONS),
+                                   ("sharding rule", self.sharding, ("replicate", "fsdp"))):
+            if value not in valid:
+                raise CnnlabError(f"unknown {what} {value!r}; choose one of: {', '.join(valid)}")
         for name in ("epochs", "batch_size", "eval_batch_size", "keep_checkpoints", "top_k",
                      "log_every_steps", "model_parallelism"):
             value = getattr(self, name)
@@ -158,13 +164,16 @@ class TrainConfig:
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
             raise CnnlabError(f"max_steps_per_epoch must be >= 1, got {self.max_steps_per_epoch}")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise CnnlabError(f"the learning rate must be a positive number, got {self.learning_rate}")
+            raise CnnlabError(
+                f"the learning rate must be a positive number, got {self.learning_rate}")
         if not 0 <= self.label_smoothing < 1:
             raise CnnlabError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.weight_decay < 0:
             raise CnnlabError(f"weight decay must be >= 0, got {self.weight_decay}")
-        if self.sharding not in ("replicate", "fsdp"):
-            raise CnnlabError(f"unknown sharding rule {self.sharding!r}; choose one of: replicate, fsdp")
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,7 +214,8 @@ def make_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
         return optax.cosine_decay_schedule(lr, total)
     if config.schedule == "one_cycle":
         return optax.cosine_onecycle_schedule(total, lr)
-    raise CnnlabError(f"unknown schedule {config.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+    raise CnnlabError(
+        f"unknown schedule {config.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
 
 
 def _decay_mask(params):
@@ -352,7 +362,8 @@ def _train_step(state: TrainState, images: jax.Array, labels: jax.Array, key: ja
 
     (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+    new_state = state.replace(step=state.step + 1,
+                              params=optax.apply_updates(state.params, updates),
                               batch_stats=new_stats, opt_state=opt_state)
     return new_state, {"loss": loss, "accuracy": metrics.correct(logits, labels).mean()}
 
@@ -377,7 +388,7 @@ The loss is the mean (label-smoothed) softmax cross-entropy; ``metrics`` = batch
 ``accuracy``. ``state`` is donated: do not use it after the call.
 """
 eval_step = jax.jit(_eval_step, static_argnames="options")
-eval_step.__doc__ = """``(state, images, labels, mask=None) -> dict`` of one batch, in inference mode.
+eval_step.__doc__ = """``(state, images, labels, mask=None) -> dict``: one batch, inference mode.
 
 Sums (``count``, ``loss_sum``, ``correct``, ``top_k_correct``, ``confusion`` (C, C)) that add up
 across batches (see :func:`cnnlab.metrics.finalize`), plus the batch's mean ``loss`` and
@@ -560,8 +571,8 @@ def _check_finite(losses: list[tuple[int, float]], ckpts, workdir: str, lr_at) -
         if not math.isfinite(loss):
             ckpts.wait()  # the last good checkpoint finishes writing before we stop
             last = ckpts.latest_step()
-            kept = (f"the last good checkpoint (step {last}) is kept in {workdir}" if last is not None
-                    else "no checkpoint had been written yet")
+            kept = (f"the last good checkpoint (step {last}) is kept in {workdir}"
+                    if last is not None else "no checkpoint had been written yet")
             raise CnnlabError(f"loss became {loss} at step {step + 1}; stopped; {kept}; lower the "
                               f"learning rate (it was {lr_at(step):.3g}) and run again")
 
@@ -614,13 +625,13 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
     tx = make_optimizer(config, steps_per_epoch)
     schedule = make_schedule(config, steps_per_epoch)
 
-    root_key = jax.random.key(config.seed)
-    init_key, run_key = jax.random.split(root_key)
     create = functools.partial(create_train_state, model, tx, input_shape=input_shape)
-    abstract = jax.eval_shape(create, init_key)
+    abstract = jax.eval_shape(create, jax.random.key(0))
     state_sharding = distributed.state_shardings(abstract, mesh, config.sharding)
     rep = distributed.replicated(mesh)
-    run_key = jax.device_put(run_key, rep)
+    # Made inside jit so that with several processes they are global (replicated) arrays.
+    init_key, run_key = jax.jit(lambda: tuple(jax.random.split(jax.random.key(config.seed))),
+                                out_shardings=(rep, rep))()
 
     from cnnlab.checkpoints import Checkpoints, abstract_like
     ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
@@ -629,7 +640,13 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
         history: list[dict] = []
         if resume and ckpts.latest_step() is not None:
             target = abstract_like(abstract.arrays(), state_sharding.arrays())
-            arrays, meta = ckpts.restore(target)
+            try:
+                arrays, meta = ckpts.restore(target)
+            except (ValueError, KeyError, TypeError) as e:
+                raise CnnlabError(
+                    f"the checkpoint in {workdir} does not fit this model/optimizer "
+                    f"({config.model}, {config.optimizer}): {str(e).splitlines()[0][:200]}; "
+                    "resume with the settings of the original run") from None
             state = abstract.replace(**arrays)
             history = [r for r in read_metrics(workdir)
                        if not r.get("final") and r["epoch"] <= meta.get("epochs_done", 0)]
@@ -665,7 +682,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
             order = data.batch_indices(n_train, config.batch_size, seed=config.seed, epoch=epoch)
             order = order[:steps_per_epoch]
             # Running sums of the epoch's training metrics survive a mid-epoch resume via meta.
-            sums = meta.get("epoch_sums") if (offset and meta.get("epoch") == epoch) else None
+            sums = meta.get("epoch_sums") if offset else None
             sums = dict(sums) if sums else {"loss": 0.0, "accuracy": 0.0, "steps": 0}
             reporter.epoch_start(epoch + 1, config.epochs, steps_per_epoch, offset)
             t_epoch, t_window, n_window = time.time(), time.time(), 0
@@ -702,8 +719,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
                 if (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
                         and i + 1 < steps_per_epoch):
                     flush()
-                    ckpts.save(step, state.arrays(), {
-                        "step": step, "epoch": epoch, "epochs_done": epoch, "epoch_sums": sums})
+                    ckpts.save(step, state.arrays(),
+                               {"step": step, "epochs_done": epoch, "epoch_sums": sums})
             flush()
             epoch_seconds = time.time() - t_epoch
             test = evaluate(state, test_feed, eval_fn, eval_bs, top_k=config.top_k)
@@ -722,8 +739,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
             if main:
                 _write_metrics(workdir, history)
             # Metrics line first, checkpoint second: a resume drops lines past its checkpoint.
-            ckpts.save(step, state.arrays(), {"step": step, "epoch": epoch + 1,
-                                              "epochs_done": epoch + 1, "epoch_sums": None})
+            ckpts.save(step, state.arrays(),
+                       {"step": step, "epochs_done": epoch + 1, "epoch_sums": None})
             reporter.epoch_end(record)
 
         if test is None:  # nothing left to train (resumed a finished run): evaluate what we have
@@ -826,7 +843,8 @@ def load_run(workdir: str, *, step: int | None = None) -> Run:
     try:
         if ckpts.latest_step() is None:
             raise CnnlabError(f"no complete checkpoint in {workdir}/checkpoints; train first")
-        target = abstract_like(abstract.arrays(), jax.tree.map(lambda _: sharding, abstract.arrays()))
+        target = abstract_like(abstract.arrays(),
+                               jax.tree.map(lambda _: sharding, abstract.arrays()))
         arrays, _ = ckpts.restore(target, step)
         restored_step = step if step is not None else ckpts.latest_step()
     finally:

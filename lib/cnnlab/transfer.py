@@ -8,9 +8,10 @@ The recipe (Keras's transfer-learning guide, fast.ai's ``fine_tune``), one funct
    discriminative learning rates (:func:`discriminative_lrs`, :func:`finetune_optimizer`);
 3. feature extraction, the fast path on a CPU: run the frozen network once, keep the input of the
    head (:func:`head_inputs`), train only the head on those cached features (:func:`train_head`);
-4. fine-tuning: unfreeze the last blocks and train them with small, per-block learning rates on a
-   one-cycle schedule (:func:`one_cycle`); batch norm stays in inference mode (as Keras advises:
-   its statistics would otherwise be overwritten by a few small batches);
+4. fine-tuning (:func:`train_blocks`): unfreeze the last blocks and train them with small,
+   per-block learning rates on a one-cycle schedule (:func:`one_cycle`); batch norm stays in
+   inference mode (as Keras advises: its statistics would otherwise be overwritten by a few small
+   batches);
 5. tools: :func:`lr_find` (exponential sweep, loss-vs-lr plot, a suggestion), test-time
    augmentation (:func:`tta_probs`), and :func:`interpret` (confusion matrix, most-confused pairs,
    a grid of the top losses).
@@ -213,14 +214,15 @@ def one_cycle(total_steps: int, max_lr: float) -> optax.Schedule:
     return optax.cosine_onecycle_schedule(max(int(total_steps), 1), max_lr)
 
 
-def finetune_optimizer(labels: Mapping, lrs: Mapping[str, float], total_steps: int, *,
+def finetune_optimizer(labels: Mapping | Callable, lrs: Mapping[str, float], total_steps: int, *,
                        optimizer: Callable[..., optax.GradientTransformation] = optax.adam
                        ) -> optax.GradientTransformation:
     """``optax.multi_transform``: for each label ``optimizer(one_cycle(total_steps, lrs[label]))``,
-    and ``set_to_zero`` for "frozen" (no state, no update)."""
+    and ``set_to_zero`` for "frozen" (no state, no update). ``labels``: the label tree of
+    :func:`freeze_labels`, or a function of the parameters returning it."""
     transforms = {lab: optimizer(one_cycle(total_steps, lr)) for lab, lr in lrs.items()}
     transforms[FROZEN] = optax.set_to_zero()
-    return optax.multi_transform(transforms, dict(labels))
+    return optax.multi_transform(transforms, labels if callable(labels) else dict(labels))
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,23 +259,25 @@ def head_inputs(model: nn.Module, variables: Mapping, images: np.ndarray, *,
     Dense). ``logits = features @ head.kernel + head.bias`` reproduces the model's output.
     """
     head = head or head_name(variables["params"])
+    variables = dict(variables)
+    return _batched(lambda x: _head_input(model, head, variables, x), np.asarray(images),
+                    batch_size)
 
-    @jax.jit
-    def forward(x):
-        captured = []
 
-        def grab(next_fun, args, kwargs, context):
-            module = context.module
-            if (context.method_name == "__call__" and module.scope is not None
-                    and module.scope.path == (head,)):
-                captured.append(args[0])
-            return next_fun(*args, **kwargs)
+@functools.partial(jax.jit, static_argnames=("model", "head"))
+def _head_input(model, head, variables, x):
+    captured = []
 
-        with nn.intercept_methods(grab):
-            model.apply(dict(variables), _to_float(x), train=False)
-        return captured[0].reshape(x.shape[0], -1)
+    def grab(next_fun, args, kwargs, context):
+        module = context.module
+        if (context.method_name == "__call__" and module.scope is not None
+                and module.scope.path == (head,)):
+            captured.append(args[0])
+        return next_fun(*args, **kwargs)
 
-    return _batched(forward, np.asarray(images), batch_size)
+    with nn.intercept_methods(grab):
+        model.apply(variables, _to_float(x), train=False)
+    return captured[0].reshape(x.shape[0], -1)
 
 
 def _head_loss(head_params, features, labels):
@@ -288,6 +292,23 @@ def evaluate_logits(logits: np.ndarray, labels: np.ndarray, *, top_k: int = 5) -
     from cnnlab import metrics
     sums = metrics.batch_sums(jnp.asarray(logits), jnp.asarray(labels, jnp.int32), top_k=top_k)
     return metrics.finalize(metrics.add_sums(None, sums), top_k=top_k)
+
+
+@functools.lru_cache(maxsize=32)
+def _head_trainer(total_steps: int, lr: float):
+    """(tx, jitted step) for :func:`train_head`, shared by calls with the same schedule (so
+    repeated runs, e.g. a benchmark's seeds, compile once)."""
+    tx = optax.adam(one_cycle(total_steps, lr))
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def step(params, opt_state, feats, labs, idx):
+        (loss, logits), grads = jax.value_and_grad(_head_loss, has_aux=True)(
+            params, feats[idx], labs[idx])
+        updates, opt_state = tx.update(grads, opt_state, params)
+        acc = jnp.mean(jnp.argmax(logits, -1) == labs[idx])
+        return optax.apply_updates(params, updates), opt_state, loss, acc
+
+    return tx, step
 
 
 def train_head(head_params: Mapping, features: np.ndarray, labels: np.ndarray, *,
@@ -309,19 +330,11 @@ def train_head(head_params: Mapping, features: np.ndarray, labels: np.ndarray, *
     batch_size = min(batch_size, n)
     steps = n // batch_size
     schedule = one_cycle(epochs * steps, lr)
-    tx = optax.adam(schedule)
+    tx, step = _head_trainer(epochs * steps, float(lr))
     params = jax.tree.map(jnp.asarray, dict(head_params))
     opt_state = tx.init(params)
     feats = jnp.asarray(features)
     labs = jnp.asarray(labels, jnp.int32)
-
-    @functools.partial(jax.jit, donate_argnums=(0, 1))
-    def step(params, opt_state, feats, labs, idx):
-        (loss, logits), grads = jax.value_and_grad(_head_loss, has_aux=True)(
-            params, feats[idx], labs[idx])
-        updates, opt_state = tx.update(grads, opt_state, params)
-        acc = jnp.mean(jnp.argmax(logits, -1) == labs[idx])
-        return optax.apply_updates(params, updates), opt_state, loss, acc
 
     history, done = [], 0
     for epoch in range(epochs):
@@ -635,6 +648,14 @@ def _load_backbone(config: FinetuneConfig, num_classes: int, key, image_size: in
 def _backbone_input(config: FinetuneConfig) -> tuple[int | None, int | None]:
     """(image size, channels) the data must have, before the backbone is built."""
     if config.backbone in IMAGENET_BACKBONES:
+        from cnnlab import keras_h5
+        if not config.weights:
+            raise CnnlabError(f"--backbone {config.backbone} needs --weights FILE.h5 (ImageNet "
+                              "weights, full or _notop): "
+                              + keras_h5.weights_help(config.backbone, include_top=False))
+        if not os.path.isfile(config.weights):
+            raise CnnlabError(f"weights file {config.weights} does not exist; "
+                              + keras_h5.weights_help(config.backbone, include_top=False))
         return config.image_size or 224, 3
     if os.path.isdir(config.backbone):
         path = os.path.join(config.backbone, "run.json")
@@ -702,9 +723,7 @@ def finetune(config: FinetuneConfig, workdir: str, *, overwrite: bool = False,
     ds = load_image_folder(config.data_dir, image_size=size, val_fraction=config.val_fraction,
                            seed=config.seed, tfds_dir=config.tfds_dir, channels=channels)
     num_classes = len(ds.class_names)
-    key = jax.random.key(config.seed)
-    head_key, run_key = jax.random.split(key)
-    bb = _load_backbone(config, num_classes, head_key, size)
+    bb = _load_backbone(config, num_classes, jax.random.key(config.seed), size)
     model, variables = bb.model, bb.variables
     params = variables["params"]
     stats = variables.get("batch_stats", {})
@@ -793,9 +812,18 @@ def finetune(config: FinetuneConfig, workdir: str, *, overwrite: bool = False,
 
         # ---- phase 2: unfreeze the last blocks
         if config.epochs:
-            params, step = _finetune_blocks(
-                model, params, stats, groups, ds, config, batch_size, steps_per_epoch, step,
-                run_key, record, save, reporter)
+            def on_finetune_epoch(r, new_params):
+                nonlocal step
+                step += steps_per_epoch
+                record(r, "finetune", step)
+                save(new_params, step)
+
+            params, _ = train_blocks(
+                model, {"params": params, "batch_stats": stats}, groups, ds.train.images,
+                ds.train.labels, unfreeze=config.unfreeze, epochs=config.epochs,
+                batch_size=batch_size, lr=config.lr / 2, lr_ratio=config.lr_ratio,
+                seed=config.seed, val=(ds.test.images, ds.test.labels), top_k=config.top_k,
+                on_epoch=on_finetune_epoch, reporter=reporter)
 
         # ---- final evaluation, TTA, interpretation, plots
         def logits_fn(images):
@@ -838,78 +866,131 @@ def finetune(config: FinetuneConfig, workdir: str, *, overwrite: bool = False,
 def predict(model: nn.Module, variables: Mapping, images: np.ndarray, *,
             batch_size: int = 64) -> np.ndarray:
     """Logits (N, C) of uint8 images (N, H, W, C), inference mode, fixed-size batches."""
-    fn = jax.jit(lambda x: model.apply(dict(variables), _to_float(x), train=False))
-    return _batched(fn, np.asarray(images), batch_size)
+    variables = dict(variables)
+    return _batched(lambda x: _logits(model, variables, x), np.asarray(images), batch_size)
 
 
-def _finetune_blocks(model, params, stats, groups, ds, config, batch_size, steps_per_epoch,
-                     step, run_key, record, save, reporter):
-    """Phase 2: train the head and the last ``config.unfreeze`` blocks; returns (params, step)."""
+@functools.partial(jax.jit, static_argnames="model")
+def _logits(model, variables, x):
+    # Modules hash by value: one compilation per (architecture, shapes), however often called.
+    return model.apply(variables, _to_float(x), train=False)
+
+
+@functools.lru_cache(maxsize=32)
+def _block_trainer(model: nn.Module, layer_labels: tuple[tuple[str, str], ...],
+                   lrs: tuple[tuple[str, float], ...], total: int, flip: bool, has_stats: bool):
+    """(tx, jitted step) for :func:`train_blocks`, shared by calls with the same model, freeze
+    specification and schedule (so repeated runs compile once)."""
     from cnnlab import data
-    labels = freeze_labels(params, groups, config.unfreeze)
-    names = trainable_layers(labels)
-    lrs = discriminative_lrs(labels, config.lr / 2, config.lr_ratio)
-    total = config.epochs * steps_per_epoch
-    trainable = {k: params[k] for k in names}
-    frozen = {k: v for k, v in params.items() if k not in trainable}
-    tx = finetune_optimizer({k: labels[k] for k in names}, lrs, total)
-    opt_state = tx.init(trainable)
-    reporter.note("fine-tuning " + ", ".join(
-        f"{name} (lr {lrs[block_label(len(groups) - 1 - i)]:.1e})"
-        for i, (name, _) in enumerate(groups)
-        if block_label(len(groups) - 1 - i) in lrs) + "; the rest stays frozen")
-    peak = max(lrs.values())
-    schedule = one_cycle(total, peak)
-    images_dev = jnp.asarray(ds.train.images)
-    labels_dev = jnp.asarray(ds.train.labels, jnp.int32)
+    label_of = dict(layer_labels)
+    tx = finetune_optimizer(
+        lambda p: {k: jax.tree.map(lambda _, lab=label_of[k]: lab, v) for k, v in p.items()},
+        dict(lrs), total)
 
-    def loss_fn(trainable, frozen, x, y):
-        variables = {"params": {**frozen, **trainable}}
-        if stats:
-            variables["batch_stats"] = stats
-        logits = model.apply(variables, x, train=False)  # BN in inference mode (see docstring)
+    def loss_fn(trainable, frozen, stats, x, y):
+        v = {"params": {**frozen, **trainable}}
+        if has_stats:
+            v["batch_stats"] = stats
+        logits = model.apply(v, x, train=False)  # BN in inference mode (see module docstring)
         onehot = jax.nn.one_hot(y, logits.shape[-1])
         return optax.softmax_cross_entropy(logits, onehot).mean(), logits
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
-    def train_step(trainable, opt_state, frozen, images_dev, labels_dev, idx, key):
-        x = data.random_flip(key, _to_float(images_dev[idx]))
-        y = labels_dev[idx]
-        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, frozen, x, y)
+    def train_step(trainable, opt_state, frozen, stats, images, labels, idx, key):
+        x = _to_float(images[idx])
+        if flip:
+            x = data.random_flip(key, x)
+        y = labels[idx]
+        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            trainable, frozen, stats, x, y)
         updates, opt_state = tx.update(grads, opt_state, trainable)
         acc = jnp.mean(jnp.argmax(logits, -1) == y)
         return optax.apply_updates(trainable, updates), opt_state, loss, acc
 
-    n = len(ds.train)
-    for e in range(config.epochs):
+    return tx, train_step
+
+
+def train_blocks(model: nn.Module, variables: Mapping, groups: Sequence[tuple[str, Sequence[str]]],
+                 images: np.ndarray, labels: np.ndarray, *, unfreeze: int, epochs: int,
+                 batch_size: int, lr: float, lr_ratio: float = 100.0, seed: int = 0,
+                 flip: bool = True, val: tuple[np.ndarray, np.ndarray] | None = None,
+                 top_k: int = 5, on_epoch: Callable[[dict, dict], None] | None = None,
+                 reporter=None) -> tuple[dict, list[dict]]:
+    """Fine-tune the head and the last ``unfreeze`` blocks of ``model`` on uint8 ``images``.
+
+    Only the trainable layers are differentiated and updated (the frozen ones are passed through
+    untouched: bit-identical, and their weight gradients are never computed); each block has its
+    own Adam on a one-cycle schedule peaking at its discriminative rate
+    (:func:`discriminative_lrs` from ``lr`` for the head down to ``lr / lr_ratio``); random
+    left-right flips with ``flip``; batch norm in inference mode, no dropout (``train=False``).
+
+    Args:
+      variables: ``{"params": ..., ["batch_stats": ...]}`` (not modified).
+      groups: :func:`blocks` of the model.
+      on_epoch: called with ``(record, params)`` after every epoch (e.g. to save a checkpoint).
+
+    Returns:
+      ``(params, history)``: the new parameters and one record per epoch (``train_loss``,
+      ``train_accuracy``, ``learning_rate``, ``epoch_seconds``, ``images_per_second``, and with
+      ``val`` the ``test_*`` metrics).
+    """
+    from cnnlab import data
+    params = dict(variables["params"])
+    stats = variables.get("batch_stats") or {}
+    tags = freeze_labels(params, groups, unfreeze)
+    names = trainable_layers(tags)
+    lrs = discriminative_lrs(tags, lr, lr_ratio)
+    n = len(labels)
+    batch_size = min(batch_size, n)
+    steps_per_epoch = n // batch_size
+    total = epochs * steps_per_epoch
+    trainable = {k: jax.tree.map(jnp.asarray, params[k]) for k in names}
+    frozen = {k: v for k, v in params.items() if k not in trainable}
+    layer_labels = tuple((k, jax.tree.leaves(tags[k])[0]) for k in names)
+    tx, train_step = _block_trainer(model, layer_labels, tuple(sorted(lrs.items())), total,
+                                    flip, bool(stats))
+    opt_state = tx.init(trainable)
+    if reporter is not None:
+        reporter.note("fine-tuning " + ", ".join(
+            f"{name} (lr {lrs[block_label(len(groups) - 1 - i)]:.1e})"
+            for i, (name, _) in enumerate(groups)
+            if block_label(len(groups) - 1 - i) in lrs) + "; the rest stays frozen")
+    schedule = one_cycle(total, max(lrs.values()))
+    images_dev = jnp.asarray(images)
+    labels_dev = jnp.asarray(labels, jnp.int32)
+    key = jax.random.key(seed)
+    history, step = [], 0
+    for e in range(epochs):
         t0 = time.time()
-        order = data.batch_indices(n, batch_size, seed=config.seed, epoch=1000 + e)
+        order = data.batch_indices(n, batch_size, seed=seed, epoch=1000 + e)
         losses, accs = [], []
-        for idx in order[:steps_per_epoch]:
+        for idx in order:
             trainable, opt_state, loss, acc = train_step(
-                trainable, opt_state, frozen, images_dev, labels_dev, jnp.asarray(idx),
-                jax.random.fold_in(run_key, step))
+                trainable, opt_state, frozen, stats, images_dev, labels_dev, jnp.asarray(idx),
+                jax.random.fold_in(key, step))
             losses.append(loss)
             accs.append(acc)
             step += 1
-        seconds = time.time() - t0
-        params = {**frozen, **trainable}
-        variables = {"params": params, **({"batch_stats": stats} if stats else {})}
-        m = evaluate_logits(predict(model, variables, ds.test.images), ds.test.labels,
-                            top_k=config.top_k)
         losses = [float(v) for v in losses]
         if not all(math.isfinite(v) for v in losses):
-            raise CnnlabError(f"the loss became {losses[-1]} while fine-tuning; lower --lr "
-                              f"(it was {config.lr})")
-        record({"train_loss": float(np.mean(losses)),
-                "train_accuracy": float(np.mean([float(a) for a in accs])),
-                "test_loss": m["loss"], "test_accuracy": m["accuracy"],
-                f"test_top{config.top_k}_accuracy": m[f"top{config.top_k}_accuracy"],
-                "learning_rate": float(schedule(step - 1)), "epoch_seconds": round(seconds, 3),
-                "images_per_second": round(steps_per_epoch * batch_size / max(seconds, 1e-9), 1)},
-               "finetune", step)
-        save(params, step)
-    return {**frozen, **trainable}, step
+            raise CnnlabError(f"the loss became {losses[-1]} while fine-tuning; lower the "
+                              f"learning rate (it was {lr:.3g})")
+        seconds = time.time() - t0
+        params = {**frozen, **trainable}
+        record = {"train_loss": float(np.mean(losses)),
+                  "train_accuracy": float(np.mean([float(a) for a in accs])),
+                  "learning_rate": float(schedule(step - 1)), "epoch_seconds": round(seconds, 3),
+                  "images_per_second": round(steps_per_epoch * batch_size / max(seconds, 1e-9),
+                                             1)}
+        if val is not None:
+            v = {"params": params, **({"batch_stats": stats} if stats else {})}
+            m = evaluate_logits(predict(model, v, val[0]), val[1], top_k=top_k)
+            record.update(test_loss=m["loss"], test_accuracy=m["accuracy"],
+                          **{f"test_top{top_k}_accuracy": m[f"top{top_k}_accuracy"]})
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record, params)
+    return {**frozen, **trainable}, history
 
 
 # --------------------------------------------------------------------------------------------
@@ -949,7 +1030,7 @@ def _cmd_finetune(args) -> int:
         # Our own warnings (bad images skipped) as plain "warning: ..." lines, not
         # "file.py:123: UserWarning:" with a source line.
         warnings.simplefilter("default")
-        warnings.showwarning = _show_warning
+        warnings.showwarning = _warning_printer(warnings.showwarning)
         final = finetune(config, workdir, overwrite=args.overwrite)
     tta = (f", with flip TTA {final['test_accuracy_tta']:.2%}"
            if "test_accuracy_tta" in final else "")
@@ -963,8 +1044,14 @@ def _cmd_finetune(args) -> int:
     return 0
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+def _warning_printer(original):
+    """cnnlab's own UserWarnings (images skipped) as "warning: ..." lines; others as usual."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        if category is UserWarning and "cnnlab" in filename:
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+        else:
+            original(message, category, filename, lineno, file, line)
+    return show
 
 
 def _cmd_predict_imagenet(args) -> int:

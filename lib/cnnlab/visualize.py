@@ -41,7 +41,8 @@ def read_image(path: str, input_shape, *, invert: str = "auto") -> np.ndarray:
     except IsADirectoryError:
         raise CnnlabError(f"{path} is a directory, not an image") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        reason = "unknown format" if isinstance(e, UnidentifiedImageError) else str(e) or type(e).__name__
+        reason = ("unknown format" if isinstance(e, UnidentifiedImageError)
+                  else str(e) or type(e).__name__)
         raise CnnlabError(f"{path} is not an image that can be read ({reason}); give a PNG or "
                           "JPEG file") from None
     if c not in (1, 3):

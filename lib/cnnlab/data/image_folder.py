@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -237,7 +238,7 @@ def load_image_folder(root: str | os.PathLike, *, image_size: int = 64,
     Warns:
       UserWarning: once, listing every file skipped or converted (again on later loads).
     """
-    from cnnlab.data.loading import Dataset, _lock, default_tfds_dir, read_split
+    from cnnlab.data.loading import Dataset, _lock, _quiet_tfds, default_tfds_dir, read_split
 
     if not isinstance(image_size, int) or image_size < MIN_SIDE:
         raise CnnlabError(f"image size must be an integer >= {MIN_SIDE}, got {image_size!r}")
@@ -275,8 +276,11 @@ def load_image_folder(root: str | os.PathLike, *, image_size: int = 64,
                 }
                 (Path(tmp) / "manifest.json").write_text(json.dumps(manifest))
                 b = builder(channels)
-                b.download_and_prepare(download_config=tfds.download.DownloadConfig(
-                    try_download_gcs=False, manual_dir=tmp))
+                print(f"cnnlab: preparing image folder {s.root} ({len(kept)} images, "
+                      f"{image_size}x{image_size}) in {tfds_dir} (once)", file=sys.stderr)
+                with _quiet_tfds():
+                    b.download_and_prepare(download_config=tfds.download.DownloadConfig(
+                        try_download_gcs=False, manual_dir=tmp))
             b = builder(channels)
     problems = list(b.info.metadata.get("problems", []))
     if problems:

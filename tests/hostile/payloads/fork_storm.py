@@ -2,6 +2,7 @@
 """A fork storm, once per process: up to 300 children that each sleep 2 s and exit (never reaped).
 Bounded: at most 300 processes, gone within seconds. If all 300 forks succeed (no process limit)
 relu returns the right answer, so a missing limit shows up as a pass."""
+import jax.numpy as jnp
 import os as _os
 import time as _time
 

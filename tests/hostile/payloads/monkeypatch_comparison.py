@@ -1,6 +1,7 @@
 # attacks: relu
 """Patches every comparison it can reach, at import, to say "equal": numpy, jax.numpy, chex and
 the grader's own compare module; then returns a wrong relu."""
+import jax.numpy as jnp
 import numpy as _np
 
 import chex as _chex

@@ -1,6 +1,7 @@
 # attacks: relu
 """Makes the worker save relu's outputs as a zip bomb: 300 MB of zeros deflated to a few hundred
 KB (bounded: 300 MB of CPU work, never in memory at once)."""
+import jax.numpy as jnp
 import sys as _sys
 import zipfile as _zipfile
 
@@ -18,7 +19,7 @@ def relu(x):
     real = worker._save_arrays
 
     def save_arrays(path, arrays):
-        if str(path).endswith("relu.npz"):
+        if str(path).rsplit("/", 1)[-1] == "relu.npz":
             return _bomb(path)
         return real(path, arrays)
 

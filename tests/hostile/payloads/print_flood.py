@@ -1,6 +1,7 @@
 # attacks: relu
 """Prints about 2 GB of "PASS" to stdout and stderr, once per process (bounded: 2 GB, then it
 stops), then returns a wrong relu."""
+import jax.numpy as jnp
 import sys as _sys
 
 _DONE = []

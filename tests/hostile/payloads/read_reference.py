@@ -3,6 +3,7 @@
 runner's cache, other students' submissions and results, root-only files. Anything readable is
 "exploited" (relu returns the right answer), so a leak shows up as a pass; otherwise relu is wrong.
 __SUBMISSIONS__ and __RESULTS__ are filled in by the fixture (a student who knows the layout)."""
+import jax.numpy as jnp
 import glob as _glob
 import os as _os
 
@@ -10,7 +11,7 @@ import os as _os
 def _leaks():
     import grader
 
-    root = _os.path.dirname(_os.path.dirname(_os.path.abspath(grader.__file__)))
+    root = _os.path.dirname(_os.path.abspath(list(grader.__path__)[0]))
     home = _os.path.expanduser("~")
     patterns = [
         f"{root}/solutions/*.py", f"{root}/grader/expected/*", f"{root}/grader/hidden/*.py",

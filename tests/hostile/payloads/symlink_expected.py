@@ -1,6 +1,7 @@
 # attacks: relu
 """Replaces relu's result files by symbolic links to the reference's expected outputs (and to the
 runner's cache), hoping the grader follows them; relu itself is wrong."""
+import jax.numpy as jnp
 import glob as _glob
 import os as _os
 import sys as _sys
@@ -9,7 +10,7 @@ import sys as _sys
 def _link_results():
     import grader
 
-    root = _os.path.dirname(_os.path.dirname(_os.path.abspath(grader.__file__)))
+    root = _os.path.dirname(_os.path.abspath(list(grader.__path__)[0]))
     candidates = (_glob.glob(f"{root}/grader/expected/neurons.*")
                   + [f"{root}/grader/expected/neurons.npz", f"{root}/grader/expected/neurons.json",
                      "/root/.cache/cnnlab/expected"])
@@ -24,12 +25,12 @@ def _link_results():
         _os.symlink(target, path)
 
     def write_json(path, obj):
-        if str(path).endswith("relu.json"):
+        if _os.path.basename(str(path)) == "relu.json":
             return link(path, next((c for c in candidates if c.endswith(".json")), candidates[-1]))
         return real_json(path, obj)
 
     def save_arrays(path, arrays):
-        if str(path).endswith("relu.npz"):
+        if _os.path.basename(str(path)) == "relu.npz":
             return link(path, next((c for c in candidates if c.endswith(".npz")), candidates[-1]))
         return real_npz(path, arrays)
 

@@ -1,0 +1,217 @@
+"""The reference solutions agree with JAX, Flax, Optax and cnnlab on many random shapes, and the
+worked examples of the docstrings hold. (The grader compares students with these solutions, so
+they must be right.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+ROOT = Path(__file__).resolve().parent.parent
+SETTINGS = settings(max_examples=8, deadline=None, derandomize=True)
+# jit everything: one compilation per shape instead of one per operation (tests stay fast)
+JIT = jax.jit
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"solutions_{name}", ROOT / "solutions" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod   # Flax modules (dataclasses) look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+neurons, conv, pool, training, models, transfer, aug = (
+    _load(n) for n in ("neurons", "convolution", "pooling", "training", "cnn_models", "transfer",
+                       "augmentation"))
+
+
+def _randn(seed, *shape):
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+def test_lecture_examples():
+    five = jnp.array([[3, 0, 6, 7, 5], [7, 3, 5, 0, 8], [2, 9, 4, 1, 9], [7, 1, 6, 7, 6],
+                      [4, 8, 4, 6, 4]], jnp.float32)
+    out = conv.conv2d_single(five, conv.classic_kernel("vertical_edge"))
+    np.testing.assert_array_equal(out, [[-3, 4, -7], [1, 5, -8], [-1, 4, -5]])
+    x = jnp.array([[1, 1, 2, 4], [5, 6, 7, 8], [3, 2, 1, 0], [1, 2, 3, 4]], jnp.float32)[..., None]
+    np.testing.assert_array_equal(pool.max_pool(x)[..., 0], [[6, 8], [3, 4]])
+    np.testing.assert_allclose(pool.avg_pool(x)[..., 0], [[3.25, 5.25], [2, 2]])
+    assert conv.dense_param_count((64, 64, 3), 128) == 1_572_992
+    assert conv.conv_param_count(3, 3, 128) == 3_584
+    assert neurons.add_multiply_backward(-2.0, 5.0, -4.0) == {"f": -12.0, "dx": -4.0, "dy": -4.0,
+                                                              "dz": 3.0}
+    assert conv.conv_output_size(227, 11, 4) == 55 and conv.conv_output_size((28, 32), 3, 1, 1) == (28, 32)
+    with pytest.raises(ValueError, match="not an integer"):
+        conv.conv_output_size(6, 3, 2)
+    assert models.receptive_field([(3, 2)] * 3) == 15
+    lrs = transfer.discriminative_learning_rates(["a", "b", "c"], 1e-5, 1e-3)
+    np.testing.assert_allclose(list(lrs.values()), [1e-5, 1e-4, 1e-3])
+
+
+@SETTINGS
+@given(st.integers(1, 9), st.integers(1, 9), st.integers(1, 3), st.integers(1, 4),
+       st.integers(1, 4), st.integers(1, 3), st.integers(1, 3),
+       st.one_of(st.integers(0, 2), st.sampled_from(["same", "valid"])))
+def test_conv2d_equals_lax_conv(h, w, cin, kh, kw, cout, stride, padding):
+    kh, kw = min(kh, h + 2 * (padding if isinstance(padding, int) else 0)), min(kw, w)
+    x, k, b = _randn(0, h, w, cin), _randn(1, kh, kw, cin, cout), _randn(2, cout)
+    if isinstance(padding, str):
+        pads = [conv.padding_amounts(h, kh, stride, padding), conv.padding_amounts(w, kw, stride, padding)]
+        assert pads == [tuple(p) for p in jax.lax.padtype_to_pads((h, w), (kh, kw), (stride, stride),
+                                                                   padding.upper())]
+    else:
+        pads = [(padding, padding)] * 2
+    if h + sum(pads[0]) < kh or w + sum(pads[1]) < kw:
+        return
+    want = jax.lax.conv_general_dilated(x[None], k, (stride, stride), pads,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))[0] + b
+    mine = jax.jit(conv.conv2d, static_argnames=("stride", "padding"))
+    np.testing.assert_allclose(mine(x, k, b, stride=stride, padding=padding), want,
+                               rtol=1e-5, atol=1e-5)
+
+
+@SETTINGS
+@given(st.integers(2, 8), st.integers(2, 8), st.integers(1, 3), st.integers(1, 3),
+       st.integers(1, 3), st.integers(0, 1))
+def test_pooling_equals_flax(h, w, window, stride, c, padding):
+    window = min(window, h, w)
+    x = _randn(3, h, w, c)
+    pads = ((padding, padding), (padding, padding))
+    want = nn.max_pool(x[None], (window, window), (stride, stride), pads)[0]
+    np.testing.assert_allclose(JIT(pool.max_pool, static_argnums=(1, 2, 3))(x, window, stride, padding), want)
+    want = nn.avg_pool(x[None], (window, window), (stride, stride), pads)[0]
+    np.testing.assert_allclose(JIT(pool.avg_pool, static_argnums=(1, 2, 3))(x, window, stride, padding), want,
+                               rtol=1e-6, atol=1e-6)
+
+
+@SETTINGS
+@given(st.integers(1, 6), st.integers(1, 7))
+def test_softmax_family_equals_jax(n, c):
+    z, v = _randn(4, n, c) * 3, _randn(5, n, c)
+    labels = jnp.asarray(np.random.default_rng(6).integers(0, c, n), jnp.int32)
+
+    @jax.jit
+    def both(z, v, labels):
+        ce = optax.softmax_cross_entropy_with_integer_labels(z, labels).mean()
+        return ({"sm": neurons.softmax(z), "sm0": neurons.softmax(z, axis=0),
+                 "jvp": neurons.softmax_jvp(z, v), "ce": neurons.cross_entropy(z, labels),
+                 "g": neurons.softmax_cross_entropy_grad(z, labels),
+                 "big": neurons.cross_entropy(z * 1000, labels)},
+                {"sm": jax.nn.softmax(z), "sm0": jax.nn.softmax(z, axis=0),
+                 "jvp": jax.jvp(jax.nn.softmax, (z,), (v,))[1], "ce": ce,
+                 "g": jax.grad(neurons.cross_entropy)(z, labels), "big": 0.0})
+
+    mine, ref = both(z, v, labels)
+    for k in ("sm", "sm0", "jvp", "ce", "g"):
+        np.testing.assert_allclose(mine[k], ref[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    assert np.isfinite(mine["big"])
+
+
+def test_activations_equal_jax_and_are_stable():
+    x = jnp.concatenate([_randn(7, 50) * 4, jnp.array([-1000.0, -100.0, 0.0, 100.0, 1000.0])])
+    neurons_sigmoid, neurons_tanh, neurons_elu = JIT(neurons.sigmoid), JIT(neurons.tanh), JIT(neurons.elu)
+    np.testing.assert_allclose(neurons_sigmoid(x), jax.nn.sigmoid(x), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(neurons_tanh(x), jnp.tanh(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(neurons_elu(x), jax.nn.elu(x), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(neurons.leaky_relu(x, 0.1), jax.nn.leaky_relu(x, 0.1))
+    np.testing.assert_allclose(neurons.sigmoid_derivative(x), jax.vmap(jax.grad(jax.nn.sigmoid))(x),
+                               rtol=1e-5, atol=1e-7)
+    assert np.isfinite(jax.grad(lambda v: neurons.elu(v).sum())(x)).all()
+
+
+def test_mlp3_backward_equals_jax_grad():
+    r = np.random.default_rng(8)
+    p = {k: jnp.asarray(r.standard_normal(s), jnp.float32) for k, s in
+         [("w1", (4, 5)), ("b1", (5,)), ("w2", (5, 3)), ("b2", (3,)), ("w3", (3, 2)), ("b3", (2,))]}
+    x, y = _randn(9, 6, 4), _randn(10, 6, 2)
+    want = JIT(jax.grad(neurons.mlp3_loss))(p, x, y)
+    got = JIT(neurons.mlp3_backward)(p, x, y)
+    for k in p:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6)
+    norms = JIT(neurons.layer_gradient_norms)([{"w": _randn(i, 8, 8), "b": _randn(i + 20, 8)}
+                                          for i in range(6)], _randn(11, 16, 8), _randn(12, 16, 8))
+    assert norms.shape == (6,) and norms[0] < norms[-1] / 10   # the gradient vanishes
+
+
+def test_adam_step_equals_optax_adam():
+    params = {"a": _randn(13, 3, 2), "b": _randn(14, 2)}
+    tx = optax.adam(0.01)
+    opt_state = tx.init(params)
+    mine_p, mine_s = params, training.adam_init(params)
+    ref_p = params
+    for step in range(4):
+        grads = {"a": _randn(20 + step, 3, 2), "b": _randn(30 + step, 2)}
+        updates, opt_state = tx.update(grads, opt_state, ref_p)
+        ref_p = optax.apply_updates(ref_p, updates)
+        mine_p, mine_s = training.adam_step(mine_p, grads, mine_s, 0.01)
+    for k in params:
+        np.testing.assert_allclose(mine_p[k], ref_p[k], rtol=1e-5, atol=1e-7)
+    assert mine_s["count"] == 4 and mine_s["count"].dtype == jnp.int32
+
+
+def test_training_helpers():
+    idx = training.minibatch_indices(10, 4, seed=0, epoch=0)
+    assert idx.shape == (2, 4) and len(set(np.asarray(idx).ravel())) == 8
+    assert not np.array_equal(idx, training.minibatch_indices(10, 4, seed=0, epoch=1))
+    tr, te = training.train_test_split(7, 0.5, seed=2)
+    assert len(te) == 4 and sorted(np.concatenate([tr, te])) == list(range(7))
+    folds = training.kfold_indices(10, 3)
+    from sklearn.model_selection import KFold
+    for (tr, va), (tr2, va2) in zip(folds, KFold(3).split(np.arange(10))):
+        np.testing.assert_array_equal(tr, tr2)
+        np.testing.assert_array_equal(va, va2)
+    cm = training.confusion_matrix(jnp.array([0, 1, 1]), jnp.array([1, 1, 0]), 2)
+    np.testing.assert_array_equal(cm, [[0, 1], [1, 1]])
+
+
+def test_cnn_models_match_cnnlab_models():
+    cnnlab_models = pytest.importorskip("cnnlab.models")
+    x = jnp.zeros((1, 28, 28, 1))
+    for mine, name in ((models.WorkshopCNN(10), "workshop_cnn"), (models.SeminarCNN(10), "keras_cnn")):
+        theirs = cnnlab_models.get(name, num_classes=10)
+        a = jax.tree_util.tree_map(jnp.shape, jax.eval_shape(
+            lambda: mine.init(jax.random.PRNGKey(0), x, train=False)))
+        b = jax.tree_util.tree_map(jnp.shape, jax.eval_shape(
+            lambda: theirs.init(jax.random.PRNGKey(0), x, train=False)))
+        assert a == b, name
+    n = sum(math.prod(v.shape) for v in jax.tree_util.tree_leaves(jax.eval_shape(
+        lambda: models.WorkshopCNN(10).init(jax.random.PRNGKey(0), x, train=False))))
+    assert n == 33_546
+
+
+def test_transfer_freezing_and_finetune():
+    r = np.random.default_rng(15)
+    params = {"backbone": {"kernel": jnp.asarray(r.standard_normal((6, 8)), jnp.float32)},
+              "head": {"kernel": jnp.asarray(r.standard_normal((8, 1000)), jnp.float32),
+                       "bias": jnp.zeros(1000)}}
+    new = transfer.replace_head(params, 5, jax.random.PRNGKey(0))
+    assert new["head"]["kernel"].shape == (8, 5) and params["head"]["kernel"].shape == (8, 1000)
+    tx = transfer.freeze_optimizer(new, ["head"], optax.adamw(0.1, weight_decay=0.5))
+    state = tx.init(new)
+    grads = jax.tree_util.tree_map(jnp.ones_like, new)
+    updates, _ = tx.update(grads, state, new)
+    moved = optax.apply_updates(new, updates)
+    np.testing.assert_array_equal(moved["backbone"]["kernel"], new["backbone"]["kernel"])
+    assert not np.allclose(moved["head"]["kernel"], new["head"]["kernel"])
+
+
+def test_augmentation_matches_cnnlab_semantics():
+    imgs = _randn(16, 8, 4, 5, 1)
+    flipped = aug.random_flip(jax.random.PRNGKey(0), imgs)
+    for a, b in zip(flipped, imgs):
+        assert np.array_equal(a, b) or np.array_equal(a, b[:, ::-1])
+    np.testing.assert_array_equal(aug.random_crop(jax.random.PRNGKey(1), imgs, pad=0), imgs)
+    assert aug.top_k_accuracy(_randn(17, 9, 4), jnp.arange(9) % 4, 4) == 1.0
