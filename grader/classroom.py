@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cnnlab.errors import CnnlabError
-from grader import reports
+from grader import reports, runner, specs
 from grader.sandbox import Limits, Sandbox, warn_protections_off
 
 # Course modules in order (the runner's own list wins when it exposes one).
@@ -219,19 +219,15 @@ def materialize(entry: Path, dest: Path, *, modules: Sequence[str],
 
 def course_layout() -> tuple[list[str], dict[str, set[str]]]:
     """Modules in course order and the exercise names of each (from the specs)."""
-    from grader import specs
-
     return list(specs.MODULES), {m: {e.name for e in specs.load(m)} for m in specs.MODULES}
 
 
 def select(exercises: Sequence[str] | None) -> list:
     """The chosen exercises (names, ``module.function``, modules or lab numbers); CnnlabError
     naming the valid ones when a name is unknown."""
-    from grader.runner import GraderError, select_exercises
-
     try:
-        return select_exercises(exercises)
-    except GraderError as exc:
+        return runner.select_exercises(exercises)
+    except runner.GraderError as exc:
         raise CnnlabError(str(exc)) from None
 
 
@@ -267,19 +263,16 @@ class ClassGrader:
         self.jobs, self.force = jobs, force
         self.exercises = list(exercises) if exercises else None
         self.module = module
-        self.timeout_s = timeout_s
+        self.timeout_s = timeout_s or runner.DEFAULT_EXERCISE_TIMEOUT_S
+        self.hidden = specs.hidden_available()  # the instructor grades hidden cases when present
         self.stream = stream or sys.stdout
         base = limits or Limits()
         # The sandbox must see neither the class's submissions, nor anyone's results, nor the
         # runner's cache of reference outputs.
-        from grader.runner import cache_dir
-
-        from grader.runner import DEFAULT_EXERCISE_TIMEOUT_S
-
         hide = tuple(dict.fromkeys((*base.hide, str(self.submissions), str(self.out),
-                                    str(cache_dir()))))
-        self.sandbox = Sandbox(dataclasses.replace(
-            base, hide=hide, **worker_heartbeat(timeout_s or DEFAULT_EXERCISE_TIMEOUT_S)))
+                                    str(runner.cache_dir()))))
+        self.sandbox = Sandbox(dataclasses.replace(base, hide=hide,
+                                                   **worker_heartbeat(self.timeout_s)))
         self._lock = threading.Lock()
 
     def log(self, line: str) -> None:
@@ -287,15 +280,9 @@ class ClassGrader:
             print(line, file=self.stream, flush=True)
 
     def run(self) -> dict:
-        from grader import runner
-
         entries = discover(self.submissions)
         modules, by_module = course_layout()
         self.chosen = select(self.exercises)
-        from grader import specs
-        self.hidden = specs.hidden_available()  # instructors grade hidden cases when present
-        if self.timeout_s is None:
-            self.timeout_s = runner.DEFAULT_EXERCISE_TIMEOUT_S
         try:  # one reference store for the batch: computed (or read from cache) once per module
             self.reference = runner.open_reference()
         except runner.GraderError as exc:
@@ -351,8 +338,6 @@ class ClassGrader:
         return sorted(names, key=lambda n: rank.get(n.split(".", 1)[0], len(rank)))
 
     def _grade_entry(self, sid: str, path: Path, modules, by_module) -> tuple[dict, float]:
-        from grader import runner
-
         start = time.monotonic()
         stage = self.out / WORK_DIR / sid
         shutil.rmtree(stage, ignore_errors=True)
@@ -363,9 +348,11 @@ class ClassGrader:
                 exercises = self.exercises
                 if path.suffix.lower() == ".py" and exercises is None:
                     exercises = [p.stem for p in submission.glob("*.py")]  # its lab only
+                # jobs=1: --jobs submissions at once, each running one worker at a time
                 result = runner.grade_submission(
-                    submission, exercises=exercises, include_hidden=self.hidden, launcher=self.sandbox,
-                    reference=self.reference, jobs=1, timeout_s=self.timeout_s)
+                    submission, exercises=exercises, include_hidden=self.hidden,
+                    launcher=self.sandbox, reference=self.reference, jobs=1,
+                    timeout_s=self.timeout_s)
                 data = result.to_gradescope()
             except SubmissionProblem as problem:
                 data = failed_results(str(problem), {e.qualname: e.points for e in self.chosen})

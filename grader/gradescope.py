@@ -80,6 +80,7 @@ permissions:
 jobs:
   grade:
     runs-on: ubuntu-latest
+    if: github.actor != 'github-classroom[bot]'
     timeout-minutes: 30
     steps:
       - uses: actions/checkout@v4

@@ -43,7 +43,7 @@ def conv_output_size(input_size: int | Sequence[int], kernel_size: int | Sequenc
     """The output length of a convolution along one axis: ``(W - K + 2P) / S + 1``.
 
     W input size, K kernel size, S stride, P zero padding on *each* side. Returns an ``int``.
-    Examples: W=5, K=3, P=0, S=1 -> 3 (the 5x5 example); W=28, K=3, P=1, S=2 -> 14;
+    Examples: W=5, K=3, P=0, S=1 -> 3 (the 5x5 example); W=28, K=4, P=1, S=2 -> 14;
     W=227, K=11, P=0, S=4 -> 55 (AlexNet's first layer).
 
     Raises ``ValueError`` with a clear message when ``(W - K + 2P)`` is not divisible by S (the

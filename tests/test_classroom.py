@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -32,7 +31,6 @@ import submissions as kit  # noqa: E402
 
 from cnnlab.errors import CnnlabError  # noqa: E402
 from grader import classroom, reports  # noqa: E402
-from grader.sandbox import Limits  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXERCISES = ["neurons.sigmoid", "neurons.relu", "neurons.leaky_relu",
@@ -45,10 +43,13 @@ RESUME_KINDS = ["blank", "lying_eq", "deep_recursion", "syntax_error", "ndarray_
 
 
 def grade_class(subs: Path, out: Path, *extra: str) -> subprocess.Popen:
+    """``grade-class`` in a subprocess; every process it starts carries ``CNNLAB_TEST_RUN=out``
+    in its environment (the sandbox keeps CNNLAB_* variables), so leftovers can be found."""
     return subprocess.Popen(
         [sys.executable, "-m", "grader", "grade-class", str(subs), "--out", str(out), "--jobs",
          "2", "--exercises", ",".join(EXERCISES), "--timeout", TIMEOUT_S, *extra],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "CNNLAB_TEST_RUN": str(out)})
 
 
 def read_grades(path: Path) -> dict[str, dict[str, float]]:
@@ -71,18 +72,16 @@ def tmp_mounts() -> list[str]:
     return sorted(p for p in points if p.startswith("/tmp"))
 
 
-def sandbox_processes() -> list[int]:
-    """PIDs of processes running as a sandbox uid (there must be none between batches)."""
-    lim = Limits()
-    uids = range(lim.uid_base, lim.uid_base + lim.uid_slots)
+def leftover_processes(out: Path) -> list[int]:
+    """PIDs of processes started by the grade-class run writing to ``out`` (none may outlive it)."""
+    marker = f"CNNLAB_TEST_RUN={out}".encode()
     pids = []
-    for status in Path("/proc").glob("[0-9]*/status"):
+    for environ in Path("/proc").glob("[0-9]*/environ"):
         try:
-            uid = int(re.search(r"^Uid:\s+(\d+)", status.read_text(), re.M).group(1))
-        except (OSError, AttributeError):
+            if marker in environ.read_bytes().split(b"\0"):
+                pids.append(int(environ.parent.name))
+        except OSError:
             continue
-        if uid in uids:
-            pids.append(int(status.parent.name))
     return pids
 
 
@@ -162,7 +161,7 @@ def test_hostile_submission_scores_zero_only_where_it_attacks(batch, attack):
 
 @pytest.mark.parametrize("attack, exercise, reason", [
     ("infinite_loop", "relu", "timed out after 5 s"),
-    ("hang_ignoring_alarm", "relu", "timed out after"),
+    ("hang_ignoring_alarm", "relu", "no progress for 20 s"),  # the heartbeat: 5 + 15 s
     ("memory_hog", "relu", "MemoryError"),
     ("stack_overflow", "relu", "SIGSEGV"),
     ("deep_recursion", "relu", "RecursionError"),
@@ -189,7 +188,7 @@ def test_nothing_outside_the_sandbox_changed(batch):
     fake = results(batch, "fake_results")
     assert fake["score"] < fake["max_score"] and "1000" not in (batch["out"] / "grades.csv").read_text()
     assert len(json.dumps(results(batch, "print_flood"))) < 64 * 1024
-    assert sandbox_processes() == []
+    assert leftover_processes(batch["out"]) == []
 
 
 def test_rerun_skips_graded_and_force_regrades(batch, tmp_path):
@@ -209,12 +208,13 @@ def test_an_interrupted_batch_resumes_to_the_same_grades(batch, tmp_path):
     deadline = time.monotonic() + 300
     while not list(out.glob("*/results.json")) and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert len(leftover_processes(out)) > 1  # grade-class and its sandboxes, marked
     proc.send_signal(signal.SIGKILL)  # really: no handler, no cleanup
     proc.communicate()
     done = len(list(out.glob("*/results.json")))
     assert 1 <= done < len(RESUME_KINDS)
     time.sleep(1.0)
-    assert sandbox_processes() == []  # the sandboxes died with the grader
+    assert leftover_processes(out) == []  # the sandboxes died with the grader
     proc = grade_class(subs, out)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr

@@ -80,6 +80,28 @@ KERAS_SCRIPT = textwrap.dedent(r'''
     save_weights_only(notop, f"{out}/resnet50_notop.h5")
     legacy_h5_format.save_model_to_hdf5(m, f"{out}/resnet50_model.h5", include_optimizer=False)
 
+    # What `cnnlab predict --model resnet50` must print for a photo: Keras's own recipe
+    # (load_img at 224x224, preprocess_input, softmax) with the same weights at 224x224.
+    from PIL import Image
+    yy, xx = np.mgrid[:180, :260]
+    photo = np.stack([128 + 100 * np.sin(xx / 9.0), 128 + 100 * np.cos(yy / 13.0),
+                      128 + 60 * np.sin((xx + yy) / 21.0)], axis=-1)
+    Image.fromarray(photo.clip(0, 255).astype("uint8")).save(f"{out}/photo.png")
+    m224 = keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3),
+                                       classifier_activation=None)
+    m224.set_weights(m.get_weights())
+    img = keras.utils.img_to_array(keras.utils.load_img(f"{out}/photo.png",
+                                                        target_size=(224, 224)))
+    x224 = keras.applications.resnet50.preprocess_input(img[None])
+    # Random weights give huge logits (a saturated softmax, ties at 0.0%): scale the head so
+    # the logits spread over a few units, and save that model for cnnlab.
+    head = m224.get_layer("predictions")
+    scale = 3.0 / float(np.std(m224.predict(x224, verbose=0)))
+    head.set_weights([w * scale for w in head.get_weights()])
+    e = np.exp(m224.predict(x224, verbose=0)[0].astype("float64"))
+    np.save(f"{out}/photo_probs.npy", e / e.sum())
+    save_weights_only(m224, f"{out}/resnet50_photo.h5")
+
     # VGG16 with its fc top at 64x64 (block5_pool is 2x2x512).
     m = keras.applications.VGG16(weights=None, input_shape=(64, 64, 3), classes=10,
                                  classifier_activation=None)
@@ -265,3 +287,42 @@ def test_renamed_layers_load_by_position(keras_files, tmp_path):
     # Positional loading still checks shapes: VGG16's layers do not fit ResNet50.
     with pytest.raises(CnnlabError, match=r"layer 'conv1_conv' \(file layer 'block1_conv1'\)"):
         keras_h5.load_model_weights(keras_files / "vgg16.h5", model, (32, 32, 3))
+
+
+def test_cnnlab_predict_prints_what_keras_predicts(keras_files, capsys):
+    """`cnnlab predict --model resnet50 --weights FILE.h5 photo.png`: Keras's top 3 with Keras's
+    probabilities (image loading, caffe preprocessing, softmax, class names)."""
+    from cnnlab import cli, imagenet
+    want = np.load(keras_files / "photo_probs.npy")
+    photo = str(keras_files / "photo.png")
+    assert cli.main(["predict", "--model", "resnet50", "--weights",
+                     str(keras_files / "resnet50_photo.h5"), photo]) == 0
+    out = capsys.readouterr().out.strip()
+    top = np.argsort(-want)[:3]
+    assert out == f"{photo}: " + ", ".join(
+        f"{imagenet.class_name(i)} {want[i]:.1%}" for i in top), out
+    assert want[top[0]] > 2 * want[top[3]]        # a clear winner, not a tie broken by noise
+
+
+def test_finetune_from_keras_notop_weights(keras_files, tmp_path, capsys):
+    """`cnnlab finetune --backbone vgg16 --weights vgg16_notop.h5` on an image folder: the conv
+    layers stay exactly the file's, a 3-class head is trained on cached features."""
+    from test_image_folder import make_folder
+
+    from cnnlab import cli, train
+    root = make_folder(tmp_path / "colours", per_class=5, broken=False)
+    workdir = tmp_path / "ft"
+    status = cli.main(["finetune", "--backbone", "vgg16", "--weights",
+                       str(keras_files / "vgg16_notop.h5"), "--data-dir", str(root),
+                       "--image-size", "32", "--freeze-epochs", "2", "--epochs", "0",
+                       "--batch-size", "4", "--no-plots", "--workdir", str(workdir),
+                       "--tfds-dir", str(tmp_path / "tfds")])
+    assert status == 0, capsys.readouterr().err
+    run = train.load_run(str(workdir))
+    assert run.config.model == "vgg16" and run.config.model_kwargs["preprocess"] == "caffe"
+    params = run.state.params
+    assert params["predictions"]["kernel"].shape == (512, 3)
+    file_layers = keras_h5.read_weights(keras_files / "vgg16_notop.h5")
+    for name, (kernel, bias) in file_layers.items():
+        np.testing.assert_array_equal(params[name]["kernel"], kernel)
+        np.testing.assert_array_equal(params[name]["bias"], bias)

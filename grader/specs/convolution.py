@@ -14,7 +14,7 @@ SIZE_HINT = "output size (W - K + 2P) // S + 1 per axis"
 def _output_size_cases() -> tuple[Case, ...]:
     cases = [
         Case("W=5 K=3 (the 5x5 example)", (5, 3), hint="(W - K + 2P) / S + 1: do not forget + 1"),
-        Case("W=28 K=3 S=2 P=1", (28, 3, 2, 1), hint="P counts on both sides: + 2P"),
+        Case("W=28 K=4 S=2 P=1", (28, 4, 2, 1), hint="P counts on both sides: + 2P"),
         Case("AlexNet W=227 K=11 S=4", (227, 11, 4, 0)),
         Case("W=32 K=5 P=2 ('same')", (32, 5, 1, 2), hint="P counts on both sides: + 2P"),
         Case("per axis (28, 32), K=3, P=1", ((28, 32), 3, 1, 1)),

@@ -7,6 +7,7 @@ import numpy as np
 from grader.spec import Case, Exercise, f32, ints, key, randn, rng
 
 M = "training"
+FAST = {"jit_static": True}   # only Python ints in: compile the whole function once
 
 
 def _tree(r, scale=1.0):
@@ -24,27 +25,29 @@ def _exercises() -> list[Exercise]:
     zeros = {k: {kk: np.zeros_like(vv) for kk, vv in v.items()} for k, v in _tree(r).items()}
     return [
         Exercise(M, "minibatch_indices", 1.0, (
-            Case("10 examples, batch 4, epoch 0", (10, 4), {"seed": 0, "epoch": 0},
+            Case("10 examples, batch 4, epoch 0", (10, 4), {"seed": 0, "epoch": 0}, options=FAST,
                  hint="drop the remainder: 10 // 4 = 2 batches"),
-            Case("10 examples, batch 4, epoch 1", (10, 4), {"seed": 0, "epoch": 1},
+            Case("10 examples, batch 4, epoch 1", (10, 4), {"seed": 0, "epoch": 1}, options=FAST,
                  hint="every epoch has its own order: fold the epoch into the key"),
-            Case("100 examples, batch 32, seed 3, epoch 2", (100, 32), {"seed": 3, "epoch": 2}),
-            Case("7 examples, batch 7", (7, 7), {"seed": 1, "epoch": 0}),
-            Case("batch 1", (5, 1), {"seed": 2, "epoch": 4}),
+            Case("100 examples, batch 32, seed 3, epoch 2", (100, 32), {"seed": 3, "epoch": 2},
+                 options=FAST),
+            Case("7 examples, batch 7", (7, 7), {"seed": 1, "epoch": 0}, options=FAST),
+            Case("batch 1", (5, 1), {"seed": 2, "epoch": 4}, options=FAST),
         ), hint="the exact permutation of the docstring, cut into N // batch_size full batches"),
         Exercise(M, "train_test_split", 1.0, (
-            Case("100 examples, 25 % test", (100, 0.25), {"seed": 0},
+            Case("100 examples, 25 % test", (100, 0.25), {"seed": 0}, options=FAST,
                  hint="the *first* ceil(f N) indices of the permutation are the test set"),
-            Case("10 examples, 20 % test", (10, 0.2), {"seed": 1}),
-            Case("7 examples, 50 % test rounds up", (7, 0.5), {"seed": 2},
+            Case("10 examples, 20 % test", (10, 0.2), {"seed": 1}, options=FAST),
+            Case("7 examples, 50 % test rounds up", (7, 0.5), {"seed": 2}, options=FAST,
                  hint="n_test = ceil(test_fraction * N)"),
-        ), hint="perm = permutation(PRNGKey(seed), N); (perm[n_test:], perm[:n_test])"),
+        ), hint="one permutation; its first ceil(test_fraction * N) indices are the test set"),
         Exercise(M, "kfold_indices", 1.0, (
-            Case("N=10, k=3", (10, 3), hint="the first N % k folds get one extra index, so "
-                                            "every index is validated once"),
-            Case("N=9, k=3", (9, 3)),
-            Case("N=5, k=5 (leave one out)", (5, 5)),
-            Case("N=7, k=2", (7, 2), hint="the first N % k folds get one extra index"),
+            Case("N=10, k=3", (10, 3), options=FAST,
+                 hint="the first N % k folds get one extra index, so every index is validated once"),
+            Case("N=9, k=3", (9, 3), options=FAST),
+            Case("N=5, k=5 (leave one out)", (5, 5), options=FAST),
+            Case("N=7, k=2", (7, 2), options=FAST,
+                 hint="the first N % k folds get one extra index"),
         ), hint="consecutive folds of size N // k (+1 for the first N % k); train = the rest"),
         Exercise(M, "sgd_step", 1.0, (
             Case("a 2-layer tree, lr 0.1", (_tree(r), _tree(r), 0.1),

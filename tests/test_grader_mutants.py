@@ -1,9 +1,26 @@
-"""Planted wrong answers: for every exercise at least one realistic mistake, the text that replaces
-the solution block of that function, and a substring the grader's message must contain.
+"""Planted wrong answers: for every exercise at least one realistic mistake — the text that
+replaces the solution block of that function — and a substring that the grader's message must
+contain, so that the feedback points at the mistake.
 
-Used by tests/test_grader.py. ``function@decorator`` names the module-level block right above a
-function (the ``@jax.jit`` of ``train_step``).
+``function@decorator`` names the module-level block right above a function (the ``@jax.jit`` of
+``train_step``). To stay within the time budget the mistakes are graded in rounds: each round
+plants at most one mistake per function (never in a function that another planted function
+calls) in all seven modules of one submission, and grades only the planted exercises.
 """
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from grader.assign import replace_block, solution_blocks
+from grader.runner import grade_submission
+from grader.specs import MODULES
+
+ROOT = Path(__file__).resolve().parent.parent
+SOLUTIONS = ROOT / "solutions"
 
 MUTANTS = [
     # --- neurons
@@ -257,3 +274,66 @@ MUTANTS = [
      "return jnp.mean(jnp.any(topk == labels[:, None], axis=-1).astype(jnp.float32))",
      "largest logit"),
 ]
+
+
+def _rounds() -> list[list[tuple]]:
+    """Partition MUTANTS so that no two in a round touch the same function or one another's
+    callees (a function whose body calls a planted function would fail for the wrong reason)."""
+    names = {m: {b[0].split("@")[0] for b in solution_blocks((SOLUTIONS / f"{m}.py").read_text())}
+             for m in MODULES}
+    sources = {m: (SOLUTIONS / f"{m}.py").read_text() for m in MODULES}
+
+    def calls(mut) -> set[str]:
+        module, owner, body, _ = mut
+        fn = owner.split("@")[0]
+        # the function's own solution text plus the planted text
+        blk = [b for b in solution_blocks(sources[module]) if b[0] == owner][0]
+        text = "\n".join(sources[module].splitlines()[blk[1]:blk[2]]) + "\n" + body
+        return {n for n in names[module] if n != fn and re.search(rf"\b{n}\(", text)}
+
+    rounds: list[list[tuple]] = []
+    for mut in MUTANTS:
+        fn = mut[1].split("@")[0]
+        for rnd in rounds:
+            same_module = [m for m in rnd if m[0] == mut[0]]
+            if all(m[1].split("@")[0] != fn and fn not in calls(m)
+                   and m[1].split("@")[0] not in calls(mut) for m in same_module):
+                rnd.append(mut)
+                break
+        else:
+            rounds.append([mut])
+    return rounds
+
+
+def _write_round(tmp: Path, rnd: list[tuple]) -> Path:
+    tmp.mkdir(parents=True)
+    for module in MODULES:
+        src = (SOLUTIONS / f"{module}.py").read_text()
+        for m, owner, body, _ in rnd:
+            if m == module:
+                src = replace_block(src, owner, body)
+        (tmp / f"{module}.py").write_text(src)
+    return tmp
+
+
+def _all_text(ex) -> str:
+    return "\n".join(filter(None, [ex.reason] + [c.message for c in ex.cases]))
+
+
+@pytest.mark.parametrize("round_index", range(len(_rounds())))
+def test_planted_mistakes_lose_points_with_a_pointed_message(tmp_path, round_index):
+    rnd = _rounds()[round_index]
+    sub = _write_round(tmp_path / "sub", rnd)
+    names = sorted({f"{m}.{o.split('@')[0]}" for m, o, _, _ in rnd})
+    result = grade_submission(sub, exercises=names, timeout_s=60)
+    failures = []
+    for module, owner, _, expected in rnd:
+        ex = result.by_name(f"{module}.{owner.split('@')[0]}")
+        text = _all_text(ex)
+        if ex.score >= ex.points or expected not in text:
+            failures.append(f"{ex.qualname} [{owner}] score {ex.score}/{ex.points}, wanted "
+                            f"{expected!r} in:\n{text}")
+        assert "BEGIN SOLUTION" not in text and "# HINT" not in text
+    assert not failures, "\n\n".join(failures)
+
+
