@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import time
@@ -31,6 +32,28 @@ from cnnlab import layers, models, train
 
 MODELS = ("workshop_cnn", "flax_cnn", "resnet_small")
 THREADS = 2
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process (all threads)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+class Timed:
+    """Wall and CPU time of a block: images/s and images per CPU-second (the latter is what a
+    loaded machine changes least; on an idle 2-core machine img/s ~ 2 x img/cpu-s at best)."""
+
+    def __init__(self, images: int):
+        self.images = images
+
+    def __enter__(self):
+        self.wall, self.cpu = time.perf_counter(), cpu_seconds()
+        return self
+
+    def __exit__(self, *exc):
+        self.rate = self.images / (time.perf_counter() - self.wall)
+        self.cpu_rate = self.images / max(cpu_seconds() - self.cpu, 1e-9)
 
 
 # --------------------------------------------------------------------------------------------
@@ -53,16 +76,16 @@ class JaxRunner:
         self.batch = batch
         self.i = 0
 
-    def run(self, steps: int) -> float:
-        """Run ``steps`` steps; returns images/s (after the device finishes)."""
-        start = time.perf_counter()
-        for _ in range(steps):
-            k = self.i % len(self.images)
-            self.state, metrics = train.train_step(self.state, self.images[k], self.labels[k],
-                                                   self.key)
-            self.i += 1
-        jax.block_until_ready((self.state, metrics))
-        return steps * self.batch / (time.perf_counter() - start)
+    def run(self, steps: int) -> Timed:
+        """Run ``steps`` steps (timed until the device finishes)."""
+        with Timed(steps * self.batch) as t:
+            for _ in range(steps):
+                k = self.i % len(self.images)
+                self.state, metrics = train.train_step(self.state, self.images[k],
+                                                       self.labels[k], self.key)
+                self.i += 1
+            jax.block_until_ready((self.state, metrics))
+        return t
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,17 +162,18 @@ class TorchRunner:
         self.batch = batch
         self.i = 0
 
-    def run(self, steps: int) -> float:
+    def run(self, steps: int) -> Timed:
         torch = self.torch
-        start = time.perf_counter()
-        for _ in range(steps):
-            k = self.i % len(self.images)
-            self.opt.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(self.model(self.images[k]), self.labels[k])
-            loss.backward()
-            self.opt.step()
-            self.i += 1
-        return steps * self.batch / (time.perf_counter() - start)
+        with Timed(steps * self.batch) as t:
+            for _ in range(steps):
+                k = self.i % len(self.images)
+                self.opt.zero_grad(set_to_none=True)
+                loss = torch.nn.functional.cross_entropy(self.model(self.images[k]),
+                                                         self.labels[k])
+                loss.backward()
+                self.opt.step()
+                self.i += 1
+        return t
 
 
 def torch_available() -> bool:
@@ -184,6 +208,7 @@ def main(argv=None) -> int:
     elif not args.no_torch:
         print("torch not installed: JAX figures only (pip install torch to compare)")
 
+    load0 = os.getloadavg()[0]
     runners = {}
     for name in args.models:
         t = time.perf_counter()
@@ -207,22 +232,33 @@ def main(argv=None) -> int:
                 results[name][1].append(tr.run(args.steps))
 
     retraced = train.TRACE_COUNTS["train_step"] - before_timing  # must stay 0
-    print()
-    header = f"{'model':<14} {'JAX img/s':>10} {'(min-max)':>15}"
+    print(f"\nload average (1 min) before/after: {load0:.1f} / {os.getloadavg()[0]:.1f}")
+    med = statistics.median
+    header = f"{'model':<14} {'JAX img/s':>10} {'(min-max)':>13}"
     if have_torch:
-        header += f" {'torch img/s':>12} {'(min-max)':>15} {'ratio':>6}"
-    print(header + f" {'first steps s':>14} {'compiles':>8}")
+        header += f" {'torch img/s':>11} {'(min-max)':>13} {'ratio':>6}"
+    header += f" {'JAX img/cpu-s':>13}"
+    if have_torch:
+        header += f" {'torch img/cpu-s':>15} {'ratio':>6}"
+    print(header + f" {'compile s':>9} {'compiles':>8}")
     ok = True
     for name in args.models:
         jr, tr, traces, compile_s = runners[name]
         js, ts = results[name]
         ok &= traces == 1 and retraced == 0
-        line = (f"{name:<14} {statistics.median(js):>10.0f} "
-                f"{f'({min(js):.0f}-{max(js):.0f})':>15}")
+        j_rates = [t.rate for t in js]
+        line = f"{name:<14} {med(j_rates):>10.0f} {f'({min(j_rates):.0f}-{max(j_rates):.0f})':>13}"
         if tr is not None:
-            line += (f" {statistics.median(ts):>12.0f} {f'({min(ts):.0f}-{max(ts):.0f})':>15} "
-                     f"{statistics.median(js) / statistics.median(ts):>5.2f}x")
-        print(line + f" {compile_s:>14.1f} {traces + retraced:>8}")
+            t_rates = [t.rate for t in ts]
+            # Median of the ratios of neighbouring (interleaved) blocks: load drifts cancel.
+            ratio = med(a.rate / b.rate for a, b in zip(js, ts))
+            line += (f" {med(t_rates):>11.0f} {f'({min(t_rates):.0f}-{max(t_rates):.0f})':>13}"
+                     f" {ratio:>5.2f}x")
+        line += f" {med(t.cpu_rate for t in js):>13.0f}"
+        if tr is not None:
+            cpu_ratio = med(a.cpu_rate / b.cpu_rate for a, b in zip(js, ts))
+            line += f" {med(t.cpu_rate for t in ts):>15.0f} {cpu_ratio:>5.2f}x"
+        print(line + f" {compile_s:>9.1f} {traces + retraced:>8}")
     if not ok:
         print("ERROR: a train step compiled more than once", file=sys.stderr)
         return 1

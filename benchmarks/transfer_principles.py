@@ -158,28 +158,50 @@ def table(rows) -> str:
     return head + "\n".join(lines)
 
 
+def _verdict(diff: np.ndarray | float, se: float) -> str:
+    """"shown" when the predicted difference is positive by more than 2 standard errors."""
+    if diff > 2 * se:
+        return "shown"
+    return "direction agrees, within noise" if diff > 0 else "NOT shown"
+
+
+def _gain(results, n):
+    """Per-seed gain of the best (by mean) transfer variant over scratch; same images per seed."""
+    best = max(METHODS[1:], key=lambda m: np.mean(results[m][n]))
+    return np.asarray(results[best][n]) - np.asarray(results["scratch"][n])
+
+
+def _diff_se(a, b) -> tuple[float, float]:
+    """mean(a) - mean(b) and its standard error (unpaired; ddof=1)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    se = np.sqrt((a.var(ddof=1) / len(a) if len(a) > 1 else 0.0)
+                 + (b.var(ddof=1) / len(b) if len(b) > 1 else 0.0))
+    return float(a.mean() - b.mean()), float(se)
+
+
 def principles(near, far, ns_near, ns_far) -> list[str]:
+    """The three claims checked on per-seed results: "shown" needs the predicted difference to
+    exceed twice its standard error (over the seeds)."""
     out = []
-    gains = [max(near[m][n][0] for m in METHODS[1:]) - near["scratch"][n][0] for n in ns_near]
-    shown = gains[0] > max(gains[1:])
-    out.append(f"1. transfer wins most when data is small: gain over scratch at n = "
-               f"{', '.join(map(str, ns_near))}: {', '.join(f'{g:+.3f}' for g in gains)} -> "
-               f"{'shown' if shown else 'NOT shown'}")
-    depth = {"head": 0, "last block": 1, "all": 2}
-    best = [max(METHODS[1:], key=lambda m: near[m][n][0]) for n in ns_near]
-    deeper = [near["all"][n][0] - near["head"][n][0] for n in ns_near]
-    shown = deeper[-1] > deeper[0] and depth[best[-1]] >= depth[best[0]]
+    gains = [_gain(near, n) for n in ns_near]
+    diff, se = _diff_se(gains[0], gains[-1])
+    out.append(f"1. transfer wins most when data is small: gain of the best transfer variant over "
+               f"scratch at n = {', '.join(map(str, ns_near))}: "
+               f"{', '.join(f'{g.mean():+.3f}' for g in gains)}; n={ns_near[0]} minus "
+               f"n={ns_near[-1]}: {diff:+.3f} ± {se:.3f} -> {_verdict(diff, se)}")
+    deeper = [np.asarray(near["all"][n]) - np.asarray(near["head"][n]) for n in ns_near]
+    diff, se = _diff_se(deeper[-1], deeper[0])
     out.append(f"2. with more data deeper fine-tuning pays: 'all' - 'head' at n = "
-               f"{', '.join(map(str, ns_near))}: {', '.join(f'{d:+.3f}' for d in deeper)}; "
-               f"best variant: {', '.join(best)} -> {'shown' if shown else 'NOT shown'}")
-    common = [n for n in ns_far if n in ns_near]
-    g_near = [max(near[m][n][0] for m in METHODS[1:]) - near["scratch"][n][0] for n in common]
-    g_far = [max(far[m][n][0] for m in METHODS[1:]) - far["scratch"][n][0] for n in common]
-    shown = all(a > b for a, b in zip(g_near, g_far))
-    out.append(f"3. a distant source domain helps less: gain over scratch at n = "
-               f"{', '.join(map(str, common))}: Fashion-MNIST 5-9 "
-               f"{', '.join(f'{g:+.3f}' for g in g_near)}, digits "
-               f"{', '.join(f'{g:+.3f}' for g in g_far)} -> {'shown' if shown else 'NOT shown'}")
+               f"{', '.join(map(str, ns_near))}: {', '.join(f'{d.mean():+.3f}' for d in deeper)}; "
+               f"n={ns_near[-1]} minus n={ns_near[0]}: {diff:+.3f} ± {se:.3f} -> "
+               f"{_verdict(diff, se)}")
+    parts = []
+    for n in [n for n in ns_far if n in ns_near]:
+        diff, se = _diff_se(_gain(near, n), _gain(far, n))
+        parts.append(f"n={n}: Fashion-MNIST 5-9 {_gain(near, n).mean():+.3f} vs digits "
+                     f"{_gain(far, n).mean():+.3f}, difference {diff:+.3f} ± {se:.3f} -> "
+                     f"{_verdict(diff, se)}")
+    out.append("3. a distant source domain helps less (gain over scratch): " + "; ".join(parts))
     return out
 
 
@@ -210,7 +232,11 @@ def main(argv=None) -> int:
     p.add_argument("--pretrain-epochs", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="a quarter of the steps (smoke run)")
     p.add_argument("--out", default=os.path.join("results", "transfer_principles"))
+    p.add_argument("--report", metavar="JSON",
+                   help="only print the table, the verdicts and the plot of a saved run")
     args = p.parse_args(argv)
+    if args.report:
+        return report(args.report, args.out)
     t_start = time.time()
     seeds = list(range(args.seeds))
 
@@ -237,26 +263,38 @@ def main(argv=None) -> int:
     far = run_target("digits 28x28", source_params, d_train, d_test, ns_far, seeds,
                      flip=False, quick=args.quick)
 
-    s_near, s_far = summarize(near, ns_near), summarize(far, ns_far)
-    text = table([("Fashion-MNIST 5-9", n, s_near) for n in ns_near]
-                 + [("digits (28x28)", n, s_far) for n in ns_far])
-    lines = principles(s_near, s_far, ns_near, ns_far)
     os.makedirs(args.out, exist_ok=True)
-    png = plot(s_near, s_far, ns_near, ns_far, os.path.join(args.out, "transfer_principles.png"))
-    seconds = time.time() - t_start
-    with open(os.path.join(args.out, "transfer_principles.json"), "w") as f:
+    path = os.path.join(args.out, "transfer_principles.json")
+    with open(path, "w") as f:
         json.dump({"source_test_accuracy": src_acc, "seeds": seeds, "quick": args.quick,
                    "near": {m: {str(n): v for n, v in r.items()} for m, r in near.items()},
                    "far": {m: {str(n): v for n, v in r.items()} for m, r in far.items()},
-                   "principles": lines, "seconds": seconds, "data": fm.source,
+                   "seconds": time.time() - t_start, "data": fm.source,
                    "devices": str(jax.devices())}, f, indent=1)
+    return report(path, args.out)
+
+
+def report(path: str, out: str) -> int:
+    """Table, verdicts and plot of the results saved in ``path`` (JSON written by a run)."""
+    with open(path) as f:
+        saved = json.load(f)
+    near = {m: {int(n): v for n, v in r.items()} for m, r in saved["near"].items()}
+    far = {m: {int(n): v for n, v in r.items()} for m, r in saved["far"].items()}
+    ns_near, ns_far = sorted(near["scratch"]), sorted(far["scratch"])
+    s_near, s_far = summarize(near, ns_near), summarize(far, ns_far)
+    text = table([("Fashion-MNIST 5-9", n, s_near) for n in ns_near]
+                 + [("digits (28x28)", n, s_far) for n in ns_far])
+    lines = principles(near, far, ns_near, ns_far)
+    os.makedirs(out, exist_ok=True)
+    png = plot(s_near, s_far, ns_near, ns_far, os.path.join(out, "transfer_principles.png"))
     print()
-    print(f"source: {MODEL} pretrained on Fashion-MNIST 0-4, test accuracy {src_acc:.3f}; "
-          f"accuracy on the target's test split, mean ± std over {len(seeds)} draw(s)")
+    print(f"source: {MODEL} pretrained on Fashion-MNIST 0-4, test accuracy "
+          f"{saved['source_test_accuracy']:.3f}; accuracy on the target's test split, "
+          f"mean ± std over {len(saved['seeds'])} draw(s){' (--quick)' if saved['quick'] else ''}")
     print(text)
     print()
     print("\n".join(lines))
-    print(f"\nplot: {png}   ({seconds / 60:.1f} min)")
+    print(f"\nplot: {png}   (run: {saved['seconds'] / 60:.1f} min)")
     return 0
 
 

@@ -127,11 +127,27 @@ def decode(skeleton: Any, arrays: Mapping[str, np.ndarray], *, array_fn=None,
     raise CodecError(f"unknown node type {t!r}")
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once at import: os.umask is process-wide, threads must not race it
+
+
+def _umask_mode() -> int:
+    """The mode a plain ``open()`` would give (mkstemp's 0600 would hide files from a sandboxed
+    worker running as another user)."""
+    return 0o666 & ~_UMASK
+
+
 def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """Write ``arrays`` to an ``.npz`` atomically (temp file in the same dir, then rename)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
+        os.fchmod(fd, _umask_mode())
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
         os.replace(tmp, path)
@@ -172,6 +188,7 @@ def write_json(path: Path, obj: Any) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
+        os.fchmod(fd, _umask_mode())
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f)
         os.replace(tmp, path)

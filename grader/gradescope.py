@@ -198,7 +198,9 @@ def run_submission(submission: str | os.PathLike, results_json: str | os.PathLik
         chosen = select(exercises)
         modules, by_module = course_layout()
         timeout_s = timeout_s or runner.DEFAULT_EXERCISE_TIMEOUT_S
-        box = Sandbox(Limits(**worker_heartbeat(timeout_s)))
+        hide = (str(Path(submission).resolve()), str(results_json.resolve().parent),
+                str(runner.cache_dir()))
+        box = Sandbox(Limits(hide=hide, **worker_heartbeat(timeout_s)))
         warn_protections_off(box)
         print(box.describe())
         with tempfile.TemporaryDirectory(prefix="cnnlab-gradescope-") as tmp:

@@ -110,6 +110,9 @@ class Limits:
       (or ``$CNNLAB_SANDBOX_MODE`` when set).
     uid_base / uid_slots: concurrent sandboxes run as uids uid_base .. uid_base + uid_slots - 1.
     hide: further paths (files or folders) the child must not see, e.g. submissions and results.
+    total_memory_bytes: resident memory of all the sandbox uid's processes together (polled; the run
+      is ended above it). RLIMIT_AS binds each process alone, so without this a fork storm of
+      memory hogs could take nproc x RLIMIT_AS; only in the modes with a sandbox uid.
     heartbeat_file / heartbeat_s: a file (relative to the work dir) the child rewrites as it makes
       progress; when it is older than ``heartbeat_s`` the run is ended as timed out. The grader's
       worker rewrites ``out/progress.json`` before each exercise, so a hang that ignores the
@@ -132,6 +135,7 @@ class Limits:
     hide: tuple[str, ...] = ()
     heartbeat_file: str | None = None
     heartbeat_s: float | None = None
+    total_memory_bytes: int | None = 6 * GiB
 
 
 class SandboxError(RuntimeError):
@@ -261,9 +265,9 @@ def _describe_signal(sig: int, limits: Limits, timeout_s: float) -> str:
     if sig == signal.SIGXCPU:
         return f"CPU time limit of {cpu:g} s exceeded ({name})"
     if sig == signal.SIGXFSZ:
-        return f"wrote a file larger than the {limits.file_size_bytes / MiB:g} MB limit ({name})"
+        return f"wrote a file larger than the {_fmt_bytes(limits.file_size_bytes)} limit ({name})"
     mem = limits.address_space_bytes or limits.data_bytes
-    mem_hint = f": the limit is {mem / GiB:g} GB" if mem else ""
+    mem_hint = f": the limit is {_fmt_bytes(mem)}" if mem else ""
     if sig in (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT):
         return f"crashed with {name} (a stack overflow, or out of memory{mem_hint})"
     if sig == signal.SIGKILL:
@@ -277,10 +281,30 @@ def _workdir_over(cwd: Path, lim: Limits) -> str | None:
         return None
     size, count = _scan_workdir(str(cwd), lim.workdir_files or 1 << 62)
     if lim.workdir_bytes and size > lim.workdir_bytes:
-        return f"wrote more than {lim.workdir_bytes / MiB:g} MB into its work dir"
+        return f"wrote more than {_fmt_bytes(lim.workdir_bytes)} into its work dir"
     if lim.workdir_files and count > lim.workdir_files:
         return f"created more than {lim.workdir_files} files in its work dir"
     return None
+
+
+def _fmt_bytes(n: float) -> str:
+    return f"{n / GiB:g} GB" if n >= GiB else f"{n / MiB:g} MB"
+
+
+def _resident_bytes(uid: int) -> int:
+    """Total resident memory (VmRSS) of the processes of ``uid``, from /proc."""
+    total = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        uid_line = text.partition("\nUid:")[2]
+        if uid_line.split(None, 1)[:1] != [str(uid)]:
+            continue
+        rss = text.partition("\nVmRSS:")[2].split(None, 1)[:1]
+        total += int(rss[0]) * 1024 if rss else 0
+    return total
 
 
 def _scan_workdir(path: str, max_files: int) -> tuple[int, int]:
@@ -336,7 +360,10 @@ class _UidSlot:
     """An exclusive uid for one concurrent sandbox, held through an flock on a root-only file."""
 
     def __init__(self, limits: Limits):
-        lock_dir = Path(tempfile.gettempdir()) / "cnnlab-sandbox-locks"
+        # One fixed, root-only place for every grading process on the machine (not $TMPDIR,
+        # which may differ between processes and would let two sandboxes share a uid).
+        lock_dir = Path("/run/cnnlab-sandbox") if os.access("/run", os.W_OK) else \
+            Path(tempfile.gettempdir()) / "cnnlab-sandbox-locks"
         lock_dir.mkdir(mode=0o700, exist_ok=True)
         for slot in range(limits.uid_slots):
             uid = limits.uid_base + slot
@@ -523,6 +550,8 @@ class Sandbox:
         on.append(f"captured output {lim.output_bytes // KiB} KB per stream")
         if self.mode in ("namespaces", "user"):
             on += [f"unprivileged uid from {lim.uid_base}", f"{lim.nproc} processes/threads"]
+            if lim.total_memory_bytes:
+                on.append(f"{_fmt_bytes(lim.total_memory_bytes)} memory in all")
         if self.mode == "namespaces":
             on += ["no network", "PID namespace", "private /tmp",
                    "solutions/tests/.git/results hidden"]
@@ -599,7 +628,7 @@ class Sandbox:
         if status_w is not None:
             os.close(status_w)
         out, err = _Capture(proc.stdout, lim.output_bytes), _Capture(proc.stderr, lim.output_bytes)
-        timed_out, reason = self._watch(proc, cwd, start, timeout_s)
+        timed_out, reason = self._watch(proc, cwd, start, timeout_s, slot)
         self._kill_tree(proc, slot)
         duration = time.monotonic() - start
         stdout, stderr = out.text(timeout=5), err.text(timeout=5)
@@ -618,10 +647,10 @@ class Sandbox:
             returncode = -signal.SIGKILL
         return LaunchResult(returncode, stdout, stderr, timed_out, reason, duration)
 
-    def _watch(self, proc: subprocess.Popen, cwd: Path, start: float,
-               timeout_s: float) -> tuple[bool, str | None]:
+    def _watch(self, proc: subprocess.Popen, cwd: Path, start: float, timeout_s: float,
+               slot: _UidSlot | None) -> tuple[bool, str | None]:
         """Wait for the child to exit; ``(timed_out, reason)`` when a limit ended it first (wall
-        clock, heartbeat, work-dir quota), else ``(False, None)``."""
+        clock, heartbeat, work-dir quota, total memory), else ``(False, None)``."""
         lim = self.limits
         next_scan = start
         while True:
@@ -635,10 +664,14 @@ class Sandbox:
                 return True, f"timed out after {timeout_s:g} s (wall clock)"
             if now < next_scan:
                 continue
-            next_scan = now + 0.25
+            next_scan = now + 0.5  # a /proc and work-dir scan costs ~10 ms
             over = _workdir_over(cwd, lim)
             if over:
                 return False, over
+            if slot is not None and lim.total_memory_bytes \
+                    and _resident_bytes(slot.uid) > lim.total_memory_bytes:
+                return False, (f"used more than {_fmt_bytes(lim.total_memory_bytes)} of memory "
+                               "in all its processes together")
             if lim.heartbeat_file and lim.heartbeat_s:
                 try:
                     idle = time.time() - (cwd / lim.heartbeat_file).stat().st_mtime
@@ -659,9 +692,12 @@ class Sandbox:
                 pass
         proc.wait()
         if self.mode == "user" and slot is not None:
-            subprocess.run([self._setpriv, f"--reuid={slot.uid}", f"--regid={slot.uid}",
-                            "--clear-groups", "--", "/bin/kill", "-KILL", "-1"],
-                           capture_output=True, timeout=10)
+            try:
+                subprocess.run([self._setpriv, f"--reuid={slot.uid}", f"--regid={slot.uid}",
+                                "--clear-groups", "--", shutil.which("kill") or "/bin/kill",
+                                "-KILL", "-1"], capture_output=True, timeout=10)
+            except (OSError, subprocess.SubprocessError):
+                pass
 
     @staticmethod
     def _read_status(fd: int, unshare_rc: int) -> tuple[int, str | None]:

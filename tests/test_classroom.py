@@ -369,3 +369,20 @@ def test_gradescope_bundle_grades_without_solutions(tmp_path):
     assert scores["neurons.sigmoid"] == 1.0 and scores["neurons.relu"] == 0.0, data
     assert "gradescope-run" in (source / "run_autograder").read_text()
     assert "results.json" in (source / "run_autograder").read_text()
+
+
+def test_release_check_catches_planted_leaks(tmp_path):
+    from grader.release import check_release
+
+    rel = tmp_path / "release"
+    (rel / "grader" / "expected").mkdir(parents=True)
+    (rel / "exercises").mkdir()
+    (rel / "exercises" / "neurons.py").write_text(
+        (ROOT / "solutions" / "neurons.py").read_text() + "\n")          # solution code inside
+    (rel / "exercises" / "pooling.py").write_bytes((ROOT / "solutions" / "pooling.py").read_bytes())
+    (rel / "notes.py").write_text("# BEGIN SOLUTION\n")
+    (rel / "grader" / "hidden").mkdir()
+    problems = " | ".join(check_release(rel))
+    for needle in ("grader/hidden/ must not be shipped", "pooling.py is a copy of a solution file",
+                   "neurons.py holds a solution marker", "notes.py holds a solution marker"):
+        assert needle in problems, problems

@@ -493,3 +493,28 @@ def test_a_stale_heartbeat_ends_the_run(tmp_path):
     """, timeout=20, heartbeat_file="out/progress.json", heartbeat_s=1.0)
     assert r.timed_out and "no progress for 1 s" in r.reason
     assert 1.5 < r.duration_s < 6
+
+
+@needs_isolation
+def test_total_memory_of_all_processes_is_bounded(tmp_path):
+    """RLIMIT_AS binds each process alone; the sum over a fork storm of hogs is watched too."""
+    r = run(tmp_path, """
+        import os, time
+        for _ in range(4):                  # bounded: 4 x 200 MB
+            if os.fork() == 0:
+                block = bytearray(200 << 20)
+                block[::4096] = b"x" * len(block[::4096])   # touch every page
+                time.sleep(20)
+                os._exit(0)
+        time.sleep(20)
+    """, timeout=30, total_memory_bytes=500 * MiB)
+    assert "used more than 500 MB of memory" in r.reason, r
+    assert r.duration_s < 20
+
+
+def test_mode_can_be_chosen_and_unknown_modes_are_refused(monkeypatch):
+    monkeypatch.setenv("CNNLAB_SANDBOX_MODE", "none")
+    assert Sandbox().mode == "none" and Sandbox(Limits(mode=Sandbox().available[0])).mode != ""
+    monkeypatch.setenv("CNNLAB_SANDBOX_MODE", "chroot")
+    with pytest.raises(sandbox.SandboxError, match="unknown sandbox mode"):
+        Sandbox()

@@ -5,7 +5,6 @@ backbone."""
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp

@@ -3,13 +3,17 @@
 :class:`Conv` is a drop-in for :class:`flax.linen.Conv` (same parameter names and shapes: ``kernel``
 HWIO, ``bias`` (features,)). The forward pass is :func:`jax.lax.conv_general_dilated`.
 
-Why a custom backward: on XLA:CPU the convolution *weight* gradient is the bottleneck of training
-(5-10x slower than the forward convolution on small images). :func:`conv2d` therefore has a
-:func:`jax.custom_vjp` on CPU that computes it as a sum over kernel offsets of plain matmuls:
+Why a custom backward: on XLA:CPU the convolution *weight* gradient is the slow part of training,
+and it gets slower per image as the batch grows (measured here at 14x14x64->64: 1.5x the forward
+conv at batch 32, 2x at 128, 6x at 256). On CPU :func:`conv2d` therefore has a
+:func:`jax.custom_vjp` whose weight gradient is the same sum taken in a faster order:
 
-    dW[i, j] = sum_{n, p, q} xpad[n, s*p + i, s*q + j, :]^T  dY[n, p, q, :]      (C_in, C_out)
+    dW[i, j, c, o] = sum_{n, p, q} xpad[n, s*p + i, s*q + j, c] * dY[n, p, q, o]
 
-The choice is made when tracing (``jax.default_backend()``); elsewhere (GPU/TPU) it is plain XLA.
+either summed over chunks of 16 images ("chunks"), as one im2col matmul for tiny first layers
+("im2col"), or as one matmul per kernel tap ("taps", shifted matmuls); see
+:func:`choose_backward`. The input gradient stays XLA's (as fast as the forward pass). The choice
+is made when tracing (``jax.default_backend()``); elsewhere (GPU/TPU) it is plain XLA.
 ``CNNLAB_CONV_BACKWARD=xla`` in the environment turns the custom backward off (for comparisons).
 """
 
@@ -56,31 +60,82 @@ def conv_backward_mode() -> str:
     return "fast" if jax.default_backend() == "cpu" else "xla"
 
 
-def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1),
-           padding: PaddingLike = "SAME") -> jax.Array:
+WGRADS = ("xla", "chunks", "taps", "im2col")
+DGRADS = ("xla", "taps")
+CHUNK = 16          # images per weight-gradient chunk
+MAX_CHUNKS = 16     # more would only lengthen compilation
+
+
+def choose_backward(x_shape: Sequence[int], kernel_shape: Sequence[int],
+                    out_shape: Sequence[int], strides: Sequence[int]) -> tuple[str, str]:
+    """(weight-gradient method, input-gradient method) for one convolution on CPU.
+
+    Measured on this 2-core CPU (CPU-seconds per image, ``benchmarks/conv_backward.py``):
+    XLA's weight gradient gets slower *per image* as the batch grows (at 14x14x64->64 about
+    1.5x the forward conv at batch 32, 2x at 128, 6x at 256), so "chunks" sums XLA's weight
+    gradients over chunks of :data:`CHUNK` images (2x faster at batch 128, 3-6x at 256);
+    "im2col" (one matmul) is as fast for the tiny first layer of a grayscale model (kh*kw*C
+    <= 32). XLA's input gradient costs the same as the forward conv at every batch size and
+    stays. ``CNNLAB_CONV_WGRAD`` / ``CNNLAB_CONV_DGRAD`` force a method (for measurements).
+    """
+    kh, kw, c, _ = kernel_shape
+    if kh * kw * c <= 32:
+        wgrad = "im2col"
+    elif x_shape[0] > CHUNK:
+        wgrad = "chunks"
+    else:
+        wgrad = "xla"
+    dgrad = "xla"
+    wgrad = os.environ.get("CNNLAB_CONV_WGRAD", wgrad).lower()
+    dgrad = os.environ.get("CNNLAB_CONV_DGRAD", dgrad).lower()
+    if wgrad not in WGRADS or dgrad not in DGRADS:
+        raise ValueError(f"conv backward methods: weight {WGRADS}, input {DGRADS}; "
+                         f"got {wgrad!r}, {dgrad!r}")
+    return wgrad, dgrad
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, strides: int | Sequence[int] = (1, 1),
+           padding: PaddingLike = "SAME", *, backward: str | tuple[str, str] = "auto"
+           ) -> jax.Array:
     """NHWC x HWIO -> NHWC cross-correlation (what every deep-learning "conv" computes).
 
-    ``x`` (N, H, W, C), ``kernel`` (kh, kw, C, O) -> (N, H', W', O), equal to
-    ``lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=NHWC/HWIO/NHWC)``
-    in value and gradient; on CPU the gradient comes from :func:`_conv_bwd`.
+    ``x`` (N, H, W, C), ``kernel`` (kh, kw, C, O) -> (N, H', W', O): the value of
+    ``lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=NHWC/HWIO/NHWC)``,
+
+        y[n, p, q, o] = sum_{i, j, c} xpad[n, s*p + i, s*q + j, c] * kernel[i, j, c, o]
+
+    and the same gradients. ``backward``: "auto" (the custom VJP with
+    :func:`choose_backward`'s methods on CPU, XLA's elsewhere), "xla", or a pair
+    (weight method, input method) forcing the custom VJP, e.g. ("taps", "xla").
     """
     strides = _pairs(strides, 2)
     pads = explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
-    if conv_backward_mode() == "fast":
-        return _conv_fast(x, kernel, strides, pads)
-    return _conv_xla(x, kernel, strides, pads)
+    if backward == "auto":
+        if conv_backward_mode() == "xla":
+            return _conv_xla(x, kernel, strides, pads)
+        out_hw = [(size + lo + hi - k) // s + 1 for size, (lo, hi), k, s
+                  in zip(x.shape[1:3], pads, kernel.shape[:2], strides)]
+        out_shape = (x.shape[0], *out_hw, kernel.shape[-1])
+        backward = choose_backward(x.shape, kernel.shape, out_shape, strides)
+    if backward == "xla" or tuple(backward) == ("xla", "xla"):
+        return _conv_xla(x, kernel, strides, pads)
+    wgrad, dgrad = backward
+    if wgrad not in WGRADS or dgrad not in DGRADS:
+        raise ValueError(f"backward=(weight method in {WGRADS}, input method in {DGRADS}), "
+                         f"got {backward!r}")
+    return _conv_custom(x, kernel, strides, pads, wgrad, dgrad)
 
 
 def _conv_xla(x, kernel, strides, pads):
     return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_DN)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv_fast(x, kernel, strides, pads):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _conv_custom(x, kernel, strides, pads, wgrad, dgrad):
     return _conv_xla(x, kernel, strides, pads)
 
 
-def _conv_fwd(x, kernel, strides, pads):
+def _conv_fwd(x, kernel, strides, pads, wgrad, dgrad):
     return _conv_xla(x, kernel, strides, pads), (x, kernel)
 
 
@@ -95,6 +150,30 @@ def _offset_slice(xp: jax.Array, i: int, j: int, out_hw: Sequence[int],
 
 def _pad(x: jax.Array, pads: Pads) -> jax.Array:
     return lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
+
+
+def weight_grad_xla(x: jax.Array, g: jax.Array, kernel_hw: Sequence[int],
+                    strides: Sequence[int], pads: Pads) -> jax.Array:
+    """dL/dW (kh, kw, C, O) from the input x (N, H, W, C) and dL/dY g (N, H', W', O), by XLA
+    (the transpose of the convolution in its kernel argument)."""
+    # The kernel's value does not enter the weight gradient (the conv is linear in it).
+    zeros = jnp.zeros((*kernel_hw, x.shape[-1], g.shape[-1]), x.dtype)
+    _, vjp_w = jax.vjp(lambda k: _conv_xla(x, k, strides, pads), zeros)
+    return vjp_w(g)[0]
+
+
+def weight_grad_chunks(x: jax.Array, g: jax.Array, kernel_hw: Sequence[int],
+                       strides: Sequence[int], pads: Pads, chunk: int = CHUNK) -> jax.Array:
+    """:func:`weight_grad_xla` summed over chunks of the batch (at most :data:`MAX_CHUNKS`):
+
+        dW = sum_b dW(x[b*chunk:(b+1)*chunk], g[b*chunk:(b+1)*chunk])
+
+    The same sum in another order; XLA:CPU is several times faster on small batches."""
+    n = x.shape[0]
+    chunk = max(chunk, -(-n // MAX_CHUNKS))
+    parts = [weight_grad_xla(x[i:i + chunk], g[i:i + chunk], kernel_hw, strides, pads)
+             for i in range(0, n, chunk)]
+    return functools.reduce(jnp.add, parts)
 
 
 def weight_grad_taps(x: jax.Array, g: jax.Array, kernel_hw: Sequence[int],
@@ -148,40 +227,55 @@ def input_grad_taps(g: jax.Array, kernel: jax.Array, x_shape: Sequence[int],
     return lax.slice(acc, (0, lo_h, lo_w, 0), (n, lo_h + h, lo_w + w, c)).astype(g.dtype)
 
 
-def _choose(kind: str, x_shape, kernel_shape, out_shape) -> str:
-    forced = os.environ.get(f"CNNLAB_CONV_{kind.upper()}", "auto").lower()
-    if forced != "auto":
-        return forced
-    n, ho, wo, _ = out_shape
-    kh, kw, c, o = kernel_shape
-    if kind == "wgrad":
-        if kh * kw * c <= 32:
-            return "im2col"
-        return "taps" if ho * wo <= 64 else "xla"
-    return "xla"
-
-
-def _conv_bwd(strides, pads, res, g):
+def _conv_bwd(strides, pads, wgrad, dgrad, res, g):
     x, kernel = res
     kernel_hw = kernel.shape[:2]
-    how = _choose("wgrad", x.shape, kernel.shape, g.shape)
-    if how == "xla":
-        _, vjp_w = jax.vjp(lambda k: _conv_xla(x, k, strides, pads), kernel)
-        (dw,) = vjp_w(g)
-    elif how == "im2col":
+    if wgrad == "xla":
+        dw = weight_grad_xla(x, g, kernel_hw, strides, pads)
+    elif wgrad == "chunks":
+        dw = weight_grad_chunks(x, g, kernel_hw, strides, pads)
+    elif wgrad == "im2col":
         dw = weight_grad_im2col(x, g, kernel_hw, strides, pads)
     else:
         dw = weight_grad_taps(x, g, kernel_hw, strides, pads)
-    how = _choose("dgrad", x.shape, kernel.shape, g.shape)
-    if how == "taps":
+    # The input gradient of the first layer is dead code that XLA removes after inlining.
+    if dgrad == "taps":
         dx = input_grad_taps(g, kernel, x.shape, strides, pads)
     else:
         _, vjp_x = jax.vjp(lambda x: _conv_xla(x, kernel, strides, pads), x)
         (dx,) = vjp_x(g)
-    return dx, dw.astype(kernel.dtype)
+    return dx.astype(x.dtype), dw.astype(kernel.dtype)
 
 
-_conv_fast.defvjp(_conv_fwd, _conv_bwd)
+_conv_custom.defvjp(_conv_fwd, _conv_bwd)
+
+
+def max_pool(x: jax.Array, window_shape: Sequence[int] = (2, 2),
+             strides: Sequence[int] | None = None, padding: str = "VALID") -> jax.Array:
+    """:func:`flax.linen.max_pool` for NHWC ``x``, fast on CPU when the windows do not overlap.
+
+    With ``strides == window_shape`` (the usual 2x2/2 pool) it is a reshape and a max:
+    (N, H, W, C) -> (N, H//wh, W//ww, C) for "VALID" (ceil for "SAME", padded with -inf). Its
+    gradient is an elementwise select, where XLA:CPU's ``select_and_scatter`` (the gradient
+    of ``nn.max_pool``) measured 9x slower here. (On exact ties within a window the gradient is
+    shared among the tied inputs instead of going to one of them.)
+    """
+    window = _pairs(window_shape, 2)
+    strides = window if strides is None else _pairs(strides, 2)
+    if strides != window or not isinstance(padding, str) or padding.upper() not in ("SAME",
+                                                                                    "VALID"):
+        return nn.max_pool(x, window, strides, padding)
+    n, h, w, c = x.shape
+    (wh, ww) = window
+    if padding.upper() == "VALID":
+        ho, wo = h // wh, w // ww
+        x = x[:, :ho * wh, :wo * ww]
+    else:
+        ho, wo = -(-h // wh), -(-w // ww)
+        ph, pw = ho * wh - h, wo * ww - w
+        x = jnp.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)),
+                    constant_values=-jnp.inf)
+    return x.reshape(n, ho, wh, wo, ww, c).max(axis=(2, 4))
 
 
 class Conv(nn.Module):

@@ -32,7 +32,7 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -544,7 +544,6 @@ class Backbone:
     variables: dict
     input_shape: tuple[int, int, int]
     description: str
-    source_params: dict   # the backbone's parameters before replacing the head (for checks)
 
 
 def imagenet_backbone(name: str, weights: str | os.PathLike | None, num_classes: int, *,
@@ -566,11 +565,10 @@ def imagenet_backbone(name: str, weights: str | os.PathLike | None, num_classes:
     model = models.get(name, num_classes=num_classes, **kwargs)
     shape = (image_size, image_size, 3)
     variables = dict(keras_h5.load_model_weights(weights, model, shape, keep=("predictions",)))
-    source = dict(variables["params"])
     variables["params"] = replace_head(variables["params"], num_classes, key,
                                        name="predictions")
     return Backbone(name, kwargs, model, variables, shape,
-                    f"{name} with Keras weights {os.fspath(weights)}", source)
+                    f"{name} with Keras weights {os.fspath(weights)}")
 
 
 def checkpoint_backbone(workdir: str, num_classes: int, *, key: jax.Array) -> Backbone:
@@ -588,7 +586,7 @@ def checkpoint_backbone(workdir: str, num_classes: int, *, key: jax.Array) -> Ba
     shape = tuple(int(d) for d in run.input_shape)
     return Backbone(run.config.model, kwargs, model, variables, shape,
                     f"{run.config.model} from {run.workdir} (step {run.step}, classes "
-                    f"{', '.join(run.class_names)})", params)
+                    f"{', '.join(run.class_names)})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -611,6 +609,7 @@ class FinetuneConfig:
     lr: float = 1e-3                     # head phase peak lr; fine-tuning peaks at lr / 2
     lr_ratio: float = 100.0              # discriminative lrs span lr/2/ratio .. lr/2
     lr_find: bool = False                # pick the head lr with lr_find (suggestion)
+    flip: bool = True                    # random left-right flips while fine-tuning
     tta: bool = True                     # final accuracy also with flip TTA
     seed: int = 0
     top_k: int = 5
@@ -632,7 +631,7 @@ class FinetuneConfig:
             raise CnnlabError(f"--unfreeze must be >= 0 blocks, or -1 for all, got {self.unfreeze}")
 
 
-def _load_backbone(config: FinetuneConfig, num_classes: int, key, image_size: int | None):
+def _load_backbone(config: FinetuneConfig, num_classes: int, key, image_size: int):
     if config.backbone in IMAGENET_BACKBONES:
         return imagenet_backbone(config.backbone, config.weights, num_classes,
                                  image_size=image_size or 224, key=key)
@@ -641,11 +640,10 @@ def _load_backbone(config: FinetuneConfig, num_classes: int, key, image_size: in
             raise CnnlabError("--weights is for --backbone resnet50/vgg16; a cnnlab run brings "
                               "its own weights")
         return checkpoint_backbone(config.backbone, num_classes, key=key)
-    raise CnnlabError(f"--backbone must be {' or '.join(IMAGENET_BACKBONES)} or the workdir of a "
-                      f"cnnlab run; {config.backbone!r} is neither")
+    raise ValueError(f"unknown backbone {config.backbone!r}")  # _backbone_input checked it
 
 
-def _backbone_input(config: FinetuneConfig) -> tuple[int | None, int | None]:
+def _backbone_input(config: FinetuneConfig) -> tuple[int, int]:
     """(image size, channels) the data must have, before the backbone is built."""
     if config.backbone in IMAGENET_BACKBONES:
         from cnnlab import keras_h5
@@ -671,7 +669,8 @@ def _backbone_input(config: FinetuneConfig) -> tuple[int | None, int | None]:
             raise CnnlabError(f"the run in {config.backbone} takes {h}x{w} images; leave out "
                               f"--image-size or give {h}")
         return h, c
-    return None, None
+    raise CnnlabError(f"--backbone must be {' or '.join(IMAGENET_BACKBONES)} or the workdir of a "
+                      f"cnnlab run; {config.backbone!r} is neither")
 
 
 class _Printer:
@@ -693,8 +692,8 @@ def finetune(config: FinetuneConfig, workdir: str, *, overwrite: bool = False,
 
     Phase "head" (``freeze_epochs``): the backbone runs once over the training and validation
     images (inference mode); the fresh head trains on the cached features. Phase "finetune"
-    (``epochs``): the last ``unfreeze`` blocks and the head train together, with random flips,
-    discriminative learning rates on a one-cycle schedule, batch norm in inference mode.
+    (``epochs``): the last ``unfreeze`` blocks and the head train together, with random flips
+    (``flip``), discriminative learning rates on a one-cycle schedule, batch norm in inference mode.
 
     The workdir is laid out like ``cnnlab train``'s (``config.json``, ``run.json``,
     ``metrics.jsonl`` with one record per epoch and a final one, ``checkpoints/<step>/``,
@@ -715,11 +714,10 @@ def finetune(config: FinetuneConfig, workdir: str, *, overwrite: bool = False,
     config.validate()
     reporter = reporter or _Printer()
     workdir = os.path.abspath(workdir)
+    size, channels = _backbone_input(config)  # checks backbone and weights before any work
+    if os.path.isdir(config.backbone) and os.path.abspath(config.backbone) == workdir:
+        raise CnnlabError(f"--workdir {workdir} is the backbone's run; give another --workdir")
     train.prepare_workdir(workdir, resume=False, overwrite=overwrite)
-
-    size, channels = _backbone_input(config)
-    if size is None:
-        _load_backbone(config, 2, jax.random.key(0), None)  # raises the right error
     ds = load_image_folder(config.data_dir, image_size=size, val_fraction=config.val_fraction,
                            seed=config.seed, tfds_dir=config.tfds_dir, channels=channels)
     num_classes = len(ds.class_names)
@@ -822,8 +820,8 @@ def finetune(config: FinetuneConfig, workdir: str, *, overwrite: bool = False,
                 model, {"params": params, "batch_stats": stats}, groups, ds.train.images,
                 ds.train.labels, unfreeze=config.unfreeze, epochs=config.epochs,
                 batch_size=batch_size, lr=config.lr / 2, lr_ratio=config.lr_ratio,
-                seed=config.seed, val=(ds.test.images, ds.test.labels), top_k=config.top_k,
-                on_epoch=on_finetune_epoch, reporter=reporter)
+                seed=config.seed, flip=config.flip, val=(ds.test.images, ds.test.labels),
+                top_k=config.top_k, on_epoch=on_finetune_epoch, reporter=reporter)
 
         # ---- final evaluation, TTA, interpretation, plots
         def logits_fn(images):
@@ -1023,8 +1021,8 @@ def _cmd_finetune(args) -> int:
         backbone=args.backbone, data_dir=args.data_dir, weights=args.weights,
         freeze_epochs=args.freeze_epochs, epochs=args.epochs, unfreeze=args.unfreeze,
         image_size=args.image_size, val_fraction=args.val_fraction, batch_size=args.batch_size,
-        lr=args.lr, lr_ratio=args.lr_ratio, lr_find=args.lr_find, tta=args.tta, seed=args.seed,
-        tfds_dir=args.tfds_dir, plots=args.plots)
+        lr=args.lr, lr_ratio=args.lr_ratio, lr_find=args.lr_find, flip=args.flip, tta=args.tta,
+        seed=args.seed, tfds_dir=args.tfds_dir, plots=args.plots)
     workdir = args.workdir or os.path.join("runs", "finetune")
     with warnings.catch_warnings():
         # Our own warnings (bad images skipped) as plain "warning: ..." lines, not
@@ -1090,6 +1088,9 @@ def add_cli(subparsers) -> None:
                    help="discriminative lrs: earliest unfrozen block gets lr/2/ratio")
     f.add_argument("--lr-find", action="store_true",
                    help="choose the head learning rate with lr_find (plots/lr_find.png)")
+    f.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
+                   help="random left-right flips while fine-tuning (--no-flip when orientation "
+                   "matters, e.g. text or Fashion-MNIST's left-facing shoes)")
     f.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                    help="also report validation accuracy with flip test-time augmentation")
     f.add_argument("--seed", type=int, default=0)

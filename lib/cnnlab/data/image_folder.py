@@ -1,4 +1,4 @@
-"""Your own images as a data set: ``ROOT/<class name>/*.jpg|png|...`` -> :class:`~cnnlab.data.Dataset`.
+"""Your own images as a data set: ``ROOT/<class>/*.jpg|png|...`` -> :class:`~cnnlab.data.Dataset`.
 
 >>> ds = load_image_folder("pets", image_size=64, val_fraction=0.2, seed=0)
 >>> ds.class_names, ds.train.images.shape          # ('cat', 'dog'), (N, 64, 64, 3)

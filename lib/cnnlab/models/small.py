@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from cnnlab.errors import CnnlabError
-from cnnlab.layers import Conv
+from cnnlab.layers import Conv, max_pool
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nn.relu,
@@ -92,9 +92,9 @@ class KerasCNN(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         x = nn.relu(Conv(4, (5, 5), padding="VALID")(x))
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool(x, (2, 2))
         x = nn.relu(Conv(12, (5, 5), padding="VALID")(x))
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool(x, (2, 2))
         x = nn.relu(nn.Dense(self.hidden)(flatten(x)))
         return nn.Dense(self.num_classes)(x)
 

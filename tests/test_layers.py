@@ -1,0 +1,132 @@
+"""cnnlab.layers: the custom-VJP convolution equals XLA's convolution in value and gradients."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jax import lax
+
+from cnnlab import layers
+
+def reference(x, kernel, strides, pads):
+    return lax.conv_general_dilated(x, kernel, strides, pads,
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@st.composite
+def conv_cases(draw):
+    n = draw(st.integers(1, 3))
+    c, o = draw(st.integers(1, 4)), draw(st.integers(1, 5))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    strides = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    kind = draw(st.sampled_from(["SAME", "VALID", "explicit"]))
+    if kind == "explicit":
+        padding = tuple((draw(st.integers(0, 2)), draw(st.integers(0, 2))) for _ in range(2))
+    else:
+        padding = kind
+    lo_h = 0 if kind != "explicit" else sum(padding[0])
+    lo_w = 0 if kind != "explicit" else sum(padding[1])
+    # The padded input must hold at least one kernel window.
+    h = draw(st.integers(max(1, kh - lo_h), 9))
+    w = draw(st.integers(max(1, kw - lo_w), 9))
+    return (n, h, w, c), (kh, kw, c, o), strides, padding
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=conv_cases(), seed=st.integers(0, 2**16))
+def test_value_and_gradients_match_xla(case, seed):
+    x_shape, k_shape, strides, padding = case
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
+    kernel = jnp.asarray(rng.standard_normal(k_shape), jnp.float32)
+    pads = layers.explicit_padding(padding, x_shape[1:3], k_shape[:2], strides)
+    y_ref = reference(x, kernel, strides, pads)
+    cot = jnp.asarray(rng.standard_normal(y_ref.shape), jnp.float32)
+
+    @jax.jit  # one compilation per example: the reference and every method
+    def everything(x, kernel, cot):
+        y, pull = jax.vjp(lambda x, k: reference(x, k, strides, pads), x, kernel)
+        dx, dk = pull(cot)
+        y_c, pull_c = jax.vjp(lambda x, k: layers.conv2d(x, k, strides, padding,
+                                                         backward=("taps", "taps")), x, kernel)
+        dx_c, dk_c = pull_c(cot)
+        return dict(
+            y=(y, y_c), dx=(dx, dx_c, layers.input_grad_taps(cot, kernel, x.shape, strides, pads)),
+            dk=(dk, dk_c, layers.weight_grad_taps(x, cot, k_shape[:2], strides, pads),
+                layers.weight_grad_im2col(x, cot, k_shape[:2], strides, pads),
+                layers.weight_grad_chunks(x, cot, k_shape[:2], strides, pads, chunk=1),
+                layers.weight_grad_chunks(x, cot, k_shape[:2], strides, pads, chunk=2)))
+
+    out = everything(x, kernel, cot)
+    scale = 1 + float(jnp.max(jnp.abs(out["dk"][0])))
+    for what, (ref, *ours) in out.items():
+        for i, value in enumerate(ours):
+            assert value.shape == ref.shape, (what, i)
+            np.testing.assert_allclose(value, ref, rtol=1e-5, atol=1e-5 * scale,
+                                       err_msg=f"{what} variant {i}")
+
+
+def test_cpu_uses_the_custom_vjp_and_env_turns_it_off(monkeypatch):
+    x, k = jnp.ones((2, 8, 8, 1)), jnp.ones((3, 3, 1, 4))
+
+    def grad_jaxpr():  # new functions each time: traces are cached per function, not per env
+        return str(jax.make_jaxpr(lambda k: jax.grad(lambda k: layers.conv2d(x, k, 2).sum())(k))(k))
+
+    assert jax.default_backend() == "cpu"
+    assert layers.conv_backward_mode() == "fast"
+    # The weight gradient of a 1-channel 3x3 conv is the im2col matmul (a dot_general) ...
+    assert "dot_general" in grad_jaxpr()
+    monkeypatch.setenv("CNNLAB_CONV_BACKWARD", "xla")
+    assert layers.conv_backward_mode() == "xla"
+    # ... and XLA's transposed convolution when turned off.
+    assert "dot_general" not in grad_jaxpr()
+
+
+def test_choose_backward_rules():
+    # First layer on a grayscale image: 3*3*1 inputs per output -> one im2col matmul.
+    assert layers.choose_backward((128, 28, 28, 1), (3, 3, 1, 32), (128, 28, 28, 32),
+                                  (1, 1))[0] == "im2col"
+    # Batches larger than a chunk: XLA's weight gradient summed over chunks.
+    assert layers.choose_backward((128, 14, 14, 64), (3, 3, 64, 64), (128, 14, 14, 64),
+                                  (1, 1)) == ("chunks", "xla")
+    assert layers.choose_backward((8, 14, 14, 64), (3, 3, 64, 64), (8, 14, 14, 64),
+                                  (1, 1)) == ("xla", "xla")
+    with pytest.raises(ValueError, match="backward"):
+        layers.conv2d(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 1)), backward=("fft", "xla"))
+
+
+def test_conv_module_is_a_drop_in_for_flax_conv():
+    x = jax.random.normal(jax.random.key(6), (2, 9, 9, 3))
+    key = jax.random.key(0, impl="rbg")
+    for kwargs in [dict(features=5, kernel_size=(3, 3), strides=2),
+                   dict(features=4, kernel_size=(5, 5), padding="VALID"),
+                   dict(features=3, kernel_size=(2, 3), padding=((1, 0), (2, 1)), use_bias=False)]:
+        ours, theirs = layers.Conv(**kwargs), nn.Conv(**kwargs)
+        v = ours.init(key, x)
+        assert jax.tree.map(jnp.shape, v) == jax.tree.map(jnp.shape, theirs.init(key, x))
+
+        def loss(v, module):
+            return jnp.sum(jnp.tanh(module.apply(v, x)))
+
+        np.testing.assert_allclose(ours.apply(v, x), theirs.apply(v, x), rtol=1e-5, atol=1e-5)
+        g_ours, g_theirs = jax.grad(loss)(v, ours), jax.grad(loss)(v, theirs)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+                     g_ours, g_theirs)
+
+
+@pytest.mark.parametrize("shape,window,padding", [
+    ((2, 8, 8, 3), (2, 2), "VALID"), ((2, 7, 9, 2), (2, 2), "VALID"),
+    ((1, 7, 5, 2), (2, 2), "SAME"), ((2, 9, 9, 1), (3, 3), "VALID"), ((1, 6, 6, 2), (3, 2), "SAME")])
+def test_max_pool_matches_flax(shape, window, padding):
+    x = jax.random.normal(jax.random.key(1), shape)  # continuous values: no ties
+    ours = lambda x: layers.max_pool(x, window, padding=padding)  # noqa: E731
+    theirs = lambda x: nn.max_pool(x, window, window, padding=padding)  # noqa: E731
+    np.testing.assert_array_equal(ours(x), theirs(x))
+    cot = jax.random.normal(jax.random.key(2), ours(x).shape)
+    np.testing.assert_allclose(jax.vjp(ours, x)[1](cot)[0], jax.vjp(theirs, x)[1](cot)[0])
+    # Overlapping windows fall back to flax.
+    np.testing.assert_array_equal(layers.max_pool(x, (2, 2), (1, 1)),
+                                  nn.max_pool(x, (2, 2), (1, 1)))
