@@ -26,6 +26,7 @@ def _save(fig, path: str) -> str:
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path), suffix=".png")
     os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; a plot is for everyone who can read the workdir
     try:
         fig.savefig(tmp, format="png", bbox_inches="tight")
         os.replace(tmp, path)

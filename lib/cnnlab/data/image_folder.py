@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from cnnlab.errors import CnnlabError
+from cnnlab.data.builders import LocalBuilder
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 MIN_SIDE = 8  # smaller images carry no usable content (and 1x1 "tracking pixels" exist)
@@ -54,7 +55,7 @@ class ImageFolderConfig(tfds.core.BuilderConfig):
     channels: int = 3
 
 
-class CnnlabImageFolder(tfds.core.GeneratorBasedBuilder):
+class CnnlabImageFolder(LocalBuilder):
     """Images from class sub-folders, pre-cleaned into PNGs of one size (see the module doc).
 
     The examples come from ``manual_dir``/``manifest.json``: ``{"train": [[png, label], ...],

@@ -74,7 +74,9 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None,
 
     Args:
       name: "fashion_mnist" (full data when found, else the embedded subset: ``source`` says which),
-        "fashion_mnist_subset", "digits", or any TFDS catalog name (e.g. "mnist", "cifar10").
+        "fashion_mnist_subset", "digits", an image folder spec "folder:/path?image_size=64"
+        (see :func:`cnnlab.data.image_folder.dataset_spec`), or any TFDS catalog name (e.g.
+        "mnist", "cifar10").
       data_dir: where to look for the raw Fashion-MNIST IDX files (see
         :mod:`cnnlab.data.fashion_mnist`); if given it must hold them.
       tfds_dir: the TFDS data dir for the prepared array_record files (default
@@ -90,6 +92,9 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None,
     tfds_dir = Path(tfds_dir).expanduser() if tfds_dir is not None else default_tfds_dir()
     if name == "fashion_mnist":
         return load_fashion_mnist(data_dir=data_dir, tfds_dir=tfds_dir)
+    if name.startswith("folder:"):  # an image folder of your own (cnnlab.data.image_folder)
+        from cnnlab.data import image_folder
+        return image_folder.load_spec(name, tfds_dir=tfds_dir)
     if data_dir is not None:
         raise CnnlabError(f"--data-dir only applies to fashion_mnist, not to {name!r}; leave it out")
     if name == "fashion_mnist_subset":
