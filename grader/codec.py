@@ -12,14 +12,14 @@ This module imports only numpy (the grader process never needs JAX).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from cnnlab import fileio
 
 MAX_DEPTH = 40
 MAX_LEAVES = 20_000
@@ -127,33 +127,10 @@ def decode(skeleton: Any, arrays: Mapping[str, np.ndarray], *, array_fn=None,
     raise CodecError(f"unknown node type {t!r}")
 
 
-def _read_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()  # read once at import: os.umask is process-wide, threads must not race it
-
-
-def _umask_mode() -> int:
-    """The mode a plain ``open()`` would give (mkstemp's 0600 would hide files from a sandboxed
-    worker running as another user)."""
-    return 0o666 & ~_UMASK
-
-
 def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """Write ``arrays`` to an ``.npz`` atomically (temp file in the same dir, then rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        os.fchmod(fd, _umask_mode())
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with fileio.atomic_open(path, "wb", durable=False) as f:
+        np.savez(f, **arrays)
 
 
 def load_arrays(path: Path, *, max_bytes: int = MAX_NPZ_BYTES) -> dict[str, np.ndarray]:
@@ -185,16 +162,8 @@ def load_arrays(path: Path, *, max_bytes: int = MAX_NPZ_BYTES) -> dict[str, np.n
 
 def write_json(path: Path, obj: Any) -> None:
     """Atomic JSON write."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        os.fchmod(fd, _umask_mode())
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with fileio.atomic_open(path, "w", durable=False) as f:
+        json.dump(obj, f)
 
 
 def read_json(path: Path, *, max_bytes: int = MAX_JSON_BYTES) -> Any:

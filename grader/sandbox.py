@@ -110,8 +110,8 @@ class Limits:
       (or ``$CNNLAB_SANDBOX_MODE`` when set).
     uid_base / uid_slots: concurrent sandboxes run as uids uid_base .. uid_base + uid_slots - 1.
     hide: further paths (files or folders) the child must not see, e.g. submissions and results.
-    total_memory_bytes: resident memory of all the sandbox uid's processes together (polled; the run
-      is ended above it). RLIMIT_AS binds each process alone, so without this a fork storm of
+    total_memory_bytes: memory (proportional set size) of all the sandbox uid's processes together
+      (polled; the run is ended above it). RLIMIT_AS binds each process alone, so without this a fork storm of
       memory hogs could take nproc x RLIMIT_AS; only in the modes with a sandbox uid.
     heartbeat_file / heartbeat_s: a file (relative to the work dir) the child rewrites as it makes
       progress; when it is older than ``heartbeat_s`` the run is ended as timed out. The grader's
@@ -292,18 +292,19 @@ def _fmt_bytes(n: float) -> str:
 
 
 def _resident_bytes(uid: int) -> int:
-    """Total resident memory (VmRSS) of the processes of ``uid``, from /proc."""
+    """Memory of the processes of ``uid``: the sum of their proportional set sizes (Pss, from
+    /proc/PID/smaps_rollup), so pages shared after a fork are counted once, not per process."""
     total = 0
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
-            text = status.read_text()
+            uid_line = status.read_text().partition("\nUid:")[2]
+            if uid_line.split(None, 1)[:1] != [str(uid)]:
+                continue
+            rollup = (status.parent / "smaps_rollup").read_text()
         except OSError:
             continue
-        uid_line = text.partition("\nUid:")[2]
-        if uid_line.split(None, 1)[:1] != [str(uid)]:
-            continue
-        rss = text.partition("\nVmRSS:")[2].split(None, 1)[:1]
-        total += int(rss[0]) * 1024 if rss else 0
+        pss = rollup.partition("\nPss:")[2].split(None, 1)[:1]
+        total += int(pss[0]) * 1024 if pss else 0
     return total
 
 

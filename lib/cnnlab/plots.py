@@ -6,11 +6,11 @@ display needed). Every function writes its file atomically (temp file in the sam
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
+
+from cnnlab import fileio
 
 
 def _figure(width: float, height: float):
@@ -22,17 +22,8 @@ def _figure(width: float, height: float):
 
 
 def _save(fig, path: str) -> str:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path), suffix=".png")
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; a plot is for everyone who can read the workdir
-    try:
-        fig.savefig(tmp, format="png", bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with fileio.atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", bbox_inches="tight")
     return path
 
 

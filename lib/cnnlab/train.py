@@ -47,7 +47,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from cnnlab import distributed, metrics
+from cnnlab import distributed, fileio, metrics
 from cnnlab.errors import CnnlabError
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "adadelta")
@@ -506,21 +506,8 @@ class Reporter:
     def note(self, text: str) -> None: ...
 
 
-def _atomic_write(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_json(path: str, obj) -> None:
-    _atomic_write(path, json.dumps(obj, indent=2) + "\n")
+    fileio.write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def read_metrics(workdir: str) -> list[dict]:
@@ -532,8 +519,8 @@ def read_metrics(workdir: str) -> list[dict]:
 
 
 def _write_metrics(workdir: str, records: list[dict]) -> None:
-    _atomic_write(os.path.join(workdir, "metrics.jsonl"),
-                  "".join(json.dumps(r) + "\n" for r in records))
+    fileio.write_text(os.path.join(workdir, "metrics.jsonl"),
+                      "".join(json.dumps(r) + "\n" for r in records))
 
 
 RUN_FILES = ("config.json", "run.json", "metrics.jsonl", "checkpoints", "plots")

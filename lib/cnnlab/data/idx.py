@@ -19,12 +19,12 @@ from __future__ import annotations
 import gzip
 import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from cnnlab import fileio
 from cnnlab.errors import CnnlabError
 
 _UINT8 = 0x08
@@ -120,15 +120,7 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, *, compresslevel: int 
     if array.dtype != np.uint8:
         raise ValueError(f"IDX writer supports uint8 only, got {array.dtype}")
     header = struct.pack(">HBB", 0, _UINT8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
-                                                        compresslevel=compresslevel, mtime=0) as gz:
-            gz.write(header)
-            gz.write(array.tobytes())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; data files must be readable by everyone
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with fileio.atomic_open(path, "wb") as raw, gzip.GzipFile(
+            filename="", mode="wb", fileobj=raw, compresslevel=compresslevel, mtime=0) as gz:
+        gz.write(header)
+        gz.write(array.tobytes())
