@@ -113,37 +113,33 @@ def torch_model(name: str):
 
 
 def TorchResNetSmall(flax_model):  # noqa: N802 - a factory standing in for a class
-    """PyTorch twin of :class:`cnnlab.models.ResNetSmall` built from its attributes."""
+    """PyTorch twin of :class:`cnnlab.models.ResNetSmall`, built from its attributes."""
     from torch import nn
 
-    widths, blocks, dropout = flax_model.widths, flax_model.blocks, flax_model.dropout
-    stem_kernel = getattr(flax_model, "stem_kernel", 3)
-    stem_stride = getattr(flax_model, "stem_stride", 1)
+    def conv_bn(c_in, c_out, relu=True):
+        layers_ = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                   nn.BatchNorm2d(c_out, momentum=0.1, eps=1e-5)]
+        return layers_ + [nn.ReLU()] if relu else layers_
 
-    class Block(nn.Module):
-        def __init__(self, c_in, c_out, stride):
+    class Residual(nn.Module):
+        def __init__(self, c):
             super().__init__()
-            self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(c_out, momentum=0.1, eps=1e-5)
-            self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(c_out, momentum=0.1, eps=1e-5)
-            self.short = None
-            if stride != 1 or c_in != c_out:
-                self.short = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
-                                           nn.BatchNorm2d(c_out))
+            self.body = nn.Sequential(*conv_bn(c, c), *conv_bn(c, c, relu=False))
 
         def forward(self, x):
-            y = self.bn2(self.conv2(nn.functional.relu(self.bn1(self.conv1(x)))))
-            return nn.functional.relu(y + (x if self.short is None else self.short(x)))
+            return nn.functional.relu(x + self.body(x))
 
-    layers_ = [nn.Conv2d(1, widths[0], stem_kernel, stem_stride, stem_kernel // 2, bias=False),
-               nn.BatchNorm2d(widths[0]), nn.ReLU()]
-    c_in = widths[0]
-    for i, w in enumerate(widths):
-        for j in range(blocks):
-            layers_.append(Block(c_in, w, 2 if (i > 0 and j == 0) else 1))
-            c_in = w
-    layers_ += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in, 10)]
+    widths, hw = flax_model.widths, 28
+    blocks = tuple(flax_model.blocks) + (0,) * (len(widths) - len(flax_model.blocks))
+    layers_, c_in = [], 1
+    for i, (w, n) in enumerate(zip(widths, blocks)):
+        if i > 0:
+            layers_.append(nn.MaxPool2d(2))
+            hw //= 2
+        layers_ += conv_bn(c_in, w) + [Residual(w) for _ in range(n)]
+        c_in = w
+    layers_ += [nn.Flatten(), nn.Linear(hw * hw * c_in, flax_model.hidden), nn.ReLU(),
+                nn.Dropout(flax_model.dropout), nn.Linear(flax_model.hidden, 10)]
     return nn.Sequential(*layers_)
 
 
@@ -193,6 +189,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=30, help="steps per timed block")
     p.add_argument("--repeats", type=int, default=7, help="timed blocks per framework and model")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (incl. compile)")
+    p.add_argument("--pause", type=float, default=0.5, help="seconds of rest before each block")
     p.add_argument("--no-torch", action="store_true", help="JAX figures only")
     args = p.parse_args(argv)
 
@@ -227,8 +224,12 @@ def main(argv=None) -> int:
     for _ in range(args.repeats):
         for name in args.models:
             jr, tr, _, _ = runners[name]
+            # A pause before each block: the other runtime's worker threads spin for a while
+            # after their last task (OpenMP, Eigen) and would steal the cores.
+            time.sleep(args.pause)
             results[name][0].append(jr.run(args.steps))
             if tr is not None:
+                time.sleep(args.pause)
                 results[name][1].append(tr.run(args.steps))
 
     retraced = train.TRACE_COUNTS["train_step"] - before_timing  # must stay 0

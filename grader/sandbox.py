@@ -9,7 +9,8 @@
   and/or data segment (``RLIMIT_DATA``), file size (``RLIMIT_FSIZE``), open files, no core files;
   stdout/stderr read incrementally and kept as a bounded head + tail, so gigabytes of printing cost
   neither memory nor disk; a clean environment (no tokens, no compilation or reference caches); a
-  cap on what the child leaves in its work dir.
+  cap on what the child leaves in its work dir; with a sandbox uid, a cap on the memory of all its
+  processes together (RLIMIT_AS binds each process alone).
 * mode "namespaces" (root and a working ``unshare``, the default when available): new network,
   PID, mount, IPC and UTS namespaces; the child runs as an unprivileged uid with no account, one
   uid per concurrent sandbox, so ``RLIMIT_NPROC`` -- which counts a uid's threads machine-wide and
@@ -269,7 +270,8 @@ def _describe_signal(sig: int, limits: Limits, timeout_s: float) -> str:
     mem = limits.address_space_bytes or limits.data_bytes
     mem_hint = f": the limit is {_fmt_bytes(mem)}" if mem else ""
     if sig in (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT):
-        return f"crashed with {name} (a stack overflow, or out of memory{mem_hint})"
+        return (f"crashed with {name} (a stack overflow, the process/thread limit, or out of "
+                f"memory{mem_hint})")
     if sig == signal.SIGKILL:
         return f"killed by {name} (the CPU time limit of {cpu:g} s, or out of memory{mem_hint})"
     return f"ended by {name}"

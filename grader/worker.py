@@ -154,6 +154,22 @@ def run_call(module, call: dict, in_arrays: dict, out_arrays: dict, prefix: str,
     return {"ok": True, "out": skeleton, "info": info}
 
 
+def _reap_children() -> None:
+    """Collect the exit status of every child the student's code started and left behind.
+
+    Unreaped (zombie) children still count against the sandbox's process limit: a fork storm in one
+    exercise would otherwise leave the uid at its limit and make the threads of the next, honest
+    exercise fail to start.
+    """
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:  # no children left
+            return
+        if pid == 0:  # children still running: the sandbox kills them at the end
+            return
+
+
 def _import_student(name: str, path: Path):
     import importlib.util
 
@@ -235,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                 for c in ex["calls"]}
             _save_arrays(out_dir / f"{name}.npz", {})
         _write_json(out_dir / f"{name}.json", {"exercise": name, "outcomes": outcomes})
+        _reap_children()
     _write_json(out_dir / "progress.json", {"exercise": None, "stage": "done"})
     return 0
 

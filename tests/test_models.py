@@ -28,15 +28,16 @@ def bn(c):
     return 2 * c
 
 
-def resnet_small_count(widths=(32, 64, 128), classes=10):
-    total = conv(3, 1, widths[0], bias=False) + bn(widths[0])
-    c_in = widths[0]
-    for w in widths:
-        total += conv(3, c_in, w, bias=False) + bn(w) + conv(3, w, w, bias=False) + bn(w)
-        if c_in != w:  # projection shortcut
-            total += conv(1, c_in, w, bias=False) + bn(w)
+def resnet_small_count(widths=(32, 64, 128), blocks=(0, 0, 0), hidden=128, classes=10, hw=28):
+    """Stages of conv3x3 (no bias) + BN, residual blocks of two such, 2x2 pools in between."""
+    total, c_in = 0, 1
+    for i, (w, n) in enumerate(zip(widths, blocks)):
+        if i > 0:
+            hw //= 2
+        total += conv(3, c_in, w, bias=False) + bn(w)
+        total += n * 2 * (conv(3, w, w, bias=False) + bn(w))
         c_in = w
-    return total + dense(widths[-1], classes)
+    return total + dense(hw * hw * c_in, hidden) + dense(hidden, classes)
 
 
 HAND_COUNTS = {
@@ -50,6 +51,7 @@ HAND_COUNTS = {
     "lenet5": conv(5, 1, 6) + conv(5, 6, 16) + dense(400, 120) + dense(120, 84) + dense(84, 10),
     # SAME + avg pool 2 twice: 28 -> 14 -> 7, so 7*7*64 = 3,136 features
     "flax_cnn": conv(3, 1, 32) + conv(3, 32, 64) + dense(7 * 7 * 64, 256) + dense(256, 10),
+    # 28 -> 14 -> 7: 7*7*128 = 6,272 features -> 128 -> 10
     "resnet_small": resnet_small_count(),
 }
 
@@ -141,7 +143,11 @@ def test_summary_lists_layers_shapes_and_total():
     text = models.summary(models.get("resnet_small", num_classes=10), (28, 28, 1))
     assert f"Trainable params: {HAND_COUNTS['resnet_small']:,}" in text
     assert "Non-trainable params: " in text and "BatchNorm" in text
-    assert text.index("stem") < text.index("stage1_block1") < text.index("head")
+    assert text.index("stage1") < text.index("stage2") < text.index("hidden") < text.index("head")
+    text = models.summary(models.get("resnet_small", num_classes=10, blocks=(0, 1, 0)),
+                          (28, 28, 1))
+    assert f"Trainable params: {resnet_small_count(blocks=(0, 1, 0)):,}" in text
+    assert "stage2_block1 (ResidualBlock)" in text
 
 
 def test_dropout_needs_key_and_depends_on_it():
@@ -169,12 +175,12 @@ def test_batch_stats_update_only_in_train_mode():
     x = 3.0 + jax.random.uniform(jax.random.key(4), (4, 28, 28, 1))
     _, updates = apply(model, variables, x, train=True, rngs={"dropout": jax.random.key(0)},
                              mutable=["batch_stats"])
-    before = variables["batch_stats"]["stem_bn"]["mean"]
-    after = updates["batch_stats"]["stem_bn"]["mean"]
+    before = variables["batch_stats"]["stage1"]["BatchNorm_0"]["mean"]
+    after = updates["batch_stats"]["stage1"]["BatchNorm_0"]["mean"]
     assert before.shape == after.shape
     assert not np.allclose(before, after)
     # The input variables are untouched (pure), and eval mode mutates nothing.
-    np.testing.assert_array_equal(variables["batch_stats"]["stem_bn"]["mean"], before)
+    np.testing.assert_array_equal(variables["batch_stats"]["stage1"]["BatchNorm_0"]["mean"], before)
     _, state = apply(model, variables, x, train=False, mutable=["batch_stats"])
     jax.tree.map(np.testing.assert_array_equal, state["batch_stats"], variables["batch_stats"])
 

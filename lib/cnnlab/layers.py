@@ -29,6 +29,44 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+# XLA:CPU (jaxlib 0.10) hands convolutions to YNNPACK by default, which runs each one on a
+# single thread; without it they go to Eigen's convolution on the intra-op thread pool (all
+# cores). Measured here on 2 cores: 14x14x32->64 at batch 128, forward 10.9 -> 5.4 ms, input
+# gradient 11.4 -> 5.6 ms, same results. The flag must be in XLA_FLAGS before JAX compiles
+# anything, so it is added when this module is imported (``import cnnlab.models`` does), unless
+# XLA_FLAGS already sets it or CNNLAB_XLA_FLAGS=off. Only for the jaxlib versions it was
+# verified on: an unknown XLA flag aborts the process.
+YNN_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+_VERIFIED_JAXLIB = ("0.10.",)
+
+
+def _add_xla_cpu_flags() -> bool:
+    import jaxlib
+
+    flags = os.environ.get("XLA_FLAGS", "")
+    if (os.environ.get("CNNLAB_XLA_FLAGS", "").lower() in ("off", "0", "no")
+            or "xla_cpu_experimental_ynn_fusion_type" in flags
+            or not jaxlib.__version__.startswith(_VERIFIED_JAXLIB)):
+        return False
+    os.environ["XLA_FLAGS"] = f"{flags} {YNN_CONV_FLAG}".strip()
+    return True
+
+
+_add_xla_cpu_flags()
+
+
+def multithreaded_cpu_convolutions() -> bool:
+    """Whether XLA:CPU compiles convolutions to its multi-threaded Eigen path in this process
+    (False when the flag came too late: something compiled before ``cnnlab.layers`` was
+    imported). Compiles one tiny convolution to find out."""
+    if jax.default_backend() != "cpu":
+        return False
+    x = jnp.zeros((2, 8, 8, 32))  # tiny convolutions never go to YNNPACK: this one would
+    hlo = jax.jit(lambda x, k: _conv_xla(x, k, (1, 1), ((1, 1), (1, 1)))).lower(
+        x, jnp.zeros((3, 3, 32, 32))).compile().as_text()
+    return "ynn_fusion" not in hlo
+
+
 PaddingLike = str | int | Sequence[int | tuple[int, int]]
 Pads = tuple[tuple[int, int], tuple[int, int]]
 _DN = ("NHWC", "HWIO", "NHWC")
@@ -70,21 +108,15 @@ def choose_backward(x_shape: Sequence[int], kernel_shape: Sequence[int],
                     out_shape: Sequence[int], strides: Sequence[int]) -> tuple[str, str]:
     """(weight-gradient method, input-gradient method) for one convolution on CPU.
 
-    Measured on this 2-core CPU (CPU-seconds per image, ``benchmarks/conv_backward.py``):
-    XLA's weight gradient gets slower *per image* as the batch grows (at 14x14x64->64 about
-    1.5x the forward conv at batch 32, 2x at 128, 6x at 256), so "chunks" sums XLA's weight
-    gradients over chunks of :data:`CHUNK` images (2x faster at batch 128, 3-6x at 256);
-    "im2col" (one matmul) is as fast for the tiny first layer of a grayscale model (kh*kw*C
-    <= 32). XLA's input gradient costs the same as the forward conv at every batch size and
-    stays. ``CNNLAB_CONV_WGRAD`` / ``CNNLAB_CONV_DGRAD`` force a method (for measurements).
+    Measured on this 2-core CPU (CPU-seconds per image): XLA's weight gradient gets slower
+    *per image* as the batch grows (at 14x14x64->64 about 1.5x the forward conv at batch 32, 2x
+    at 128, 6x at 256), so "chunks" sums XLA's weight gradients over chunks of :data:`CHUNK`
+    images (1.2-2x faster at batch 128, 3-6x at 256). "taps" (one matmul per kernel tap) and
+    "im2col" (one matmul) measured slower here except on tiny first layers. XLA's input
+    gradient costs the same as the forward conv at every batch size and stays.
+    ``CNNLAB_CONV_WGRAD`` / ``CNNLAB_CONV_DGRAD`` force a method (for measurements).
     """
-    kh, kw, c, _ = kernel_shape
-    if kh * kw * c <= 32:
-        wgrad = "im2col"
-    elif x_shape[0] > CHUNK:
-        wgrad = "chunks"
-    else:
-        wgrad = "xla"
+    wgrad = "chunks" if x_shape[0] > CHUNK else "xla"
     dgrad = "xla"
     wgrad = os.environ.get("CNNLAB_CONV_WGRAD", wgrad).lower()
     dgrad = os.environ.get("CNNLAB_CONV_DGRAD", dgrad).lower()
@@ -130,13 +162,43 @@ def _conv_xla(x, kernel, strides, pads):
     return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_DN)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def _conv_custom(x, kernel, strides, pads, wgrad, dgrad):
+def conv_taps(x: jax.Array, kernel: jax.Array, strides: Sequence[int], pads: Pads) -> jax.Array:
+    """The convolution as a sum over kernel taps of (M, C) x (C, O) products, M = N*H'*W'.
+
+    For a handful of input channels (a grayscale or RGB first layer) XLA fuses these into one
+    elementwise loop, measured 5x faster here than its convolution (which has K = kh*kw*C tiny).
+    """
+    kh, kw, c, o = kernel.shape
+    xp = _pad(x, pads)
+    n = x.shape[0]
+    ho = (xp.shape[1] - kh) // strides[0] + 1
+    wo = (xp.shape[2] - kw) // strides[1] + 1
+    acc = None
+    for i in range(kh):
+        for j in range(kw):
+            tap = _offset_slice(xp, i, j, (ho, wo), strides).reshape(n * ho * wo, c)
+            y = lax.dot_general(tap, kernel[i, j], (((1,), (0,)), ((), ())),
+                                preferred_element_type=jnp.float32)
+            acc = y if acc is None else acc + y
+    return acc.reshape(n, ho, wo, o).astype(x.dtype)
+
+
+TAPS_FORWARD_MAX_CHANNELS = 4
+
+
+def _forward(x, kernel, strides, pads):
+    if kernel.shape[2] <= TAPS_FORWARD_MAX_CHANNELS:
+        return conv_taps(x, kernel, strides, pads)
     return _conv_xla(x, kernel, strides, pads)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _conv_custom(x, kernel, strides, pads, wgrad, dgrad):
+    return _forward(x, kernel, strides, pads)
+
+
 def _conv_fwd(x, kernel, strides, pads, wgrad, dgrad):
-    return _conv_xla(x, kernel, strides, pads), (x, kernel)
+    return _forward(x, kernel, strides, pads), (x, kernel)
 
 
 def _offset_slice(xp: jax.Array, i: int, j: int, out_hw: Sequence[int],
@@ -156,10 +218,9 @@ def weight_grad_xla(x: jax.Array, g: jax.Array, kernel_hw: Sequence[int],
                     strides: Sequence[int], pads: Pads) -> jax.Array:
     """dL/dW (kh, kw, C, O) from the input x (N, H, W, C) and dL/dY g (N, H', W', O), by XLA
     (the transpose of the convolution in its kernel argument)."""
-    # The kernel's value does not enter the weight gradient (the conv is linear in it).
-    zeros = jnp.zeros((*kernel_hw, x.shape[-1], g.shape[-1]), x.dtype)
-    _, vjp_w = jax.vjp(lambda k: _conv_xla(x, k, strides, pads), zeros)
-    return vjp_w(g)[0]
+    kernel = jax.ShapeDtypeStruct((*kernel_hw, x.shape[-1], g.shape[-1]), x.dtype)
+    (dw,) = jax.linear_transpose(lambda k: _conv_xla(x, k, strides, pads), kernel)(g)
+    return dw
 
 
 def weight_grad_chunks(x: jax.Array, g: jax.Array, kernel_hw: Sequence[int],
@@ -242,8 +303,8 @@ def _conv_bwd(strides, pads, wgrad, dgrad, res, g):
     if dgrad == "taps":
         dx = input_grad_taps(g, kernel, x.shape, strides, pads)
     else:
-        _, vjp_x = jax.vjp(lambda x: _conv_xla(x, kernel, strides, pads), x)
-        (dx,) = vjp_x(g)
+        x_struct = jax.ShapeDtypeStruct(x.shape, x.dtype)
+        (dx,) = jax.linear_transpose(lambda x: _conv_xla(x, kernel, strides, pads), x_struct)(g)
     return dx.astype(x.dtype), dw.astype(kernel.dtype)
 
 
