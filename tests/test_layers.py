@@ -122,13 +122,16 @@ def test_conv_module_is_a_drop_in_for_flax_conv():
 @pytest.mark.parametrize("shape,window,padding", [
     ((2, 8, 8, 3), (2, 2), "VALID"), ((2, 7, 9, 2), (2, 2), "VALID"),
     ((1, 7, 5, 2), (2, 2), "SAME"), ((2, 9, 9, 1), (3, 3), "VALID"), ((1, 6, 6, 2), (3, 2), "SAME")])
-def test_max_pool_matches_flax(shape, window, padding):
-    x = jax.random.normal(jax.random.key(1), shape)  # continuous values: no ties
+@pytest.mark.parametrize("ties", [False, True])
+def test_max_pool_matches_flax(shape, window, padding, ties):
+    x = jax.random.normal(jax.random.key(1), shape)
+    if ties:  # few distinct values: windows with several maxima (the first one gets the gradient)
+        x = jnp.round(x)
     ours = lambda x: layers.max_pool(x, window, padding=padding)  # noqa: E731
     theirs = lambda x: nn.max_pool(x, window, window, padding=padding)  # noqa: E731
     np.testing.assert_array_equal(ours(x), theirs(x))
     cot = jax.random.normal(jax.random.key(2), ours(x).shape)
-    np.testing.assert_allclose(jax.vjp(ours, x)[1](cot)[0], jax.vjp(theirs, x)[1](cot)[0])
+    np.testing.assert_array_equal(jax.vjp(ours, x)[1](cot)[0], jax.vjp(theirs, x)[1](cot)[0])
     # Overlapping windows fall back to flax.
     np.testing.assert_array_equal(layers.max_pool(x, (2, 2), (1, 1)),
                                   nn.max_pool(x, (2, 2), (1, 1)))
@@ -148,3 +151,16 @@ def test_import_makes_cpu_convolutions_multithreaded():
 
     assert run(XLA_FLAGS=None, CNNLAB_XLA_FLAGS=None) == "True"
     assert run(XLA_FLAGS=None, CNNLAB_XLA_FLAGS="off") == "False"
+
+
+@pytest.mark.parametrize("shape,window,padding", [
+    ((2, 8, 8, 3), (2, 2), "VALID"), ((2, 7, 9, 2), (2, 2), "VALID"),
+    ((1, 7, 5, 2), (2, 2), "SAME"), ((1, 6, 6, 2), (3, 2), "SAME")])
+def test_avg_pool_matches_flax(shape, window, padding):
+    x = jax.random.normal(jax.random.key(3), shape)
+    ours = lambda x: layers.avg_pool(x, window, padding=padding)  # noqa: E731
+    theirs = lambda x: nn.avg_pool(x, window, window, padding=padding)  # noqa: E731
+    np.testing.assert_allclose(ours(x), theirs(x), rtol=1e-6, atol=1e-6)
+    cot = jax.random.normal(jax.random.key(4), ours(x).shape)
+    np.testing.assert_allclose(jax.vjp(ours, x)[1](cot)[0], jax.vjp(theirs, x)[1](cot)[0],
+                               rtol=1e-6, atol=1e-6)

@@ -250,3 +250,30 @@ def test_layers_conv_has_flax_parameter_layout():
     v = ours.init(key, x)
     assert jax.tree.map(jnp.shape, v) == jax.tree.map(jnp.shape, theirs.init(key, x))
     np.testing.assert_allclose(ours.apply(v, x), theirs.apply(v, x), rtol=1e-5, atol=1e-5)
+
+
+def test_train_step_compiles_once_per_shape():
+    """cnnlab.train.train_step traces (a Python side effect counts it) once per batch shape."""
+    import optax
+
+    from cnnlab import train
+
+    model = models.get("resnet_small", num_classes=10, widths=(4, 8, 8), hidden=8)
+    state = train.create_train_state(model, optax.adam(1e-3), jax.random.key(0, impl="rbg"),
+                                     (28, 28, 1))
+    key = jax.random.key(1)
+    rng = np.random.default_rng(0)
+
+    def batch(n):
+        return (jnp.asarray(rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8)),
+                jnp.asarray(rng.integers(0, 10, (n,), dtype=np.int32)))
+
+    before = train.TRACE_COUNTS["train_step"]
+    for _ in range(3):
+        state, metrics = train.train_step(state, *batch(8), key)
+    assert train.TRACE_COUNTS["train_step"] - before == 1
+    state, metrics = train.train_step(state, *batch(4), key)  # a new shape: one more
+    for _ in range(2):
+        state, metrics = train.train_step(state, *batch(8), key)
+    assert train.TRACE_COUNTS["train_step"] - before == 2
+    assert bool(jnp.isfinite(metrics["loss"]))

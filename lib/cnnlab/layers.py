@@ -1,20 +1,31 @@
-"""Layers with a fast CPU backward pass.
+"""Layers that train fast on a CPU: :class:`Conv`, :func:`max_pool`, :func:`avg_pool`.
 
-:class:`Conv` is a drop-in for :class:`flax.linen.Conv` (same parameter names and shapes: ``kernel``
-HWIO, ``bias`` (features,)). The forward pass is :func:`jax.lax.conv_general_dilated`.
+:class:`Conv` is a drop-in for :class:`flax.linen.Conv` (same parameter names and shapes:
+``kernel`` HWIO, ``bias`` (features,)); the pools are drop-ins for ``nn.max_pool`` /
+``nn.avg_pool``. Values and gradients equal XLA's; only the way they are computed differs, and
+only on CPU (decided when tracing, from ``jax.default_backend()``; GPU/TPU get plain XLA).
+What was measured on this 2-core CPU (jaxlib 0.10, batch 128; ``benchmarks/train_throughput.py``):
 
-Why a custom backward: on XLA:CPU the convolution *weight* gradient is the slow part of training,
-and it gets slower per image as the batch grows (measured here at 14x14x64->64: 1.5x the forward
-conv at batch 32, 2x at 128, 6x at 256). On CPU :func:`conv2d` therefore has a
-:func:`jax.custom_vjp` whose weight gradient is the same sum taken in a faster order:
+1. XLA:CPU runs convolutions through YNNPACK on a single thread. Importing this module adds
+   ``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`` to ``XLA_FLAGS`` so they
+   run on Eigen's multi-threaded convolution instead: 2x on every convolution, forward and
+   backward (see :data:`YNN_CONV_FLAG`; ``CNNLAB_XLA_FLAGS=off`` leaves XLA_FLAGS alone).
+2. The convolution's weight gradient gets slower *per image* as the batch grows (at
+   14x14x64->64: 1.5x the forward pass at batch 32, 2x at 128, 6x at 256). :func:`conv2d` has a
+   :func:`jax.custom_vjp` whose weight gradient is the same sum taken in a faster order,
 
-    dW[i, j, c, o] = sum_{n, p, q} xpad[n, s*p + i, s*q + j, c] * dY[n, p, q, o]
+       dW[i, j, c, o] = sum_{n, p, q} xpad[n, s*p + i, s*q + j, c] * dY[n, p, q, o],
 
-either summed over chunks of 16 images ("chunks"), as one im2col matmul for tiny first layers
-("im2col"), or as one matmul per kernel tap ("taps", shifted matmuls); see
-:func:`choose_backward`. The input gradient stays XLA's (as fast as the forward pass). The choice
-is made when tracing (``jax.default_backend()``); elsewhere (GPU/TPU) it is plain XLA.
-``CNNLAB_CONV_BACKWARD=xla`` in the environment turns the custom backward off (for comparisons).
+   summed over chunks of 16 images ("chunks", 1.2-2x at batch 128, 3-6x at 256); per-tap
+   shifted matmuls ("taps") and one im2col matmul ("im2col") are there too, tested, and measured
+   slower here (:func:`choose_backward`).
+3. A convolution with 1-4 input channels (a grayscale or RGB first layer) is computed forward as
+   a sum of per-tap products that XLA fuses into one loop (:func:`conv_taps`, 5x).
+4. Non-overlapping pools are a reshape and a max/mean; the max pool has its own gradient
+   (first maximum of each window, as ``nn.max_pool``): XLA:CPU's ``select_and_scatter`` measured
+   9x slower, and ``reduce_window`` of ``nn.avg_pool`` materialises full-size constants.
+
+``CNNLAB_CONV_BACKWARD=xla`` turns 2 and 3 off (for comparisons).
 """
 
 from __future__ import annotations
@@ -169,7 +180,9 @@ def conv_taps(x: jax.Array, kernel: jax.Array, strides: Sequence[int], pads: Pad
     elementwise loop, measured 5x faster here than its convolution (which has K = kh*kw*C tiny).
     """
     kh, kw, c, o = kernel.shape
-    xp = _pad(x, pads)
+    # Materialise the input once: fused into the taps, its producers (e.g. uint8 -> float
+    # scaling) would be recomputed for every tap and output channel.
+    xp = _pad(lax.optimization_barrier(x), pads)
     n = x.shape[0]
     ho = (xp.shape[1] - kh) // strides[0] + 1
     wo = (xp.shape[2] - kw) // strides[1] + 1
@@ -315,11 +328,11 @@ def max_pool(x: jax.Array, window_shape: Sequence[int] = (2, 2),
              strides: Sequence[int] | None = None, padding: str = "VALID") -> jax.Array:
     """:func:`flax.linen.max_pool` for NHWC ``x``, fast on CPU when the windows do not overlap.
 
-    With ``strides == window_shape`` (the usual 2x2/2 pool) it is a reshape and a max:
-    (N, H, W, C) -> (N, H//wh, W//ww, C) for "VALID" (ceil for "SAME", padded with -inf). Its
-    gradient is an elementwise select, where XLA:CPU's ``select_and_scatter`` (the gradient
-    of ``nn.max_pool``) measured 9x slower here. (On exact ties within a window the gradient is
-    shared among the tied inputs instead of going to one of them.)
+    With ``strides == window_shape`` (the usual 2x2/2 pool) it is a reshape and a max,
+    (N, H, W, C) -> (N, H//wh, W//ww, C) for "VALID" (ceil for "SAME", padded with -inf), with a
+    custom gradient: each output's gradient goes to the first maximum of its window (as
+    ``nn.max_pool``'s ``select_and_scatter``, which measured 9x slower on XLA:CPU; autodiff of the
+    reshaped max is 3x slower too). Other pools fall back to ``nn.max_pool``.
     """
     window = _pairs(window_shape, 2)
     strides = window if strides is None else _pairs(strides, 2)
@@ -330,13 +343,81 @@ def max_pool(x: jax.Array, window_shape: Sequence[int] = (2, 2),
     (wh, ww) = window
     if padding.upper() == "VALID":
         ho, wo = h // wh, w // ww
-        x = x[:, :ho * wh, :wo * ww]
+        pads = ((0, ho * wh - h), (0, wo * ww - w))  # negative: crop the leftover rows/columns
     else:
         ho, wo = -(-h // wh), -(-w // ww)
         ph, pw = ho * wh - h, wo * ww - w
-        x = jnp.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)),
-                    constant_values=-jnp.inf)
-    return x.reshape(n, ho, wh, wo, ww, c).max(axis=(2, 4))
+        pads = ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
+    return _window_max(x, window, pads)
+
+
+def avg_pool(x: jax.Array, window_shape: Sequence[int] = (2, 2),
+             strides: Sequence[int] | None = None, padding: str = "VALID") -> jax.Array:
+    """:func:`flax.linen.avg_pool` (``count_include_pad=True``, its default) for NHWC ``x``.
+
+    Non-overlapping windows (``strides == window_shape``) are a reshape and a mean: XLA:CPU's
+    ``reduce_window`` made ``nn.avg_pool`` materialise full-size constant tensors every step
+    (about 7 ms of a 45 ms Flax-example-CNN step here). Other pools fall back to ``nn.avg_pool``.
+    """
+    window = _pairs(window_shape, 2)
+    strides = window if strides is None else _pairs(strides, 2)
+    if strides != window or not isinstance(padding, str) or padding.upper() not in ("SAME",
+                                                                                    "VALID"):
+        return nn.avg_pool(x, window, strides, padding)
+    n, h, w, c = x.shape
+    (wh, ww) = window
+    if padding.upper() == "VALID":
+        ho, wo = h // wh, w // ww
+        pads = ((0, ho * wh - h), (0, wo * ww - w))
+    else:
+        ho, wo = -(-h // wh), -(-w // ww)
+        ph, pw = ho * wh - h, wo * ww - w
+        pads = ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
+    xp = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
+    return xp.reshape(n, ho, wh, wo, ww, c).mean(axis=(2, 4))
+
+
+def _pad_windows(x, window, pads):
+    """Pad (with -inf) or crop x to whole windows: (N, Ho, wh, Wo, ww, C)."""
+    n, h, w, c = x.shape
+    xp = lax.pad(x, jnp.array(-jnp.inf, x.dtype),
+                 ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
+    (wh, ww) = window
+    return xp.reshape(n, xp.shape[1] // wh, wh, xp.shape[2] // ww, ww, c)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _window_max(x, window, pads):
+    return _pad_windows(x, window, pads).max(axis=(2, 4))
+
+
+def _window_max_fwd(x, window, pads):
+    y = _window_max(x, window, pads)
+    return y, (x, y)
+
+
+def _window_max_bwd(window, pads, res, g):
+    x, y = res
+    xw = _pad_windows(x, window, pads)
+    (wh, ww) = window
+    taken = jnp.zeros(y.shape, bool)
+    rows = []
+    for i in range(wh):  # row-major scan of the window: the first maximum takes the gradient
+        cols = []
+        for j in range(ww):
+            hit = (xw[:, :, i, :, j, :] == y) & ~taken
+            taken = taken | hit
+            cols.append(jnp.where(hit, g, jnp.zeros((), g.dtype)))
+        rows.append(jnp.stack(cols, axis=3))          # (N, Ho, Wo, ww, C)
+    dxw = jnp.stack(rows, axis=2)                      # (N, Ho, wh, Wo, ww, C)
+    n, ho, _, wo, _, c = dxw.shape
+    dxp = dxw.reshape(n, ho * wh, wo * ww, c)
+    # Undo the padding/cropping: slice off padded rows, re-add cropped ones as zeros.
+    neg = ((0, 0, 0), (-pads[0][0], -pads[0][1], 0), (-pads[1][0], -pads[1][1], 0), (0, 0, 0))
+    return (lax.pad(dxp, jnp.zeros((), g.dtype), neg),)
+
+
+_window_max.defvjp(_window_max_fwd, _window_max_bwd)
 
 
 class Conv(nn.Module):

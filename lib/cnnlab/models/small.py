@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from cnnlab.errors import CnnlabError
-from cnnlab.layers import Conv, max_pool
+from cnnlab.layers import Conv, avg_pool, max_pool
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nn.relu,
@@ -118,9 +118,9 @@ class LeNet5(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         act = activation(self.activation)
         x = act(Conv(6, (5, 5), padding="SAME")(x))
-        x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+        x = avg_pool(x, (2, 2))
         x = act(Conv(16, (5, 5), padding="VALID")(x))
-        x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+        x = avg_pool(x, (2, 2))
         x = flatten(x)
         x = act(nn.Dense(120)(x))
         x = act(nn.Dense(84)(x))
@@ -139,8 +139,8 @@ class FlaxCNN(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         x = nn.relu(Conv(32, (3, 3))(x))
-        x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+        x = avg_pool(x, (2, 2))
         x = nn.relu(Conv(64, (3, 3))(x))
-        x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+        x = avg_pool(x, (2, 2))
         x = nn.relu(nn.Dense(256)(flatten(x)))
         return nn.Dense(self.num_classes)(x)
