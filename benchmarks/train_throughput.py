@@ -172,6 +172,29 @@ class TorchRunner:
         return t
 
 
+def eval_seconds(name: str, repeats: int = 3) -> tuple[int, float, float]:
+    """Seconds of ``cnnlab.train.evaluate`` over the Fashion-MNIST test split (what
+    ``cnnlab evaluate`` runs), compile excluded: (images, first call incl. compile, median)."""
+    from cnnlab import data, distributed
+
+    ds = data.load("fashion_mnist")
+    mesh = distributed.make_mesh()
+    model = models.get(name, num_classes=len(ds.class_names))
+    state = train.create_train_state(model, optax.adam(1e-3), jax.random.key(0),
+                                     ds.test.images.shape[1:])
+    shardings = distributed.state_shardings(state, mesh)
+    state = jax.device_put(state, shardings)
+    _, eval_fn = train.make_step_fns(train.StepOptions(), mesh, shardings)
+    feeder = train.BatchFeeder(ds.test, mesh)
+    bs = train.TrainConfig().eval_batch_size
+    times = []
+    for _ in range(repeats + 1):
+        t = time.perf_counter()
+        train.evaluate(state, feeder, eval_fn, bs)
+        times.append(time.perf_counter() - t)
+    return len(ds.test.labels), times[0], statistics.median(times[1:])
+
+
 def torch_available() -> bool:
     try:
         import torch  # noqa: F401
@@ -191,6 +214,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (incl. compile)")
     p.add_argument("--pause", type=float, default=0.5, help="seconds of rest before each block")
     p.add_argument("--no-torch", action="store_true", help="JAX figures only")
+    p.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation timing")
     args = p.parse_args(argv)
 
     have_torch = torch_available() and not args.no_torch
@@ -260,6 +284,13 @@ def main(argv=None) -> int:
             cpu_ratio = med(a.cpu_rate / b.cpu_rate for a, b in zip(js, ts))
             line += f" {med(t.cpu_rate for t in ts):>15.0f} {cpu_ratio:>5.2f}x"
         print(line + f" {compile_s:>9.1f} {traces + retraced:>8}")
+    if not args.no_eval:
+        print("\ninference: cnnlab.train.evaluate over the test split (what `cnnlab evaluate` "
+              "runs), batch 1000")
+        for name in args.models:
+            n, first, median = eval_seconds(name)
+            print(f"{name:<14} {n:,} images: {median:.2f} s after compile "
+                  f"({n / median:,.0f} img/s; first call incl. compile {first:.1f} s)")
     if not ok:
         print("ERROR: a train step compiled more than once", file=sys.stderr)
         return 1

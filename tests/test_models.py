@@ -142,7 +142,7 @@ def test_summary_lists_layers_shapes_and_total():
     assert text.index("Conv_0") < text.index("Conv_2") < text.index("Dense_0")
     text = models.summary(models.get("resnet_small", num_classes=10), (28, 28, 1))
     assert f"Trainable params: {HAND_COUNTS['resnet_small']:,}" in text
-    assert "Non-trainable params: " in text and "BatchNorm" in text
+    assert "Non-trainable params: 448" in text and "(ConvBN)" in text  # BN statistics: 2 x (32+64+128)
     assert text.index("stage1") < text.index("stage2") < text.index("hidden") < text.index("head")
     text = models.summary(models.get("resnet_small", num_classes=10, blocks=(0, 1, 0)),
                           (28, 28, 1))

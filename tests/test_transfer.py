@@ -79,11 +79,12 @@ def test_blocks_freeze_labels_and_discriminative_lrs():
     assert lrs == pytest.approx({"head": 1e-3, "block-1": 1e-4, "block-2": 1e-5})
     everything = transfer.freeze_labels(params, groups, unfreeze=-1)
     assert "frozen" not in jax.tree.leaves(everything)
-    # cnnlab's own ResNet: the stem's batch norm joins the stem, the head is "head".
+    # cnnlab's own ResNet: each conv-BN stage (its batch norm inside) is a block, the head is "head".
     small = models.get("resnet_small", num_classes=3)
     p = _abstract(small, (1, 28, 28, 1))["params"]
     g = transfer.blocks(transfer.layer_order(small, (1, 28, 28, 1)), p)
-    assert g[0] == ("stem", ["stem", "stem_bn"]) and g[-1] == ("head", ["head"])
+    assert [name for name, _ in g] == ["stage1", "stage2", "stage3", "hidden", "head"]
+    assert g[0] == ("stage1", ["stage1"]) and g[-1] == ("head", ["head"])
 
 
 def test_finetune_optimizer_leaves_frozen_parameters_bit_identical():
