@@ -32,7 +32,7 @@ import time
 PRESETS = {
     "workshop_cnn": dict(model="workshop_cnn", epochs=10, batch_size=128, optimizer="adam",
                          learning_rate=3e-3, schedule="one_cycle"),
-    "resnet_small": dict(model="resnet_small", epochs=8, batch_size=128, optimizer="adamw",
+    "resnet_small": dict(model="resnet_small", epochs=10, batch_size=128, optimizer="adamw",
                          learning_rate=3e-3, schedule="one_cycle", weight_decay=5e-4,
                          label_smoothing=0.1, augment=True, augment_pad=0),
 }

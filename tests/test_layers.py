@@ -39,7 +39,7 @@ def conv_cases(draw):
     return (n, h, w, c), (kh, kw, c, o), strides, padding
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=conv_cases(), seed=st.integers(0, 2**16))
 def test_value_and_gradients_match_xla(case, seed):
     x_shape, k_shape, strides, padding = case
@@ -57,9 +57,13 @@ def test_value_and_gradients_match_xla(case, seed):
         y_c, pull_c = jax.vjp(lambda x, k: layers.conv2d(x, k, strides, padding,
                                                          backward=("taps", "taps")), x, kernel)
         dx_c, dk_c = pull_c(cot)
+        y_k, pull_k = jax.vjp(lambda x, k: layers.conv2d(x, k, strides, padding,
+                                                         backward=("chunks", "xla")), x, kernel)
+        dx_k, dk_k = pull_k(cot)
         return dict(
-            y=(y, y_c, layers.conv_taps(x, kernel, strides, pads)), dx=(dx, dx_c, layers.input_grad_taps(cot, kernel, x.shape, strides, pads)),
-            dk=(dk, dk_c, layers.weight_grad_taps(x, cot, k_shape[:2], strides, pads),
+            y=(y, y_c, y_k, layers.conv_taps(x, kernel, strides, pads)),
+            dx=(dx, dx_c, dx_k, layers.input_grad_taps(cot, kernel, x.shape, strides, pads)),
+            dk=(dk, dk_c, dk_k, layers.weight_grad_taps(x, cot, k_shape[:2], strides, pads),
                 layers.weight_grad_im2col(x, cot, k_shape[:2], strides, pads),
                 layers.weight_grad_chunks(x, cot, k_shape[:2], strides, pads, chunk=1),
                 layers.weight_grad_chunks(x, cot, k_shape[:2], strides, pads, chunk=2)))
@@ -110,57 +114,59 @@ def test_conv_module_is_a_drop_in_for_flax_conv():
         v = ours.init(key, x)
         assert jax.tree.map(jnp.shape, v) == jax.tree.map(jnp.shape, theirs.init(key, x))
 
-        def loss(v, module):
-            return jnp.sum(jnp.tanh(module.apply(v, x)))
+        @jax.jit
+        def values_and_grads(v):
+            def loss(v, module):
+                return jnp.sum(jnp.tanh(module.apply(v, x)))
+            return (ours.apply(v, x), theirs.apply(v, x),
+                    jax.grad(loss)(v, ours), jax.grad(loss)(v, theirs))
 
-        np.testing.assert_allclose(ours.apply(v, x), theirs.apply(v, x), rtol=1e-5, atol=1e-5)
-        g_ours, g_theirs = jax.grad(loss)(v, ours), jax.grad(loss)(v, theirs)
+        y_ours, y_theirs, g_ours, g_theirs = values_and_grads(v)
+        np.testing.assert_allclose(y_ours, y_theirs, rtol=1e-5, atol=1e-5)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
                      g_ours, g_theirs)
 
 
 @pytest.mark.parametrize("shape,window,padding", [
-    ((2, 8, 8, 3), (2, 2), "VALID"), ((2, 7, 9, 2), (2, 2), "VALID"),
-    ((1, 7, 5, 2), (2, 2), "SAME"), ((2, 9, 9, 1), (3, 3), "VALID"), ((1, 6, 6, 2), (3, 2), "SAME")])
-@pytest.mark.parametrize("ties", [False, True])
-def test_max_pool_matches_flax(shape, window, padding, ties):
+    ((2, 7, 9, 2), (2, 2), "VALID"), ((1, 7, 5, 2), (2, 2), "SAME"),
+    ((2, 9, 8, 1), (3, 2), "SAME")])
+def test_max_pool_matches_flax(shape, window, padding):
     x = jax.random.normal(jax.random.key(1), shape)
-    if ties:  # few distinct values: windows with several maxima (the first one gets the gradient)
-        x = jnp.round(x)
-    ours = lambda x: layers.max_pool(x, window, padding=padding)  # noqa: E731
-    theirs = lambda x: nn.max_pool(x, window, window, padding=padding)  # noqa: E731
-    np.testing.assert_array_equal(ours(x), theirs(x))
-    cot = jax.random.normal(jax.random.key(2), ours(x).shape)
-    np.testing.assert_array_equal(jax.vjp(ours, x)[1](cot)[0], jax.vjp(theirs, x)[1](cot)[0])
-    # Overlapping windows fall back to flax.
-    np.testing.assert_array_equal(layers.max_pool(x, (2, 2), (1, 1)),
-                                  nn.max_pool(x, (2, 2), (1, 1)))
+    # Rounded: few distinct values, so windows with several maxima (the first one must get the
+    # gradient, as in nn.max_pool).
+    xs = jnp.stack([x, jnp.round(x)])
 
+    @jax.jit
+    def both(xs, cot):
+        ours = lambda x: layers.max_pool(x, window, padding=padding)  # noqa: E731
+        theirs = lambda x: nn.max_pool(x, window, window, padding=padding)  # noqa: E731
+        out = []
+        for x in xs:
+            (y1, pull1), (y2, pull2) = jax.vjp(ours, x), jax.vjp(theirs, x)
+            out.append((y1, y2, pull1(cot)[0], pull2(cot)[0]))
+        return out, layers.max_pool(xs[0], (2, 2), (1, 1)), nn.max_pool(xs[0], (2, 2), (1, 1))
 
-def test_import_makes_cpu_convolutions_multithreaded():
-    """Importing cnnlab.layers adds the XLA flag that takes convolutions off the single-threaded
-    YNNPACK path (checked in fresh processes: the flag only counts before the first compile)."""
-    code = "import cnnlab.layers as L; print(L.multithreaded_cpu_convolutions())"
-
-    def run(**env):
-        env = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                             text=True, timeout=120)
-        assert out.returncode == 0, out.stderr[-2000:]
-        return out.stdout.strip().splitlines()[-1]
-
-    assert run(XLA_FLAGS=None, CNNLAB_XLA_FLAGS=None) == "True"
-    assert run(XLA_FLAGS=None, CNNLAB_XLA_FLAGS="off") == "False"
+    cot = jax.random.normal(jax.random.key(2), layers.max_pool(x, window, padding=padding).shape)
+    pairs, overlap_ours, overlap_flax = both(xs, cot)
+    for y1, y2, g1, g2 in pairs:
+        np.testing.assert_array_equal(y1, y2)
+        np.testing.assert_array_equal(g1, g2)
+    np.testing.assert_array_equal(overlap_ours, overlap_flax)  # overlapping windows: flax's
 
 
 @pytest.mark.parametrize("shape,window,padding", [
-    ((2, 8, 8, 3), (2, 2), "VALID"), ((2, 7, 9, 2), (2, 2), "VALID"),
-    ((1, 7, 5, 2), (2, 2), "SAME"), ((1, 6, 6, 2), (3, 2), "SAME")])
+    ((2, 7, 9, 2), (2, 2), "VALID"), ((1, 7, 5, 2), (3, 2), "SAME")])
 def test_avg_pool_matches_flax(shape, window, padding):
     x = jax.random.normal(jax.random.key(3), shape)
     ours = lambda x: layers.avg_pool(x, window, padding=padding)  # noqa: E731
     theirs = lambda x: nn.avg_pool(x, window, window, padding=padding)  # noqa: E731
-    np.testing.assert_allclose(ours(x), theirs(x), rtol=1e-6, atol=1e-6)
     cot = jax.random.normal(jax.random.key(4), ours(x).shape)
-    np.testing.assert_allclose(jax.vjp(ours, x)[1](cot)[0], jax.vjp(theirs, x)[1](cot)[0],
-                               rtol=1e-6, atol=1e-6)
+
+    @jax.jit
+    def both(x, cot):
+        (y1, pull1), (y2, pull2) = jax.vjp(ours, x), jax.vjp(theirs, x)
+        return y1, y2, pull1(cot)[0], pull2(cot)[0]
+
+    y1, y2, g1, g2 = both(x, cot)
+    np.testing.assert_allclose(y1, y2, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(g1, g2, rtol=1e-6, atol=1e-6)

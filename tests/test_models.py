@@ -1,4 +1,4 @@
-"""cnnlab.models: shapes, hand-counted parameters, summary, dropout/batch-norm behaviour, registry."""
+"""cnnlab.models: shapes, hand-counted parameters, summary, dropout and batch norm, registry."""
 
 import functools
 
@@ -28,7 +28,7 @@ def bn(c):
     return 2 * c
 
 
-def resnet_small_count(widths=(32, 64, 128), blocks=(0, 0, 0), hidden=128, classes=10, hw=28):
+def resnet_small_count(widths=(24, 48, 96), blocks=(0, 0, 0), hidden=128, classes=10, hw=28):
     """Stages of conv3x3 (no bias) + BN, residual blocks of two such, 2x2 pools in between."""
     total, c_in = 0, 1
     for i, (w, n) in enumerate(zip(widths, blocks)):
@@ -51,7 +51,7 @@ HAND_COUNTS = {
     "lenet5": conv(5, 1, 6) + conv(5, 6, 16) + dense(400, 120) + dense(120, 84) + dense(84, 10),
     # SAME + avg pool 2 twice: 28 -> 14 -> 7, so 7*7*64 = 3,136 features
     "flax_cnn": conv(3, 1, 32) + conv(3, 32, 64) + dense(7 * 7 * 64, 256) + dense(256, 10),
-    # 28 -> 14 -> 7: 7*7*128 = 6,272 features -> 128 -> 10
+    # 28 -> 14 -> 7: 7*7*96 = 4,704 features -> 128 -> 10
     "resnet_small": resnet_small_count(),
 }
 
@@ -93,6 +93,8 @@ def test_known_numbers():
     assert HAND_COUNTS["keras_cnn"] == 105_262
     assert HAND_COUNTS["lenet5"] == 61_706
     assert HAND_COUNTS["flax_cnn"] == 824_458
+    # 3*3*1*24 + 2*24 + 3*3*24*48 + 2*48 + 3*3*48*96 + 2*96 + (4704*128 + 128) + (128*10 + 10)
+    assert HAND_COUNTS["resnet_small"] == 655_922
 
 
 def test_names_include_builtins():
@@ -142,7 +144,8 @@ def test_summary_lists_layers_shapes_and_total():
     assert text.index("Conv_0") < text.index("Conv_2") < text.index("Dense_0")
     text = models.summary(models.get("resnet_small", num_classes=10), (28, 28, 1))
     assert f"Trainable params: {HAND_COUNTS['resnet_small']:,}" in text
-    assert "Non-trainable params: 448" in text and "(ConvBN)" in text  # BN statistics: 2 x (32+64+128)
+    # Batch-norm statistics (mean, var): 2 x (24 + 48 + 96).
+    assert "Non-trainable params: 336" in text and "(ConvBN)" in text
     assert text.index("stage1") < text.index("stage2") < text.index("hidden") < text.index("head")
     text = models.summary(models.get("resnet_small", num_classes=10, blocks=(0, 1, 0)),
                           (28, 28, 1))
@@ -240,25 +243,13 @@ def test_register_adds_a_model():
         models._REGISTRY.pop("tiny_test_model")
 
 
-def test_layers_conv_has_flax_parameter_layout():
-    """Models build on cnnlab.layers.Conv, which matches flax.linen.Conv exactly."""
-    from cnnlab.layers import Conv
-
-    x = jax.random.normal(jax.random.key(6), (2, 9, 9, 3))
-    ours, theirs = Conv(5, (3, 3), strides=2), nn.Conv(5, (3, 3), strides=2)
-    key = jax.random.key(0, impl="rbg")
-    v = ours.init(key, x)
-    assert jax.tree.map(jnp.shape, v) == jax.tree.map(jnp.shape, theirs.init(key, x))
-    np.testing.assert_allclose(ours.apply(v, x), theirs.apply(v, x), rtol=1e-5, atol=1e-5)
-
-
 def test_train_step_compiles_once_per_shape():
     """cnnlab.train.train_step traces (a Python side effect counts it) once per batch shape."""
     import optax
 
     from cnnlab import train
 
-    model = models.get("resnet_small", num_classes=10, widths=(4, 8, 8), hidden=8)
+    model = models.get("workshop_cnn", num_classes=10, features=(4, 8, 8))
     state = train.create_train_state(model, optax.adam(1e-3), jax.random.key(0, impl="rbg"),
                                      (28, 28, 1))
     key = jax.random.key(1)

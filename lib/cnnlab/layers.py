@@ -192,9 +192,9 @@ def conv_taps(x: jax.Array, kernel: jax.Array, strides: Sequence[int], pads: Pad
     acc = None
     for i in range(kh):
         for j in range(kw):
-            tap = _offset_slice(xp, i, j, (ho, wo), strides)       # (N, Ho, Wo, C)
-            for ci in range(c):
-                y = tap[..., ci:ci + 1] * kernel[i, j, ci]          # (N, Ho, Wo, O)
+            tap = _offset_slice(xp, i, j, (ho, wo), strides).astype(jnp.float32)
+            for ci in range(c):  # accumulate in float32 whatever the input dtype
+                y = tap[..., ci:ci + 1] * kernel[i, j, ci].astype(jnp.float32)  # (N, Ho, Wo, O)
                 acc = y if acc is None else acc + y
     return acc.astype(x.dtype)
 
@@ -203,6 +203,7 @@ TAPS_FORWARD_MAX_CHANNELS = 4
 
 
 def _forward(x, kernel, strides, pads):
+    """The forward pass when differentiating (the ``fwd`` rule of the custom VJP)."""
     if kernel.shape[2] <= TAPS_FORWARD_MAX_CHANNELS:
         return conv_taps(x, kernel, strides, pads)
     return _conv_xla(x, kernel, strides, pads)
@@ -210,7 +211,9 @@ def _forward(x, kernel, strides, pads):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
 def _conv_custom(x, kernel, strides, pads, wgrad, dgrad):
-    return _forward(x, kernel, strides, pads)
+    # Not differentiated (inference): XLA's convolution. Measured: the per-tap form, fused by
+    # XLA:CPU into its YNNPACK elementwise graphs, made inference 2-3x slower there.
+    return _conv_xla(x, kernel, strides, pads)
 
 
 def _conv_fwd(x, kernel, strides, pads, wgrad, dgrad):
@@ -284,7 +287,8 @@ def weight_grad_im2col(x: jax.Array, g: jax.Array, kernel_hw: Sequence[int],
 def input_grad_taps(g: jax.Array, kernel: jax.Array, x_shape: Sequence[int],
                     strides: Sequence[int], pads: Pads) -> jax.Array:
     """dL/dx (N, H, W, C) from g (N, H', W', O): per tap, (M, O) x (O, C), placed back at the
-    strided positions it came from (a pad with interior gaps) and summed; then the padding is cut."""
+    strided positions it came from (a pad with interior gaps) and summed; then the padding is
+    cut."""
     kh, kw, c, o = kernel.shape
     n, h, w, _ = x_shape
     _, ho, wo, _ = g.shape
@@ -377,7 +381,10 @@ def avg_pool(x: jax.Array, window_shape: Sequence[int] = (2, 2),
         ph, pw = ho * wh - h, wo * ww - w
         pads = ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
     xp = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
-    return xp.reshape(n, ho, wh, wo, ww, c).mean(axis=(2, 4))
+    # A sum of strided slices (elementwise), not a reduce: XLA:CPU hands reduces to YNNPACK,
+    # which then materialised full-size broadcast constants for the fused ReLU every step.
+    taps = [_offset_slice(xp, i, j, (ho, wo), window) for i in range(wh) for j in range(ww)]
+    return functools.reduce(jnp.add, taps) * jnp.asarray(1.0 / (wh * ww), x.dtype)
 
 
 def _pad_windows(x, window, pads):
@@ -391,7 +398,11 @@ def _pad_windows(x, window, pads):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def _window_max(x, window, pads):
-    return _pad_windows(x, window, pads).max(axis=(2, 4))
+    # The max of strided slices (elementwise) rather than a reduce, for the reason in avg_pool.
+    xw = _pad_windows(x, window, pads)
+    (wh, ww) = window
+    return functools.reduce(jnp.maximum, [xw[:, :, i, :, j, :] for i in range(wh)
+                                          for j in range(ww)])
 
 
 def _window_max_fwd(x, window, pads):

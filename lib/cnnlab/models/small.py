@@ -63,7 +63,8 @@ class MLP(nn.Module):
 
 
 class WorkshopCNN(nn.Module):
-    """The Fashion-MNIST workshop CNN: 3 convs (16, 32, 64 filters, 3x3, stride 2, ReLU), dense to N.
+    """The Fashion-MNIST workshop CNN: 3 convs (16, 32, 64 filters, 3x3, stride 2, ReLU), dense
+    to N.
 
     With "SAME" padding a 28x28 image becomes 14x14x16, 7x7x32, 4x4x64 = 1,024 features.
     """
