@@ -348,7 +348,7 @@ class ClassGrader:
                 exercises = self.exercises
                 if path.suffix.lower() == ".py" and exercises is None:
                     exercises = [p.stem for p in submission.glob("*.py")]  # its lab only
-                # jobs=1: --jobs submissions at once, each running one worker at a time
+                # jobs=1: --jobs submissions at once, each in one worker (its modules in turn)
                 result = runner.grade_submission(
                     submission, exercises=exercises, include_hidden=self.hidden,
                     launcher=self.sandbox, reference=self.reference, jobs=1,

@@ -3,15 +3,16 @@
     result = grade_submission("exercises")                       # what `python -m grader` does
     result = grade_submission(path, exercises=["conv2d"], include_hidden=True, launcher=sandboxed)
 
-One worker process per lab module (JAX starts once per module, not per exercise). Student code
-runs only in the worker, started through a *launcher*::
+Student code runs only in worker processes (:mod:`grader.worker`), each grading one or more lab
+modules in turn (JAX starts once per worker, not per module or exercise), started through a
+*launcher*::
 
     launcher(argv: list[str], *, cwd: str, timeout_s: float) -> LaunchResult
 
 The default, :func:`subprocess_launcher`, is a plain subprocess with a wall-clock timeout and
 capped captured output; :mod:`grader.sandbox` supplies a confined one. A worker that hangs or dies
-costs only the exercise it was running (``out/progress.json`` names it): the runner starts a new
-worker for the exercises after it.
+costs only the exercise it was running (``out/progress.json`` names it), or the module it was
+importing: the runner starts a new worker for the rest.
 
 The reference outcomes come from a *reference store*: :class:`ReferenceStore` runs the solutions
 (trusted, in a plain subprocess, cached on disk by content hash), :class:`SavedStore` reads the
@@ -46,6 +47,7 @@ from grader.compare import compare, exactly_equal
 from grader.diagnose import describe_error
 from grader.results import CaseResult, ExerciseResult, SubmissionResult
 from grader.spec import Case, Exercise
+from grader.worker import fast_compile_flags
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS_DIR = ROOT / "solutions"
@@ -179,92 +181,126 @@ def build_calls(exercises: Sequence[Exercise]) -> tuple[dict[str, dict], dict[st
     return calls, arrays
 
 
-def _request(module: str, exercises: Sequence[Exercise], calls: dict[str, dict],
-             timeout_s: float, skip: Sequence[str] = ()) -> dict:
-    return {"version": 1, "module": module, "module_file": f"submission/{module}.py",
-            "exercise_timeout_s": timeout_s, "skip": list(skip),
-            "exercises": [{"name": ex.name,
-                           "calls": [calls[call_id(ex, c)] for c in ex.cases]}
-                          for ex in exercises]}
+@dataclasses.dataclass
+class ModuleJob:
+    """One lab module to run in a worker: its file, the exercises to run and their inputs."""
+
+    module: str
+    module_file: Path
+    exercises: Sequence[Exercise]
+    calls: dict[str, dict]
+    arrays: dict[str, np.ndarray]
+
+    @property
+    def n_cases(self) -> int:
+        return sum(len(ex.cases) for ex in self.exercises)
+
+    def request(self, skip: Sequence[str] = ()) -> dict:
+        """This module's entry of a worker request (see :mod:`grader.worker`)."""
+        return {"module": self.module, "module_file": f"submission/{self.module}.py",
+                "inputs": f"inputs/{self.module}.npz", "skip": list(skip),
+                "exercises": [{"name": ex.name,
+                               "calls": [self.calls[call_id(ex, c)] for c in ex.cases]}
+                              for ex in self.exercises]}
 
 
-def _copy_submission(src_file: Path, dest: Path) -> None:
-    """The module and its sibling modules (top level .py files only, bounded in size)."""
+def _copy_submission(jobs: Sequence[ModuleJob], dest: Path) -> None:
+    """The modules to run, under their lab names, and the top-level .py files beside them (a
+    submission may import its own helpers); each file bounded in size."""
     dest.mkdir(parents=True, exist_ok=True)
-    files = [src_file] + sorted(p for p in src_file.parent.glob("*.py") if p != src_file)[:50]
-    for p in files:
+    folders = dict.fromkeys(job.module_file.parent for job in jobs)
+    siblings = [p for folder in folders for p in sorted(folder.glob("*.py"))[:50]]
+    for src, name in [(p, p.name) for p in siblings] + \
+            [(job.module_file, f"{job.module}.py") for job in jobs]:
         try:
-            if p.is_file() and p.stat().st_size <= MAX_SOURCE_BYTES:
-                shutil.copyfile(p, dest / p.name)
+            if src.is_file() and src.stat().st_size <= MAX_SOURCE_BYTES:
+                shutil.copyfile(src, dest / name)
         except OSError:
             continue
 
 
-def run_module(module: str, module_file: Path, exercises: Sequence[Exercise],
-               calls: dict[str, dict], arrays: dict[str, np.ndarray], *,
-               launcher: Launcher | None = None, timeout_s: float = DEFAULT_EXERCISE_TIMEOUT_S,
-               keep_dir: bool = False) -> dict[str, dict]:
-    """Run the worker on ``module_file`` for ``exercises``.
+def _collect(job: ModuleJob, names: Sequence[str], out: Path) -> dict[str, dict]:
+    """What the worker wrote for ``names`` of ``job`` in ``out`` (missing ones are left out)."""
+    if (out / "import_error.json").exists():
+        err = _safe_json(out / "import_error.json") or {"kind": "ImportError"}
+        reason = f"{job.module}.py could not be imported: {describe_error(err)}"
+        return {n: {"failure": reason, "status": "error"} for n in names}
+    results: dict[str, dict] = {}
+    for n in names:
+        f = out / f"{n}.json"
+        if not f.exists():
+            continue
+        rec = _safe_json(f)
+        try:
+            arrs = load_arrays(out / f"{n}.npz", max_bytes=MAX_OUTPUT_BYTES)
+        except CodecError as e:
+            results[n] = {"failure": f"unreadable outputs: {e}", "status": "error"}
+            continue
+        if rec is not None and isinstance(rec.get("outcomes"), dict):
+            results[n] = {"outcomes": rec["outcomes"], "arrays": arrs}
+        else:
+            results[n] = {"failure": "the worker wrote malformed results", "status": "error"}
+    return results
 
-    Returns ``{exercise name: {"outcomes": {call id: raw outcome}, "arrays": {...}}`` or
-    ``{exercise name: {"failure": reason}}`` for exercises that could not run (the module failed to
-    import, the worker hung or died on that exercise).
+
+def run_modules(jobs: Sequence[ModuleJob], *, launcher: Launcher | None = None,
+                timeout_s: float = DEFAULT_EXERCISE_TIMEOUT_S,
+                keep_dir: bool = False) -> dict[str, dict[str, dict]]:
+    """Run the modules of ``jobs`` one after the other in one worker process.
+
+    One process for several modules because starting one costs more than most exercises (Python,
+    JAX, Flax and optax imports: ~1.5 CPU-s). Returns ``{module: {exercise: result}}`` where a
+    result is ``{"outcomes": {call id: raw outcome}, "arrays": {...}}`` or ``{"failure": reason,
+    "status": ...}`` for an exercise that could not run. A module that fails to import costs its
+    own exercises only; a worker that dies or hangs costs the exercise it was running (the
+    worker's ``out/progress.json`` names it), or the whole module when it died importing it, and a
+    new worker runs the rest.
     """
     launcher = launcher or subprocess_launcher
-    names = [ex.name for ex in exercises]
-    results: dict[str, dict] = {}
-    remaining = list(names)
-    while remaining:
-        req_dir = Path(tempfile.mkdtemp(prefix=f"cnnlab-{module}-"))
+    by_module = {job.module: job for job in jobs}
+    results: dict[str, dict[str, dict]] = {job.module: {} for job in jobs}
+    remaining = {job.module: [ex.name for ex in job.exercises] for job in jobs}
+
+    def fail(module: str, names: Sequence[str], reason: str, status: str) -> None:
+        for n in names:
+            results[module][n] = {"failure": reason, "status": status}
+        remaining[module] = [n for n in remaining[module] if n not in names]
+
+    while any(remaining.values()):
+        live = [by_module[m] for m, names in remaining.items() if names]
+        req_dir = Path(tempfile.mkdtemp(prefix="cnnlab-worker-"))
         try:
-            _copy_submission(module_file, req_dir / "submission")
-            if module_file.name != f"{module}.py":
-                shutil.copyfile(module_file, req_dir / "submission" / f"{module}.py")
-            skip = [n for n in names if n not in remaining]
-            write_json(req_dir / "request.json",
-                       _request(module, exercises, calls, timeout_s, skip))
-            save_arrays(req_dir / "inputs.npz", arrays)
+            _copy_submission(live, req_dir / "submission")
+            (req_dir / "inputs").mkdir()
+            for job in live:
+                save_arrays(req_dir / "inputs" / f"{job.module}.npz", job.arrays)
+            request = {"version": 2, "exercise_timeout_s": timeout_s, "modules": [
+                job.request(skip=[ex.name for ex in job.exercises
+                                  if ex.name not in remaining[job.module]]) for job in live]}
+            write_json(req_dir / "request.json", request)
             (req_dir / "out").mkdir()
             os.chmod(req_dir, 0o755)
-            budget = 30.0 + timeout_s * len(remaining)
+            budget = 30.0 + timeout_s * sum(len(remaining[job.module]) for job in live)
             lr = launcher([sys.executable, "-m", "grader.worker", str(req_dir)],
                           cwd=str(req_dir), timeout_s=budget)
-            out = req_dir / "out"
-            if (out / "import_error.json").exists():
-                err = _safe_json(out / "import_error.json") or {"kind": "ImportError"}
-                reason = f"{module}.py could not be imported: {describe_error(err)}"
-                for n in remaining:
-                    results[n] = {"failure": reason, "status": "error"}
+            for job in live:
+                done = _collect(job, remaining[job.module], req_dir / "out" / job.module)
+                results[job.module].update(done)
+                remaining[job.module] = [n for n in remaining[job.module] if n not in done]
+            if not any(remaining.values()):
                 break
-            for n in remaining:
-                f = out / f"{n}.json"
-                if f.exists():
-                    rec = _safe_json(f)
-                    try:
-                        arrs = load_arrays(out / f"{n}.npz", max_bytes=MAX_OUTPUT_BYTES)
-                    except CodecError as e:
-                        rec = None
-                        results[n] = {"failure": f"unreadable outputs: {e}", "status": "error"}
-                    if rec is not None and isinstance(rec.get("outcomes"), dict):
-                        results[n] = {"outcomes": rec["outcomes"], "arrays": arrs}
-                    elif n not in results:
-                        results[n] = {"failure": "the worker wrote malformed results",
-                                      "status": "error"}
-            not_done = [n for n in remaining if n not in results]
-            if not not_done:
-                break
-            progress = _safe_json(out / "progress.json") or {}
-            culprit = progress.get("exercise")
+            progress = _safe_json(req_dir / "out" / "progress.json") or {}
+            module, culprit = progress.get("module"), progress.get("exercise")
             why = _death_reason(lr)
-            if progress.get("stage") in (None, "import") or culprit not in not_done:
-                # died before or while importing the module: nothing of it can run
-                for n in not_done:
-                    results[n] = {"failure": f"{module}.py could not be run: {why}",
-                                  "status": "timeout" if lr.timed_out else "error"}
-                break
-            results[culprit] = {"failure": f"the worker {why} while running {culprit}",
-                                "status": "timeout" if lr.timed_out else "error"}
-            remaining = [n for n in not_done if n != culprit]
+            status = "timeout" if lr.timed_out else "error"
+            if not remaining.get(module):
+                # died before any module started (or in a state we cannot place): nothing can run
+                for m in list(remaining):
+                    fail(m, remaining[m], f"{m}.py could not be run: {why}", status)
+            elif progress.get("stage") == "import" or culprit not in remaining[module]:
+                fail(module, remaining[module], f"{module}.py could not be run: {why}", status)
+            else:
+                fail(module, [culprit], f"the worker {why} while running {culprit}", status)
         finally:
             if not keep_dir:
                 shutil.rmtree(req_dir, ignore_errors=True)
@@ -334,6 +370,7 @@ def _digest(request: dict, arrays: dict[str, np.ndarray], source: bytes) -> str:
     h.update(source)
     h.update(_versions().encode())
     h.update(Path(__file__).with_name("drivers.py").read_bytes())
+    h.update(fast_compile_flags().encode())  # the reference's compiler flags
     return h.hexdigest()[:24]
 
 
@@ -370,8 +407,8 @@ class ReferenceStore:
         source_file = self.solutions_dir / f"{module}.py"
         if not source_file.exists():
             raise GraderError(f"reference {source_file} not found")
-        request = _request(module, exercises, calls, 120.0)
-        digest = _digest(request, arrays, source_file.read_bytes())
+        job = ModuleJob(module, source_file, exercises, calls, arrays)
+        digest = _digest(job.request(), arrays, source_file.read_bytes())
         cdir = cache_dir() / "expected"
         cjson, cnpz = cdir / f"{module}-{digest}.json", cdir / f"{module}-{digest}.npz"
         raw, out_arrays = None, {}
@@ -382,8 +419,7 @@ class ReferenceStore:
             except CodecError:
                 raw = None
         if raw is None:
-            res = run_module(module, source_file, exercises, calls, arrays,
-                             launcher=subprocess_launcher, timeout_s=120.0)
+            res = run_modules([job], launcher=subprocess_launcher, timeout_s=120.0)[module]
             raw, out_arrays = {}, {}
             for name, r in res.items():
                 if "failure" in r:
@@ -616,18 +652,18 @@ def _short(out) -> str:
     return s[:80]
 
 
-def grade_module(plan: ModulePlan, exercises: Sequence[Exercise], module_file: Path | None, *,
-                 launcher: Launcher | None, timeout_s: float) -> list[ExerciseResult]:
+def score_module(plan: ModulePlan, exercises: Sequence[Exercise],
+                 runs: dict[str, dict] | None) -> list[ExerciseResult]:
+    """Results of ``exercises`` of ``plan.module`` from the worker's ``runs`` (``None``: the
+    submission has no such module file)."""
     lab = spec_registry.LAB_TITLES.get(plan.module, plan.module)
     by_name = {e.name: e for e in plan.exercises}
     todo = [by_name[e.name] for e in exercises]
-    if module_file is None or not module_file.exists():
+    if runs is None:
         return [ExerciseResult(plan.module, ex.name, lab, ex.points,
                                [CaseResult(c.name, False, c.weight, c.hidden) for c in ex.cases],
                                status="missing", reason=f"{plan.module}.py not found",
                                hint=ex.hint) for ex in todo]
-    runs = run_module(plan.module, module_file, todo, plan.calls, plan.arrays,
-                      launcher=launcher, timeout_s=timeout_s)
     results = []
     for ex in todo:
         r = runs.get(ex.name, {"failure": "not run", "status": "error"})
@@ -652,6 +688,18 @@ def grade_module(plan: ModulePlan, exercises: Sequence[Exercise], module_file: P
     return results
 
 
+def split_balanced(jobs: Sequence[ModuleJob], n: int) -> list[list[ModuleJob]]:
+    """``jobs`` in at most ``n`` groups of about equal case counts, course order within each."""
+    groups: list[list[ModuleJob]] = [[] for _ in range(max(1, min(n, len(jobs))))]
+    load = [0] * len(groups)
+    for job in sorted(jobs, key=lambda j: -j.n_cases):  # largest first, to the lightest group
+        i = load.index(min(load))
+        groups[i].append(job)
+        load[i] += job.n_cases
+    order = {job.module: k for k, job in enumerate(jobs)}
+    return [sorted(g, key=lambda j: order[j.module]) for g in groups if g]
+
+
 def grade_submission(submission_dir: str | Path, *, exercises: Sequence[str] | None = None,
                      include_hidden: bool = False, launcher: Launcher | None = None,
                      reference=None, jobs: int | None = None,
@@ -662,8 +710,9 @@ def grade_submission(submission_dir: str | Path, *, exercises: Sequence[str] | N
     default. ``include_hidden``: also grade hidden cases (instructor). ``launcher``: how to start
     the worker (default :func:`subprocess_launcher`). ``reference``: a solutions folder, an
     expected-outputs folder or a store (default: ``solutions/`` if present, else
-    ``grader/expected/``). ``jobs``: modules graded in parallel (default 2).
-    ``timeout_s``: per exercise. Raises :class:`GraderError` only when grading cannot run.
+    ``grader/expected/``). ``jobs``: worker processes run at once, each grading a share of the
+    modules (default 2; class grading uses 1 per submission). ``timeout_s``: per exercise.
+    Raises :class:`GraderError` only when grading cannot run.
     """
     t0 = time.perf_counter()
     sub = Path(submission_dir)
@@ -672,18 +721,21 @@ def grade_submission(submission_dir: str | Path, *, exercises: Sequence[str] | N
     chosen = select_exercises(exercises)
     store = open_reference(reference)
     modules = [m for m in spec_registry.MODULES if any(e.module == m for e in chosen)]
-
-    def one(module: str) -> list[ExerciseResult]:
-        plan = store.plan(module, include_hidden=include_hidden)
-        mine = [e for e in chosen if e.module == module]
-        f = sub / f"{module}.py"
-        return grade_module(plan, mine, f if f.exists() else None, launcher=launcher,
-                            timeout_s=timeout_s)
-
     jobs = jobs or min(2, os.cpu_count() or 1)
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        per_module = list(pool.map(one, modules))
-    results = [r for rs in per_module for r in rs]
+        plans = dict(zip(modules, pool.map(
+            lambda m: store.plan(m, include_hidden=include_hidden), modules)))
+        mine = {m: [e for e in chosen if e.module == m] for m in modules}
+        work = [ModuleJob(m, sub / f"{m}.py",
+                          [e for e in plans[m].exercises if e.name in {x.name for x in mine[m]}],
+                          plans[m].calls, plans[m].arrays)
+                for m in modules if (sub / f"{m}.py").is_file()]
+        runs: dict[str, dict[str, dict]] = {}
+        for group_runs in pool.map(lambda group: run_modules(group, launcher=launcher,
+                                                             timeout_s=timeout_s),
+                                   split_balanced(work, jobs)):
+            runs.update(group_runs)
+    results = [r for m in modules for r in score_module(plans[m], mine[m], runs.get(m))]
     warnings = []
     if include_hidden and not spec_registry.hidden_available():
         warnings.append("hidden cases were requested but grader/hidden/ is not present")

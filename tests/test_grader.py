@@ -97,6 +97,41 @@ def test_hang_and_crash_cost_only_their_exercise(tmp_path):
     assert sem.score == 0 and "exited with status 3" in _all_text(sem)
 
 
+def test_processes_left_behind_by_an_exercise_are_ended_before_the_next(tmp_path):
+    """Children (and double-forked grandchildren) that an exercise leaves running would hold the
+    sandbox's process limit and starve the next exercises' threads: the worker ends them."""
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    src = (SOLUTIONS / "neurons.py").read_text()
+    src = replace_block(src, "sigmoid", "\n".join([
+        "import os, time",
+        "if not os.path.exists('forked'):",
+        "    open('forked', 'w').close()",
+        "    for _ in range(3):",
+        "        if os.fork() == 0:",
+        "            if os.fork() == 0:  # a grandchild that outlives its parent",
+        "                open(f'grandchild-{os.getpid()}', 'w').close()",
+        "                time.sleep(60)",
+        "            os._exit(0)",
+        "    time.sleep(0.5)",
+        "return 1 / (1 + jnp.exp(-x))"]))
+    src = replace_block(src, "relu", "\n".join([
+        "import glob, os",
+        "alive = [p for p in glob.glob('grandchild-*') if os.path.exists(f'/proc/{p[11:]}/stat')",
+        "         and open(f'/proc/{p[11:]}/stat').read().split(')')[-1].split()[0] != 'Z']",
+        "if len(glob.glob('grandchild-*')) != 3 or alive:",
+        "    raise RuntimeError(f'grandchildren still running: {alive}')",
+        "try:",
+        "    os.waitpid(-1, os.WNOHANG)",
+        "    raise RuntimeError('a child of an earlier exercise is still here')",
+        "except ChildProcessError:",
+        "    return jnp.maximum(x, 0)"]))
+    (sub / "neurons.py").write_text(src)
+    result = grade_submission(sub, exercises=["sigmoid", "relu"])
+    assert result.by_name("sigmoid").status == "passed", _all_text(result.by_name("sigmoid"))
+    assert result.by_name("relu").status == "passed", _all_text(result.by_name("relu"))
+
+
 def test_import_failure_and_missing_module(tmp_path):
     sub = tmp_path / "sub"
     sub.mkdir()
@@ -106,6 +141,23 @@ def test_import_failure_and_missing_module(tmp_path):
     assert mp.status == "error" and "SyntaxError" in mp.reason and "pooling.py" in mp.reason
     rf = result.by_name("receptive_field")
     assert rf.status == "missing" and rf.score == 0
+
+
+def test_modules_sharing_a_worker_do_not_affect_each_other(tmp_path):
+    """With one worker for all modules (as class grading runs): a module that kills the worker at
+    import costs only its own exercises, and one that turns jit off at import does not change how
+    the next module is graded (its train_step must still compile once)."""
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "neurons.py").write_text("import os\nos._exit(1)\n")
+    (sub / "pooling.py").write_text((SOLUTIONS / "pooling.py").read_text()
+                                    + "\njax.config.update('jax_disable_jit', True)\n")
+    (sub / "training.py").write_text((SOLUTIONS / "training.py").read_text())
+    result = grade_submission(sub, exercises=["relu", "flatten", "train_step"], jobs=1)
+    relu = result.by_name("relu")
+    assert relu.score == 0 and "exited with status 1" in relu.reason
+    assert result.by_name("flatten").status == "passed"
+    assert result.by_name("train_step").status == "passed", _all_text(result.by_name("train_step"))
 
 
 def test_saved_expected_outputs_grade_like_the_reference(tmp_path):

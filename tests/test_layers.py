@@ -170,3 +170,20 @@ def test_avg_pool_matches_flax(shape, window, padding):
     y1, y2, g1, g2 = both(x, cot)
     np.testing.assert_allclose(y1, y2, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(g1, g2, rtol=1e-6, atol=1e-6)
+
+
+def test_import_makes_cpu_convolutions_multithreaded():
+    """Importing cnnlab.layers adds the XLA flag that takes convolutions off the single-threaded
+    YNNPACK path, unless CNNLAB_XLA_FLAGS=off (fresh processes: the flag only counts before the
+    first compile)."""
+    code = "import cnnlab.layers as L; print(L.multithreaded_cpu_convolutions())"
+
+    def run(**env):
+        env = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout.strip().splitlines()[-1]
+
+    assert run(XLA_FLAGS=None, CNNLAB_XLA_FLAGS=None) == "True"
+    assert run(XLA_FLAGS=None, CNNLAB_XLA_FLAGS="off") == "False"
