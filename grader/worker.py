@@ -43,6 +43,23 @@ class ExerciseTimeout(BaseException):
     code does not swallow it)."""
 
 
+def _on_alarm(signum, frame):
+    raise ExerciseTimeout()
+
+
+def _start_alarm(seconds: float) -> None:
+    import signal
+
+    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
+def _stop_alarm() -> None:
+    import signal
+
+    signal.setitimer(signal.ITIMER_REAL, 0)
+
+
 _FAST_EMITTER_JAXLIB = ("0.10.",)  # where the emitter flags below were verified
 
 
@@ -262,18 +279,12 @@ def _import_student(name: str, path: Path):
 def run_exercises(module, exercises: list[dict], in_arrays: dict, out_dir: Path,
                   progress, timeout: float, student_dir: str) -> None:
     """Run every exercise of one module, each under its own alarm; write its outcomes."""
-    import signal
-
-    def on_alarm(signum, frame):
-        raise ExerciseTimeout()
-
     for ex in exercises:
         name = ex["name"]
         progress(name, "run")
         outcomes: dict[str, dict] = {}
         out_arrays: dict = {}
-        signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, timeout)
+        _start_alarm(timeout)
         timed_out = False
         try:
             for i, call in enumerate(ex["calls"]):
@@ -291,7 +302,7 @@ def run_exercises(module, exercises: list[dict], in_arrays: dict, out_dir: Path,
                         "kind": "Timeout", "module": "", "where": None,
                         "message": f"timed out after {timeout:g} s"}}
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            _stop_alarm()
         try:
             _save_arrays(out_dir / f"{name}.npz", out_arrays)
         except Exception as exc:  # noqa: BLE001 - e.g. disk full: every call of it failed
@@ -353,7 +364,19 @@ def main(argv: list[str] | None = None) -> int:
             sys.path.insert(0, student_dir)
         try:
             in_arrays = load_arrays(request_dir / job["inputs"])
-            module = _import_student(name, module_file)
+            _start_alarm(timeout)  # the module's top-level code gets one exercise's time
+            try:
+                module = _import_student(name, module_file)
+            finally:
+                _stop_alarm()
+        except ExerciseTimeout:
+            _write_json(out_dir / "import_error.json", {
+                "kind": "Timeout", "module": "", "where": None,
+                "message": f"its top-level code ran for more than {timeout:g} s (it runs on "
+                           "import: keep work inside functions, or under "
+                           "`if __name__ == \"__main__\":`)"})
+            _end_children()
+            continue
         except BaseException as exc:  # noqa: BLE001 - SyntaxError, ImportError, SystemExit, ...
             _write_json(out_dir / "import_error.json", _error_record(exc, student_dir))
             _end_children()

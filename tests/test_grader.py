@@ -160,6 +160,18 @@ def test_modules_sharing_a_worker_do_not_affect_each_other(tmp_path):
     assert result.by_name("train_step").status == "passed", _all_text(result.by_name("train_step"))
 
 
+def test_a_module_that_hangs_on_import_gets_one_exercise_time(tmp_path):
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "neurons.py").write_text((SOLUTIONS / "neurons.py").read_text())
+    (sub / "pooling.py").write_text("while True:\n    pass\n")
+    result = grade_submission(sub, exercises=["relu", "max_pool"], jobs=1, timeout_s=2)
+    assert result.by_name("relu").status == "passed"
+    mp = result.by_name("max_pool")
+    assert mp.score == 0 and "top-level code ran for more than 2 s" in mp.reason, mp.reason
+    assert result.execution_time < 25  # not the worker's whole budget (30 s + 2 s per exercise)
+
+
 def test_saved_expected_outputs_grade_like_the_reference(tmp_path):
     from grader.runner import SavedStore, export_expected
 
