@@ -289,18 +289,23 @@ def run_modules(jobs: Sequence[ModuleJob], *, launcher: Launcher | None = None,
                 remaining[job.module] = [n for n in remaining[job.module] if n not in done]
             if not any(remaining.values()):
                 break
-            progress = _safe_json(req_dir / "out" / "progress.json") or {}
-            module, culprit = progress.get("module"), progress.get("exercise")
+            # The worker runs modules and exercises in request order and writes each exercise's
+            # results when it ends, so it died in the first one without results: in its code, or
+            # importing its module when the progress file says so. (Student code can rewrite that
+            # file, which is why it only tells the stage.)
+            progress_file = req_dir / "out" / "progress.json"
+            progress = _safe_json(progress_file) or {}
             why = _death_reason(lr)
             status = "timeout" if lr.timed_out else "error"
-            if not remaining.get(module):
-                # died before any module started (or in a state we cannot place): nothing can run
+            first = next(m for m, names in remaining.items() if names)
+            if not progress_file.exists():  # died before its first module: nothing can run
                 for m in list(remaining):
                     fail(m, remaining[m], f"{m}.py could not be run: {why}", status)
-            elif progress.get("stage") == "import" or culprit not in remaining[module]:
-                fail(module, remaining[module], f"{module}.py could not be run: {why}", status)
+            elif progress.get("module") == first and progress.get("stage") == "import":
+                fail(first, remaining[first], f"{first}.py could not be run: {why}", status)
             else:
-                fail(module, [culprit], f"the worker {why} while running {culprit}", status)
+                culprit = remaining[first][0]
+                fail(first, [culprit], f"the worker {why} while running {culprit}", status)
         finally:
             if not keep_dir:
                 shutil.rmtree(req_dir, ignore_errors=True)

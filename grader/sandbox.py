@@ -484,7 +484,6 @@ class Sandbox:
         self.limits = limits or Limits()
         self._unshare = shutil.which("unshare")
         self._setpriv = shutil.which("setpriv")
-        self._pdeathsig = [self._setpriv, "--pdeathsig", "KILL", "--"] if self._setpriv else []
         self._root = os.geteuid() == 0 and sys.platform.startswith("linux")
         available = ["none"]
         if self._root and self._setpriv:
@@ -577,6 +576,15 @@ class Sandbox:
     def _command(self, argv, cwd: Path, env, timeout_s: float, slot: _UidSlot | None, status_w):
         """The command line and Popen keywords of each mode."""
         lim = self.limits
+        prctl, grader_pid = _libc().prctl, os.getpid()
+
+        def die_with_the_grader():
+            # In the child between fork and exec: a grader killed before this point (even by
+            # SIGKILL, when no cleanup runs) is noticed by the parent check; after it, by the signal.
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != grader_pid:
+                os._exit(1)
+
         if self.mode == "namespaces":
             config = {
                 "argv": argv, "env": env, "cwd": str(cwd), "uid": slot.uid, "status_fd": status_w,
@@ -586,13 +594,12 @@ class Sandbox:
                 "hide": [p for p in (*default_hidden_paths(cwd), *lim.hide)
                          if os.path.lexists(p) and not _is_within(cwd, Path(p).resolve())],
             }
-            # setpriv --pdeathsig: if the grader dies (even SIGKILL), unshare gets SIGKILL, which
-            # (--kill-child) takes the namespace's PID 1 and so the whole namespace down with it.
-            cmd = [*self._pdeathsig, self._unshare, "--fork", "--kill-child", "--pid",
+            # If the grader dies (even by SIGKILL), unshare gets SIGKILL (die_with_the_grader),
+            # which (--kill-child) takes the namespace's PID 1 and so the whole namespace with it.
+            cmd = [self._unshare, "--fork", "--kill-child", "--pid",
                    "--mount-proc", "--net", "--ipc", "--uts", sys.executable, "-I", "-S",
                    os.path.abspath(__file__), "--init", json.dumps(config)]
-            return cmd, dict(pass_fds=(status_w,))
-        prctl = _libc().prctl
+            return cmd, dict(pass_fds=(status_w,), preexec_fn=die_with_the_grader)
         if self.mode == "user":
             rl = _rlimits(lim, timeout_s, with_nproc=True)
             cmd = [self._setpriv, f"--reuid={slot.uid}", f"--regid={slot.uid}", "--clear-groups",
@@ -601,8 +608,8 @@ class Sandbox:
             rl = _rlimits(lim, timeout_s, with_nproc=False)  # NPROC would count all our processes
             cmd = argv
 
-        def preexec():  # only async-signal-safe-ish calls: prctl and setrlimit
-            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        def preexec():  # only async-signal-safe-ish calls: prctl, getppid and setrlimit
+            die_with_the_grader()
             _apply_rlimits(rl)
 
         return cmd, dict(preexec_fn=preexec)

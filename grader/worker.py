@@ -6,8 +6,9 @@ modules are importable beside it), reads its inputs ``REQUEST_DIR/inputs/<module
 every requested call, and writes per exercise ``REQUEST_DIR/out/<module>/<exercise>.json``
 (outcomes: output skeleton or error kind, message and the student's line) and ``.npz`` (the output
 arrays); a module that cannot be imported gets ``out/<module>/import_error.json`` instead. Before
-each import and each exercise it writes ``out/progress.json`` (module, exercise, stage) so that the
-grader knows what was running if the process dies or hangs. Nothing is pickled; everything it
+each import and each exercise it writes ``out/progress.json`` (module, exercise, stage): the
+sandbox's heartbeat watches it, and the grader reads from it whether a worker that died was
+importing a module or running an exercise (which exercise follows from the results written). Nothing is pickled; everything it
 writes is data that the grader checks (see :mod:`grader.codec`).
 
 Several modules share one process because starting Python with JAX, Flax and optax costs more
