@@ -18,6 +18,11 @@ import pytest
 from grader import sandbox
 from grader.sandbox import GiB, MiB, Limits, Sandbox
 
+# The sandbox forks with a preexec_fn (the parent-death signal is set between fork and exec). JAX,
+# imported into this pytest process by other test modules, warns on every fork; the forked child
+# only calls prctl and getppid before exec, and the grader process itself never imports JAX.
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
+
 ROOT = Path(__file__).resolve().parents[1]
 IS_ROOT = os.geteuid() == 0
 needs_isolation = pytest.mark.skipif(
