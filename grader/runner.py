@@ -11,8 +11,8 @@ modules in turn (JAX starts once per worker, not per module or exercise), starte
 
 The default, :func:`subprocess_launcher`, is a plain subprocess with a wall-clock timeout and
 capped captured output; :mod:`grader.sandbox` supplies a confined one. A worker that hangs or dies
-costs only the exercise it was running (``out/progress.json`` names it), or the module it was
-importing: the runner starts a new worker for the rest.
+costs only the exercise it was running (the first one without results), or the module it was
+importing (as ``out/progress.json`` says): the runner starts a new worker for the rest.
 
 The reference outcomes come from a *reference store*: :class:`ReferenceStore` runs the solutions
 (trusted, in a plain subprocess, cached on disk by content hash), :class:`SavedStore` reads the
@@ -252,9 +252,9 @@ def run_modules(jobs: Sequence[ModuleJob], *, launcher: Launcher | None = None,
     JAX, Flax and optax imports: ~1.5 CPU-s). Returns ``{module: {exercise: result}}`` where a
     result is ``{"outcomes": {call id: raw outcome}, "arrays": {...}}`` or ``{"failure": reason,
     "status": ...}`` for an exercise that could not run. A module that fails to import costs its
-    own exercises only; a worker that dies or hangs costs the exercise it was running (the
-    worker's ``out/progress.json`` names it), or the whole module when it died importing it, and a
-    new worker runs the rest.
+    own exercises only; a worker that dies or hangs costs the exercise it was running (the first
+    one without results), or the whole module when it died importing it (as the worker's
+    ``out/progress.json`` says), and a new worker runs the rest.
     """
     launcher = launcher or subprocess_launcher
     by_module = {job.module: job for job in jobs}

@@ -112,8 +112,8 @@ class Limits:
     uid_base / uid_slots: concurrent sandboxes run as uids uid_base .. uid_base + uid_slots - 1.
     hide: further paths (files or folders) the child must not see, e.g. submissions and results.
     total_memory_bytes: memory (proportional set size) of all the sandbox uid's processes together
-      (polled; the run is ended above it). RLIMIT_AS binds each process alone, so without this a fork storm of
-      memory hogs could take nproc x RLIMIT_AS; only in the modes with a sandbox uid.
+      (polled; the run is ended above it). RLIMIT_AS binds each process alone, so without this a
+      fork storm of memory hogs could take nproc x RLIMIT_AS; only in the modes with a sandbox uid.
     heartbeat_file / heartbeat_s: a file (relative to the work dir) the child rewrites as it makes
       progress; when it is older than ``heartbeat_s`` the run is ended as timed out. The grader's
       worker rewrites ``out/progress.json`` before each exercise, so a hang that ignores the

@@ -8,8 +8,8 @@ every requested call, and writes per exercise ``REQUEST_DIR/out/<module>/<exerci
 arrays); a module that cannot be imported gets ``out/<module>/import_error.json`` instead. Before
 each import and each exercise it writes ``out/progress.json`` (module, exercise, stage): the
 sandbox's heartbeat watches it, and the grader reads from it whether a worker that died was
-importing a module or running an exercise (which exercise follows from the results written). Nothing is pickled; everything it
-writes is data that the grader checks (see :mod:`grader.codec`).
+importing a module or running an exercise (which exercise follows from the results written).
+Nothing is pickled; everything it writes is data that the grader checks (see :mod:`grader.codec`).
 
 Several modules share one process because starting Python with JAX, Flax and optax costs more
 than most exercises; each module starts from the same JAX configuration.
@@ -363,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         student_dir = str(module_file.parent)
         if student_dir not in sys.path:
             sys.path.insert(0, student_dir)
+        error = None
         try:
             in_arrays = load_arrays(request_dir / job["inputs"])
             _start_alarm(timeout)  # the module's top-level code gets one exercise's time
@@ -371,15 +372,14 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 _stop_alarm()
         except ExerciseTimeout:
-            _write_json(out_dir / "import_error.json", {
-                "kind": "Timeout", "module": "", "where": None,
-                "message": f"its top-level code ran for more than {timeout:g} s (it runs on "
-                           "import: keep work inside functions, or under "
-                           "`if __name__ == \"__main__\":`)"})
-            _end_children()
-            continue
+            error = {"kind": "Timeout", "module": "", "where": None,
+                     "message": f"its top-level code ran for more than {timeout:g} s (it runs on "
+                                "import: keep work inside functions, or under "
+                                "`if __name__ == \"__main__\":`)"}
         except BaseException as exc:  # noqa: BLE001 - SyntaxError, ImportError, SystemExit, ...
-            _write_json(out_dir / "import_error.json", _error_record(exc, student_dir))
+            error = _error_record(exc, student_dir)
+        if error is not None:
+            _write_json(out_dir / "import_error.json", error)
             _end_children()
             continue
         skip = set(job.get("skip", []))
