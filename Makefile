@@ -6,10 +6,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-.PHONY: help test grade train bench clean
+.PHONY: help test test-exhaustive grade train bench clean
 
 help:
 	@echo "make test    create .venv, install cnnlab with its dev extra, run the whole test suite"
+	@echo "make test-exhaustive   the exhaustive variants (marker 'exhaustive'; CI runs them after make test)"
 	@echo "make grade   grade your exercises/ and print the scoreboard"
 	@echo "make train   train the workshop CNN on Fashion-MNIST and print the test accuracy"
 	@echo "make bench   run the benchmarks in benchmarks/ (minutes; prints figures)"
@@ -22,7 +23,10 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -m "not exhaustive" $(ARGS)
+
+test-exhaustive: $(STAMP)
+	$(BIN)/python -m pytest -m exhaustive $(ARGS)
 
 grade: $(STAMP)
 	$(BIN)/python -m grader $(ARGS)
