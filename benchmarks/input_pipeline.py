@@ -1,7 +1,7 @@
 """Is the input pipeline ever the bottleneck? Images/s it delivers vs. images/s training consumes.
 
 Pipeline = what feeds one train step: the epoch's shuffled batch indices (host), the batch gathered
-by index (``cnnlab.train.BatchFeeder``: from the device-resident data set, and from host memory
+by index (``cnnlab.data.BatchFeeder``: from the device-resident data set, and from host memory
 through ``jax.make_array_from_process_local_data``), then augmentation (random pad-and-crop and
 flip) and normalisation on device. Training = steady-state ``train_step`` of the stronger small
 model (``resnet_small``) at the same batch size. Prints both and the ratio (issue 6 asks >= 5x).
@@ -12,7 +12,6 @@ model (``resnet_small``) at the same batch size. Prints both and the ratio (issu
 from __future__ import annotations
 
 import argparse
-import functools
 import time
 
 import jax
@@ -21,7 +20,7 @@ from cnnlab import data, distributed, models, train
 
 
 def pipeline_rate(ds, mesh, *, batch_size: int, batches: int, on_device: bool) -> float:
-    feeder = train.BatchFeeder(ds.train, mesh, on_device=on_device)
+    feeder = data.BatchFeeder(ds.train, mesh, on_device=on_device)
 
     @jax.jit
     def prepare(images, step):
@@ -48,10 +47,9 @@ def pipeline_rate(ds, mesh, *, batch_size: int, batches: int, on_device: bool) -
 
 def training_rate(ds, *, model_name: str, batch_size: int, steps: int) -> float:
     model = models.get(model_name, num_classes=ds.num_classes)
-    config = train.TrainConfig(model=model_name)
-    tx = train.make_optimizer(config, 100)
+    tx = train.make_optimizer("adam", 1e-3)
     state = train.create_train_state(model, tx, jax.random.key(0), ds.image_shape)
-    step = functools.partial(train.train_step, options=train.StepOptions(augment=True))
+    step = train.make_train_step(options=train.StepOptions(augment=True))
     images = ds.train.images[:batch_size]
     labels = ds.train.labels[:batch_size]
     key = jax.random.key(1)

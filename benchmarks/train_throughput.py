@@ -184,8 +184,8 @@ def eval_seconds(name: str, repeats: int = 3) -> tuple[int, float, float]:
                                      ds.test.images.shape[1:])
     shardings = distributed.state_shardings(state, mesh)
     state = jax.device_put(state, shardings)
-    _, eval_fn = train.make_step_fns(train.StepOptions(), mesh, shardings)
-    feeder = train.BatchFeeder(ds.test, mesh)
+    eval_fn = train.make_eval_step(mesh=mesh, state_sharding=shardings)
+    feeder = data.BatchFeeder(ds.test, mesh)
     bs = train.TrainConfig().eval_batch_size
     times = []
     for _ in range(repeats + 1):

@@ -86,8 +86,7 @@ def test_top_k_and_confusion_matrix_with_mask():
 
 @pytest.mark.parametrize("name", train.OPTIMIZERS)
 def test_every_optimizer_makes_a_finite_update(name):
-    config = TrainConfig(optimizer=name, learning_rate=0.1, weight_decay=1e-4)
-    tx = train.make_optimizer(config, steps_per_epoch=10)
+    tx = train.make_optimizer(name, 0.1, weight_decay=1e-4)
     params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
     grads = {"w": jnp.full((3, 2), 0.5), "b": jnp.ones(2)}
     updates, _ = tx.update(grads, tx.init(params), params)
@@ -98,27 +97,34 @@ def test_every_optimizer_makes_a_finite_update(name):
 
 def test_unknown_optimizer_and_schedule_list_the_valid_names():
     with pytest.raises(CnnlabError, match="adamw.*adadelta"):
-        train.make_optimizer(TrainConfig(optimizer="rmsprop2"), 10)
+        train.make_optimizer("rmsprop2", 1e-3)
+    with pytest.raises(CnnlabError, match="adamw.*adadelta"):
+        TrainConfig(optimizer="rmsprop2")
     with pytest.raises(CnnlabError, match="one_cycle"):
-        TrainConfig(schedule="linear").validate()
+        TrainConfig(schedule="linear")
+    with pytest.raises(CnnlabError, match="one_cycle"):
+        train.make_schedule("linear", 1.0, 100)
 
 
 def test_schedules():
-    c = TrainConfig(learning_rate=1.0, epochs=2)
-    cosine = train.make_schedule(c.replace(schedule="cosine"), 50)
+    # 2 epochs of 50 steps: 100 steps in all
+    cosine = train.make_schedule("cosine", 1.0, 100)
     assert float(cosine(0)) == pytest.approx(1.0) and float(cosine(100)) == pytest.approx(0.0)
-    one_cycle = train.make_schedule(c.replace(schedule="one_cycle"), 50)
+    one_cycle = train.make_schedule("one_cycle", 1.0, 100)
     assert float(one_cycle(30)) == pytest.approx(1.0)  # the peak at 30% of 100 steps
     assert float(one_cycle(0)) == pytest.approx(1.0 / 25)
-    assert float(train.make_schedule(c, 50)(77)) == 1.0
+    assert float(train.make_schedule("constant", 1.0, 100)(77)) == 1.0
+    # from a TrainConfig: the steps of the whole run, warm-up in epochs
+    _, schedule = train.optimizer_from_config(
+        TrainConfig(learning_rate=1.0, epochs=2, schedule="cosine", warmup_epochs=1.0), 50)
+    assert float(schedule(0)) == 0.0 and float(schedule(50)) == pytest.approx(1.0)
 
 
 # ------------------------------------------------------------------------------- training
 
 def test_train_step_makes_the_loss_fall(subset):
     model = models.get("mlp", num_classes=10, hidden=32, activation="relu")
-    config = TrainConfig(learning_rate=3e-3)
-    tx = train.make_optimizer(config, 100)
+    tx = train.make_optimizer("adam", 3e-3)
     state = train.create_train_state(model, tx, jax.random.key(0), subset.image_shape)
     key = jax.random.key(1)
     batches = data.batch_indices(len(subset.train), 64, seed=0, epoch=0)
@@ -132,25 +138,34 @@ def test_train_step_makes_the_loss_fall(subset):
 
 
 def test_loss_falls_and_one_epoch_is_well_above_chance_on_the_subset(tmp_path, subset):
-    config = tiny(max_steps_per_epoch=None, epochs=2, plots=True)  # full epochs of the subset
+    # full epochs of the subset; the test split also after every epoch (to compare with the end)
+    config = tiny(max_steps_per_epoch=None, epochs=2, plots=True, test_every_epoch=True)
     train.TRACE_COUNTS.clear()
-    final = train.train_and_evaluate(config, str(tmp_path))
+    state, final = train.train_and_evaluate(config, str(tmp_path))
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert lines[0]["test_accuracy"] > 0.7, lines[0]  # after one epoch; chance is 0.1
+    assert lines[0]["val_accuracy"] > 0.7, lines[0]  # after one epoch; chance is 0.1
     assert lines[1]["train_loss"] < 0.9 * lines[0]["train_loss"], lines
-    assert lines[1]["test_loss"] < lines[0]["test_loss"], lines
+    assert lines[1]["val_loss"] < lines[0]["val_loss"], lines
+    # The final test metrics are those of the selected (lowest validation loss) checkpoint.
+    assert final["checkpoint_step"] == lines[1]["step"] and int(state.step) == lines[1]["step"]
     assert final["test_accuracy"] == lines[1]["test_accuracy"]
+    assert final["val_loss"] == lines[1]["val_loss"]
     assert final["test_examples"] == len(subset.test) == 1000
     assert np.sum(final["confusion_matrix"]) == 1000
     assert "subset" in final["source"]
-    # Each shape compiled exactly once: one train step shape, one eval shape (the last of the
-    # 1000 / 300 eval batches is padded, not smaller), one gather per batch shape.
+    # Each shape compiled exactly once: one train step shape, one eval shape for validation and
+    # test (the last of the 600 / 1000 rows' 300-batches is padded, not smaller), one gather
+    # per (split, batch shape): training and validation batches of the training split, test
+    # batches of the test split.
     assert train.TRACE_COUNTS["train_step"] == 1
     assert train.TRACE_COUNTS["eval_step"] == 1
-    assert train.TRACE_COUNTS["gather"] == 2
+    assert train.TRACE_COUNTS["gather"] == 3
 
     assert [r.get("epoch") for r in lines] == [1, 2, 2] and lines[-1]["final"]
-    assert lines[0]["step"] == len(subset.train) // 64
+    # 10% of the training split (stratified: 60 of each class) is held out for validation
+    info = json.loads((tmp_path / "run.json").read_text())
+    assert info["val_examples"] == 600 and info["train_examples"] == 5400
+    assert lines[0]["step"] == 5400 // 64
     assert json.loads((tmp_path / "config.json").read_text())["model"] == "workshop_cnn"
     assert json.loads((tmp_path / "run.json").read_text())["class_names"][9] == "Ankle boot"
     for name, min_size in (("curves", 300), ("confusion_matrix", 300), ("predictions", 300)):
@@ -161,7 +176,7 @@ def test_loss_falls_and_one_epoch_is_well_above_chance_on_the_subset(tmp_path, s
 
 
 def _arrays(workdir):
-    run = train.load_run(str(workdir))
+    run = train.load_run(str(workdir), step="latest", optimizer=True)
     return jax.device_get(run.state.arrays())
 
 
@@ -208,8 +223,8 @@ def test_nan_loss_stops_names_the_step_and_keeps_the_last_good_checkpoint(tmp_pa
 
 def test_bad_config_values_are_user_errors(tmp_path):
     with pytest.raises(CnnlabError, match="unknown model 'nope'.*workshop_cnn"):
-        tiny(model="nope").validate()
-    with pytest.raises(CnnlabError, match="larger than the 6,000"):
+        train.train_and_evaluate(tiny(model="nope"), str(tmp_path / "nope"))
+    with pytest.raises(CnnlabError, match="larger than the 5,400 training images .* holding out 600"):
         train.train_and_evaluate(tiny(batch_size=100_000), str(tmp_path / "big"))
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
@@ -220,6 +235,6 @@ def test_bad_config_values_are_user_errors(tmp_path):
 
 
 def test_eval_covers_every_example_exactly_once():
-    assert [m.sum() for _, m in train.eval_batches(10, 4)] == [4, 4, 2]
-    seen = np.concatenate([i[m > 0] for i, m in train.eval_batches(10, 4)])
+    assert [m.sum() for _, m in data.eval_batches(10, 4)] == [4, 4, 2]
+    seen = np.concatenate([i[m > 0] for i, m in data.eval_batches(10, 4)])
     np.testing.assert_array_equal(np.sort(seen), np.arange(10))

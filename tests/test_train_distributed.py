@@ -68,7 +68,9 @@ def one_device_run(config_file, env, tmp_path_factory):
 
 
 def arrays(workdir):
-    return jax.device_get(train.load_run(str(workdir)).state.arrays())
+    """Every array of the newest checkpoint, the optimizer state included."""
+    run = train.load_run(str(workdir), step="latest", optimizer=True)
+    return jax.device_get(run.state.arrays())
 
 
 def max_difference(a, b) -> float:
@@ -90,9 +92,9 @@ def test_8_devices_equal_1_device_and_checkpoints_move_between_device_counts(
         config = configs.get({str(config_file)!r})
         assert jax.device_count() == 8, jax.devices()
         # from scratch, pure data parallelism: the batch of 32 split 8 ways
-        a = train.train_and_evaluate(config, {str(tmp_path / "eight")!r})
+        _, a = train.train_and_evaluate(config, {str(tmp_path / "eight")!r})
         # resume a 1-device checkpoint on a 4 x 2 mesh (kernels split along "model")
-        b = train.train_and_evaluate(config.replace(model_parallelism=2),
+        _, b = train.train_and_evaluate(config.replace(model_parallelism=2),
                                      {str(tmp_path / "continued_on_8")!r}, resume=True)
         print(json.dumps([a["devices"], b["devices"], a["test_accuracy"]]))
     """)
@@ -200,7 +202,7 @@ def all_equations(jaxpr):
 
 def test_bf16_computes_in_bfloat16_and_keeps_float32_state(env, tmp_path):
     model = models.get("resnet_small", num_classes=10, widths=(4,))
-    tx = train.make_optimizer(train.TrainConfig(), 10)
+    tx = train.make_optimizer("adam", 1e-3)
     # Shapes only (nothing is compiled): what the forward pass computes in, by tracing it.
     state = jax.eval_shape(lambda k: train.create_train_state(model, tx, k, (28, 28, 1)),
                            jax.random.key(0))
@@ -225,7 +227,7 @@ def test_bf16_computes_in_bfloat16_and_keeps_float32_state(env, tmp_path):
     config = train.TrainConfig(model="workshop_cnn", dataset="fashion_mnist_subset", epochs=1,
                                batch_size=64, max_steps_per_epoch=30, eval_batch_size=300,
                                learning_rate=3e-3, precision="bf16", plots=False)
-    final = train.train_and_evaluate(config, str(tmp_path))
+    _, final = train.train_and_evaluate(config, str(tmp_path))
     assert final["test_accuracy"] > 0.5 and final["precision"] == "bf16"
     saved = arrays(tmp_path)
     assert all(leaf.dtype in (np.float32, np.int32) for leaf in jax.tree.leaves(saved)), \
@@ -267,8 +269,8 @@ def test_feeding_from_device_or_from_host_gives_the_same_batches():
     from cnnlab import data, distributed
     ds = data.load("fashion_mnist_subset")
     mesh = distributed.make_mesh()
-    on_device = train.BatchFeeder(ds.test, mesh, on_device=True)
-    from_host = train.BatchFeeder(ds.test, mesh, on_device=False)
+    on_device = data.BatchFeeder(ds.test, mesh, on_device=True)
+    from_host = data.BatchFeeder(ds.test, mesh, on_device=False)
     idx = np.array([5, 999, 0, 5, 17, 3, 640, 2])
     for feeder in (on_device, from_host):
         images, labels = feeder.batch(idx)

@@ -220,11 +220,11 @@ def test_finetune_end_to_end(backbone_run, tmp_path, capsys):
     records = train.read_metrics(str(workdir))
     epochs, final = records[:-1], records[-1]
     assert [r["phase"] for r in epochs] == ["head"] * 10 + ["finetune"]
-    assert final["final"] and final["test_examples"] == 10
+    assert final["final"] and final["val_examples"] == 10
     # Horizontal vs vertical stripes vs plain: the Fashion-MNIST features tell them apart
     # (chance is 1/3; this run gets 10/10).
-    assert epochs[9]["test_accuracy"] >= 0.7 and final["test_accuracy"] >= 0.7, final
-    assert "test_accuracy_tta" in final
+    assert epochs[9]["val_accuracy"] >= 0.7 and final["val_accuracy"] >= 0.7, final
+    assert "val_accuracy_tta" in final
     for name in ("curves", "confusion_matrix", "predictions", "top_losses", "lr_find"):
         assert is_png(workdir / "plots" / f"{name}.png"), name
     config = json.loads((workdir / "config.json").read_text())

@@ -1,14 +1,21 @@
-"""Orbax checkpoints of the (possibly sharded) train state, saved asynchronously, last N kept.
+"""Orbax checkpoints of the (possibly sharded) train state: saved asynchronously, the newest N
+kept (and the best one by a metric), restored with a fallback past damaged ones.
 
-A checkpoint is a directory ``<workdir>/checkpoints/<step>/`` with two items: ``state`` (the
-pytree ``{"step", "params", "batch_stats", "opt_state"}``, written by every process for the shards
-it holds) and ``meta`` (small JSON: epoch, position in the epoch, running sums of the epoch's
-training metrics — what an exact resume needs besides the arrays).
+A checkpoint is a directory ``<workdir>/checkpoints/<step>/`` with three items:
+
+- ``state``: ``{"step", "params", "batch_stats"}``, written by every process for the shards it
+  holds; what evaluation and prediction read;
+- ``opt_state``: the optimizer state (what an exact resume needs besides ``state``);
+- ``meta``: small JSON, a :class:`cnnlab.workdir.CheckpointMeta` (epoch, running sums of an
+  unfinished epoch, best step so far, ...).
 
 Why a cut-short checkpoint is never restored: orbax writes each step into a temporary directory
 and renames it to ``<step>`` only once every file (and, with several processes, every process)
 has finished; :meth:`Checkpoints.latest_step` only sees renamed directories, and leftover
-temporary directories are deleted when the manager opens.
+temporary directories are deleted when the manager opens. A complete checkpoint damaged later
+(a truncated or deleted file, bad metadata) is found when it is read:
+:meth:`Checkpoints.restore_newest` reports it in one line naming the step and the file and falls
+back to the next older one.
 
 Restoring takes an abstract target whose leaves carry the shardings wanted *now*, so a checkpoint
 written on 8 devices restores onto 1 (or the other way round).
@@ -16,36 +23,55 @@ written on 8 devices restores onto 1 (or the other way round).
 
 from __future__ import annotations
 
+import json
 import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
+from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
 from cnnlab.errors import CnnlabError
+
+STATE, OPT_STATE, META = "state", "opt_state", "meta"
 
 
 class Checkpoints:
     """A thin wrapper over :class:`orbax.checkpoint.CheckpointManager`.
 
     Args:
-      directory: where step directories live (created if missing).
+      directory: where step directories live (created if missing, unless ``read_only``).
       keep: how many of the newest checkpoints to keep.
+      best_metric: with a name (e.g. ``"val_loss"``), the checkpoint with the lowest value of
+        that metric (passed to :meth:`save`) is kept too, however old.
       async_save: write in a background thread (the device-to-host copy still happens in
         :meth:`save`, so the caller may donate the state right after).
+      read_only: for reading a finished run back: never creates, deletes or cleans anything.
+
+    Raises:
+      CnnlabError: ``read_only`` and the directory does not exist.
     """
 
-    def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True,
-                 read_only: bool = False):
+    def __init__(self, directory: str, *, keep: int = 3, best_metric: str | None = None,
+                 async_save: bool = True, read_only: bool = False):
         self.directory = os.path.abspath(directory)
         if read_only and not os.path.isdir(self.directory):
             raise CnnlabError(f"no checkpoints in {self.directory}; train first with "
                               f"`cnnlab train --workdir {os.path.dirname(self.directory)}`")
-        if read_only:  # for reading back a run: never creates, deletes or cleans anything
+        if read_only:
             options = ocp.CheckpointManagerOptions(create=False, enable_async_checkpointing=False)
         else:
+            policy: policies.PreservationPolicy = policies.LatestN(n=keep)
+            if best_metric:
+                policy = policies.AnyPreservationPolicy([policy, policies.BestN(
+                    get_metric_fn=lambda metrics: metrics[best_metric], reverse=True, n=1,
+                    keep_checkpoints_without_metrics=False)])
             options = ocp.CheckpointManagerOptions(
-                max_to_keep=keep, enable_async_checkpointing=async_save, create=True,
+                preservation_policy=policy, enable_async_checkpointing=async_save, create=True,
                 cleanup_tmp_directories=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -54,25 +80,148 @@ class Checkpoints:
         return self._manager.latest_step()
 
     def all_steps(self) -> list[int]:
+        """Steps of the complete checkpoints, oldest first."""
         return sorted(self._manager.all_steps())
 
-    def save(self, step: int, state: dict[str, Any], meta: dict[str, Any]) -> None:
-        """Start saving ``state`` (pytree of arrays) and ``meta`` (JSON-able) as ``step``."""
-        self._manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    def save(self, step: int, arrays: Mapping[str, Any], meta: Mapping[str, Any], *,
+             metrics: Mapping[str, float] | None = None) -> bool:
+        """Start saving ``arrays`` (``{"step", "params", "batch_stats", "opt_state"}``) and
+        ``meta`` (JSON-able) as ``step``.
 
-    def restore(self, abstract_state, step: int | None = None) -> tuple[dict, dict]:
-        """Read ``step`` (default: the latest) into the structure, dtypes and shardings of
-        ``abstract_state`` (a pytree of :class:`jax.ShapeDtypeStruct` with ``sharding`` set).
+        Saving a step that already exists does nothing and returns False: a run is
+        deterministic, so the same step holds the same state (and the existing, complete
+        checkpoint is never replaced by a possibly unfinished one).
 
-        Returns ``(state, meta)``.
+        Args:
+          metrics: values for ``best_metric`` (e.g. ``{"val_loss": 0.31}``); checkpoints saved
+            without them never count as the best.
+
+        Returns:
+          True when a save was started.
+        """
+        if step in self._manager.all_steps():
+            return False
+        items = {STATE: ocp.args.StandardSave({k: v for k, v in arrays.items()
+                                               if k != OPT_STATE}),
+                 META: ocp.args.JsonSave(dict(meta))}
+        if jax.tree.leaves(arrays.get(OPT_STATE)):
+            items[OPT_STATE] = ocp.args.StandardSave(arrays[OPT_STATE])
+        self._manager.save(step, args=ocp.args.Composite(**items),
+                           metrics=dict(metrics) if metrics else None, force=True)
+        return True
+
+    def read_meta(self, step: int) -> dict:
+        """The ``meta`` item of ``step`` alone."""
+        return dict(self._manager.restore(step, args=ocp.args.Composite(
+            **{META: ocp.args.JsonRestore()}))[META])
+
+    def restore(self, abstract: Mapping[str, Any], step: int | None = None) -> tuple[dict, dict]:
+        """Read ``step`` (default: the newest) into the structure, dtypes and shardings of
+        ``abstract``.
+
+        Args:
+          abstract: ``{"step", "params", "batch_stats"[, "opt_state"]}`` of
+            :class:`jax.ShapeDtypeStruct` with ``sharding`` set (:func:`abstract_like`); without
+            ``"opt_state"`` the optimizer state is not read (evaluation, prediction).
+          step: which checkpoint.
+
+        Returns:
+          ``(arrays, meta)`` with the keys of ``abstract``.
+
+        Raises:
+          CnnlabError: there is no complete checkpoint.
+          Exception: whatever orbax raises for a damaged checkpoint (see :meth:`restore_newest`).
         """
         step = self.latest_step() if step is None else step
         if step is None:
             raise CnnlabError(f"no complete checkpoint in {self.directory}")
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-        return restored.state, dict(restored.meta)
+        state_target = {k: v for k, v in abstract.items() if k != OPT_STATE}
+        items = {STATE: ocp.args.StandardRestore(state_target), META: ocp.args.JsonRestore()}
+        wants_opt = OPT_STATE in abstract and jax.tree.leaves(abstract[OPT_STATE])
+        if wants_opt:
+            items[OPT_STATE] = ocp.args.StandardRestore(abstract[OPT_STATE])
+        restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+        arrays = dict(restored[STATE])
+        if OPT_STATE in abstract:
+            arrays[OPT_STATE] = restored[OPT_STATE] if wants_opt else abstract[OPT_STATE]
+        return arrays, dict(restored[META])
+
+    def mismatch(self, abstract: Mapping[str, Any], step: int) -> str | None:
+        """How the checkpoint ``step`` differs in structure or shapes from ``abstract``, in
+        words, or None when it fits. Raises whatever reading its metadata raises."""
+        stored = _leaf_shapes(self._item_metadata(step, STATE))
+        wanted = _leaf_shapes({k: v for k, v in abstract.items() if k != OPT_STATE})
+        for path in sorted(set(stored) | set(wanted)):
+            if stored.get(path) != wanted.get(path):
+                return (f"{path or 'the state'} is {_describe(stored.get(path))} in the "
+                        f"checkpoint and {_describe(wanted.get(path))} here")
+        if OPT_STATE in abstract and jax.tree.leaves(abstract[OPT_STATE]):
+            have = sorted(_leaf_shapes(self._item_metadata(step, OPT_STATE)).values())
+            want = sorted(_leaf_shapes(abstract[OPT_STATE]).values())
+            if have != want:
+                return (f"the optimizer state has {len(have)} arrays in the checkpoint and "
+                        f"{len(want)} of other shapes here (another optimizer?)")
+        return None
+
+    def _item_metadata(self, step: int, item: str):
+        path = epath.Path(self.directory) / str(step) / item
+        if not path.exists():
+            raise FileNotFoundError(f'item "{item}" is missing: local file "{path}"')
+        metadata = ocp.StandardCheckpointHandler().metadata(path)
+        return getattr(metadata, "tree", metadata)
+
+    def restore_newest(self, abstract: Mapping[str, Any], *,
+                       note: Callable[[str], None] = print) -> tuple[dict, dict, int]:
+        """The newest checkpoint that restores: damaged ones are skipped with one line each.
+
+        Args:
+          abstract: as for :meth:`restore`.
+          note: receives one line per skipped checkpoint (naming its step and the damaged
+            file) and one saying which step was used after a skip.
+
+        Returns:
+          ``(arrays, meta, step)``.
+
+        Raises:
+          CnnlabError: there is no checkpoint, none restores, or the newest readable one does
+            not fit ``abstract`` (another model or optimizer: older ones would not fit either).
+        """
+        steps = self.all_steps()[::-1]
+        if not steps:
+            raise CnnlabError(f"no complete checkpoint in {self.directory}")
+        skipped = []
+        for step in steps:
+            try:
+                problem = self.mismatch(abstract, step)
+            except Exception:  # noqa: BLE001 - unreadable metadata: restoring will tell
+                problem = None
+            if problem:
+                raise CnnlabError(f"the checkpoint at step {step} in {self.directory} does not "
+                                  f"fit this model/optimizer: {problem}; use the settings of "
+                                  "the run that wrote it")
+            try:
+                arrays, meta = self.restore(abstract, step)
+            except Exception as e:  # noqa: BLE001 - whatever orbax/tensorstore raise for bad data
+                skipped.append(step)
+                note(self._damage(step, e))
+                continue
+            if skipped:
+                note(f"using checkpoint step {step}, the newest one that restores")
+            return arrays, meta, step
+        raise CnnlabError(f"none of the checkpoints in {self.directory} (steps "
+                          f"{', '.join(map(str, sorted(skipped)))}) restores; start over with "
+                          "--overwrite")
+
+    def _damage(self, step: int, error: BaseException) -> str:
+        """One line: the damaged step, the file to blame, the reason."""
+        step_dir = Path(self.directory) / str(step)
+        text = " ".join(str(error).split())
+        match = re.search(r'local file "([^"]+)"', text)
+        culprit = match.group(1) if match else _unreadable_json(step_dir) or str(step_dir)
+        reason = text.split(": ")[0][:120] if text else type(error).__name__
+        if isinstance(error, json.JSONDecodeError):
+            reason = "not valid JSON (cut short?)"
+        return f"checkpoint step {step} does not restore ({culprit}: {reason}); skipped"
 
     def wait(self) -> None:
         """Block until the last asynchronous save is on disk."""
@@ -87,6 +236,27 @@ class Checkpoints:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _leaf_shapes(tree) -> dict[str, tuple]:
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {jax.tree_util.keystr(path): (tuple(leaf.shape), str(leaf.dtype)) for path, leaf in flat}
+
+
+def _describe(entry) -> str:
+    return "missing" if entry is None else f"{entry[1]} {entry[0]}"
+
+
+def _unreadable_json(step_dir: Path) -> str | None:
+    """The first JSON file of a checkpoint that does not parse (orbax's errors do not say)."""
+    names = ("_CHECKPOINT_METADATA", "_METADATA", "metadata", "_sharding")
+    for path in sorted(step_dir.rglob("*")):
+        if path.is_file() and path.name in names:
+            try:
+                json.loads(path.read_text())
+            except (ValueError, UnicodeDecodeError):
+                return str(path)
+    return None
 
 
 def abstract_like(tree, shardings) -> Any:

@@ -2,63 +2,44 @@
 
 Subcommands::
 
-    cnnlab train      [--config NAME|FILE.py] [--model M] [--dataset D] [--epochs N]
-                      [--batch-size B] [--optimizer O] [--lr LR] [--seed S] [--workdir W]
-                      [--resume | --overwrite] [--data-dir DIR] ...   (``cnnlab train --help``)
-    cnnlab evaluate   --workdir W              test metrics of the newest checkpoint
+    cnnlab train      [--config NAME|FILE.py] [--model M] [--epochs N] [--lr LR] ... [--set F=V]
+                      [--workdir W] [--resume | --overwrite]     (``cnnlab train --help``)
+    cnnlab evaluate   --workdir W              test metrics of a run's selected checkpoint
     cnnlab predict    --workdir W IMAGE...     top-k classes of PNG/JPEG files of any size
+    cnnlab predict    --model resnet50|vgg16 --weights FILE.h5 IMAGE...   ImageNet classes
     cnnlab visualize  --workdir W [IMAGE]      first-layer filters and feature maps as PNGs
+    cnnlab finetune   --backbone B --data-dir ROOT ...           (``cnnlab finetune --help``)
 
 ``cnnlab train`` with no arguments is ``make train``: the workshop CNN on Fashion-MNIST (the full
 data when found, otherwise the embedded subset), into ``runs/workshop_cnn``.
 
+The flags of ``train`` and ``finetune`` are generated from the fields of
+:class:`cnnlab.config.TrainConfig` and :class:`cnnlab.config.FinetuneConfig` (every field can be
+set; ``--set FIELD=VALUE`` also reaches into mapping fields: ``--set model_kwargs.widths=[8,16]``).
+
 User mistakes (:class:`cnnlab.errors.CnnlabError`) print one line ``cnnlab: error: ...`` and exit
-with status 2; anything else is a bug and keeps its traceback.
+with status 2; a run stopped by SIGTERM/SIGINT prints one line saying how to resume and exits with
+128 + the signal number; anything else is a bug and keeps its traceback.
 
-Extension hook
---------------
-Other modules add subcommands without editing this file. For each module name in
-:data:`EXTENSIONS` that can be imported and has a function ``add_cli(subparsers)``, that
-function is called with the ``argparse`` subparsers object after the built-in subcommands exist.
-It may
-
-- add a subcommand: ``p = subparsers.add_parser("finetune", help=...)``, add its arguments, and
-  ``p.set_defaults(func=handler)``, where ``handler(args) -> int | None`` (the exit status) may
-  raise CnnlabError for user mistakes;
-- extend a built-in one: ``p = subparsers.choices["predict"]``, ``p.add_argument("--weights")``,
-  then wrap the built-in handler, which stays available as ``p.get_default("func")``::
-
-      builtin = p.get_default("func")
-      p.set_defaults(func=lambda args: my_predict(args) if args.weights else builtin(args))
-
-  (``predict`` has no ``--model`` option of its own, and its ``--workdir`` is only required by
-  the built-in handler, so an extension may add ``--model resnet50 --weights FILE.h5``.)
+JAX, Flax and the data libraries are imported inside the subcommand handlers, not at the top of
+this module: ``--help`` and usage errors then answer at once instead of after seconds of imports.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
+import json
+import logging
 import os
 import sys
+import warnings
 
-from cnnlab.errors import CnnlabError
+from cnnlab import config as config_lib
+from cnnlab import configs
+from cnnlab.config import FinetuneConfig, TrainConfig
+from cnnlab.errors import CnnlabError, Interrupted
 
-EXTENSIONS = ("cnnlab.transfer",)
 DEFAULT_CONFIG = "workshop_cnn"
-
-# flag -> TrainConfig field, for the flags that override single config fields
-TRAIN_FLAGS = {
-    "model": "model", "dataset": "dataset", "epochs": "epochs", "batch_size": "batch_size",
-    "eval_batch_size": "eval_batch_size", "optimizer": "optimizer", "lr": "learning_rate",
-    "momentum": "momentum", "schedule": "schedule", "warmup_epochs": "warmup_epochs",
-    "weight_decay": "weight_decay", "label_smoothing": "label_smoothing", "augment": "augment",
-    "seed": "seed", "precision": "precision", "max_steps_per_epoch": "max_steps_per_epoch",
-    "keep_checkpoints": "keep_checkpoints", "checkpoint_every_steps": "checkpoint_every_steps",
-    "model_parallelism": "model_parallelism", "sharding": "sharding", "data_dir": "data_dir",
-    "tfds_dir": "tfds_dir", "plots": "plots", "data_on_device": "data_on_device",
-}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,28 +52,24 @@ class _Parser(argparse.ArgumentParser):
 
 # ---------------------------------------------------------------------------------- train
 
-def _train_config(args):
+def _train_config(args) -> TrainConfig:
     """The run's TrainConfig: a preset (or the workdir's config.json when resuming) with the
-    explicitly given flags on top."""
-    import json
-    from cnnlab import configs
-    from cnnlab.train import TrainConfig
+    explicitly given flags and ``--set`` assignments on top."""
     saved = os.path.join(args.workdir, "config.json")
     if args.resume and os.path.exists(saved) and args.config is None:
         with open(saved) as f:
             config = TrainConfig.from_dict(json.load(f))
     else:
         config = configs.get(args.config or DEFAULT_CONFIG)
-    changes = {field: getattr(args, flag) for flag, field in TRAIN_FLAGS.items()
-               if getattr(args, flag, None) is not None}
-    return config.replace(**changes)
+    config = config.replace(**config_lib.given_arguments(args, TrainConfig))
+    return config_lib.apply_overrides(config, args.set)
 
 
 class RichReporter:
     """Progress bar (steps, loss, accuracy, images/s) per epoch and one line per epoch."""
 
     def __init__(self):
-        from rich.console import Console
+        from rich.console import Console  # noqa: PLC0415 - rich only when training
         self.err = Console(stderr=True, highlight=False)
         self.progress = None
         self.task = None
@@ -102,15 +79,17 @@ class RichReporter:
 
     def run_start(self, info: dict) -> None:
         mesh = " x ".join(f"{k}={v}" for k, v in info["mesh"].items())
+        val = (f"; {info['val_examples']:,} images held out for validation"
+               if info.get("val_examples") else "")
         print(f"training {info['model']} ({info['param_count']:,} parameters) on "
-                       f"{info['source']}; {info['devices']} device(s) (mesh {mesh}), "
-                       f"{info['epochs']} epoch(s) of {info['steps_per_epoch']} steps", flush=True)
+              f"{info['source']}{val}; {info['devices']} device(s) (mesh {mesh}), "
+              f"{info['epochs']} epoch(s) of {info['steps_per_epoch']} steps", flush=True)
 
     def epoch_start(self, epoch: int, epochs: int, steps: int, done: int) -> None:
         if not self.err.is_terminal:  # logs and pipes get the per-epoch lines only
             return
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (BarColumn, MofNCompleteColumn,  # noqa: PLC0415 - as above
+                                   Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn)
         self.progress = Progress(
             TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]} acc {task.fields[acc]} {task.fields[ips]} img/s"),
@@ -127,14 +106,14 @@ class RichReporter:
                              ips=f"{values['images_per_second']:,.0f}")
 
     def epoch_end(self, r: dict) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
-        print(
-            f"epoch {r['epoch']:>3}  step {r['step']:>6}  train loss {r['train_loss']:.4f} "
-            f"acc {r['train_accuracy']:.4f}  test loss {r['test_loss']:.4f} "
-            f"acc {r['test_accuracy']:.4f}  lr {r['learning_rate']:.2e}  "
-            f"{r['epoch_seconds']:.1f} s  {r['images_per_second']:,.0f} img/s", flush=True)
+        self.close()
+        evaluated = "".join(f"{name} loss {r[f'{split}_loss']:.4f} acc {r[f'{split}_accuracy']:.4f}  "
+                            for split, name in (("val", "val"), ("test", "test"))
+                            if f"{split}_loss" in r)
+        phase = f"[{r['phase']}] " if r.get("phase") else ""
+        print(f"epoch {r['epoch']:>3}  step {r['step']:>6}  {phase}train loss {r['train_loss']:.4f} "
+              f"acc {r['train_accuracy']:.4f}  {evaluated}lr {r['learning_rate']:.2e}  "
+              f"{r['epoch_seconds']:.1f} s  {r['images_per_second']:,.0f} img/s", flush=True)
 
     def close(self) -> None:
         if self.progress is not None:
@@ -143,9 +122,9 @@ class RichReporter:
 
 
 def cmd_train(args) -> int:
-    from cnnlab import distributed
+    from cnnlab import distributed  # noqa: PLC0415 - JAX only for subcommands (see top)
     distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-    from cnnlab.train import train_and_evaluate
+    from cnnlab.train import train_and_evaluate  # noqa: PLC0415 - after initialize, as JAX asks
     default_workdir = args.workdir is None
     if default_workdir:
         args.workdir = os.path.join("runs", os.path.splitext(os.path.basename(
@@ -158,19 +137,31 @@ def cmd_train(args) -> int:
         print(f"note: replacing the earlier run in {args.workdir} (pass --workdir to keep runs)")
     reporter = RichReporter()
     try:
-        final = train_and_evaluate(config, args.workdir, resume=args.resume, overwrite=overwrite,
-                                   reporter=reporter)
+        _, final = train_and_evaluate(config, args.workdir, resume=args.resume,
+                                      overwrite=overwrite, reporter=reporter)
+    except Interrupted as e:
+        e.hint = (f"continue with: cnnlab train --workdir {args.workdir} --resume" if e.saved
+                  else "nothing was saved yet; run the same command again")
+        raise
     finally:
         reporter.close()
     if distributed.is_main_process():
-        k = config.top_k
-        print(f"test accuracy {final['test_accuracy']:.2%} "
-              f"(top-{k} {final[f'test_top{k}_accuracy']:.2%}, loss {final['test_loss']:.4f}) "
-              f"on {final['test_examples']:,} test images after "
-              f"{final['epoch']} epoch(s), {final['step']:,} steps, {final['seconds']:.1f} s")
-        print(f"data: {final['source']}")
-        print(f"workdir: {args.workdir} (metrics.jsonl, checkpoints/, plots/)")
+        _print_final(final, config, args.workdir)
     return 0
+
+
+def _print_final(final: dict, config: TrainConfig, workdir: str) -> None:
+    k = config.top_k
+    print(f"test accuracy {final['test_accuracy']:.2%} "
+          f"(top-{k} {final[f'test_top{k}_accuracy']:.2%}, loss {final['test_loss']:.4f}) "
+          f"on {final['test_examples']:,} test images after "
+          f"{final['epoch']} epoch(s), {final['step']:,} steps, {final['seconds']:.1f} s")
+    if "val_accuracy" in final:
+        stopped = "; early stopping ended the run" if final.get("stopped_early") else ""
+        print(f"checkpoint: step {final['checkpoint_step']:,}, the lowest validation loss "
+              f"({final['val_loss']:.4f}, validation accuracy {final['val_accuracy']:.2%}){stopped}")
+    print(f"data: {final['source']}")
+    print(f"workdir: {workdir} (metrics.jsonl, checkpoints/, plots/)")
 
 
 # ---------------------------------------------------------------------- evaluate / predict
@@ -182,10 +173,10 @@ def _require_workdir(args) -> str:
 
 
 def cmd_evaluate(args) -> int:
-    import jax
-    from cnnlab import data, distributed
-    from cnnlab.train import BatchFeeder, StepOptions, evaluate, load_run, make_step_fns
-    run = load_run(_require_workdir(args))
+    import jax  # noqa: PLC0415 - JAX only for subcommands (see top)
+
+    from cnnlab import data, distributed, train  # noqa: PLC0415 - as above
+    run = train.load_run(_require_workdir(args))
     c = run.config
     ds = data.load(c.dataset, data_dir=args.data_dir or c.data_dir,
                    tfds_dir=args.tfds_dir or c.tfds_dir)
@@ -194,8 +185,9 @@ def cmd_evaluate(args) -> int:
     bs = -(-min(args.batch_size, len(ds.test.labels)) // n) * n
     shardings = distributed.state_shardings(run.state, mesh)
     state = jax.device_put(run.state, shardings)
-    _, eval_fn = make_step_fns(StepOptions.from_config(c), mesh, shardings)
-    test = evaluate(state, BatchFeeder(ds.test, mesh), eval_fn, bs, top_k=c.top_k)
+    eval_fn = train.make_eval_step(options=train.StepOptions.from_config(c), mesh=mesh,
+                                   state_sharding=shardings)
+    test = train.evaluate(state, data.BatchFeeder(ds.test, mesh), eval_fn, bs, top_k=c.top_k)
     print(f"test accuracy {test['accuracy']:.2%} "
           f"(top-{c.top_k} {test[f'top{c.top_k}_accuracy']:.2%}, loss {test['loss']:.4f}) "
           f"on {test['count']:,} test images; checkpoint step {run.step}")
@@ -209,9 +201,12 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    import numpy as np
-    from cnnlab.train import load_run
-    from cnnlab.visualize import read_image
+    if args.model:
+        return _predict_imagenet(args)
+    import numpy as np  # noqa: PLC0415 - as above
+
+    from cnnlab.train import load_run  # noqa: PLC0415 - as above
+    from cnnlab.visualize import read_image  # noqa: PLC0415 - as above
     workdir = _require_workdir(args)
     if not args.images:
         raise CnnlabError("predict needs at least one IMAGE file")
@@ -227,15 +222,23 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def _predict_imagenet(args) -> int:
+    from cnnlab.transfer import imagenet_predict  # noqa: PLC0415 - as above
+    results = imagenet_predict(args.model, args.weights, args.images, top=args.top_k)
+    for path, top in zip(args.images, results):
+        print(f"{path}: " + ", ".join(f"{name} {p:.1%}" for _, name, p in top))
+    return 0
+
+
 def cmd_visualize(args) -> int:
-    from cnnlab.train import load_run
-    from cnnlab.visualize import read_image, visualize
+    from cnnlab.train import load_run  # noqa: PLC0415 - as above
+    from cnnlab.visualize import read_image, visualize  # noqa: PLC0415 - as above
     run = load_run(_require_workdir(args))
     if args.image:
         image = read_image(args.image, run.input_shape, invert=args.invert)
         stem = os.path.splitext(os.path.basename(args.image))[0]
     else:
-        from cnnlab import data
+        from cnnlab import data  # noqa: PLC0415 - as above
         ds = data.load(run.config.dataset, data_dir=run.config.data_dir,
                        tfds_dir=run.config.tfds_dir)
         image, stem = ds.test.images[0], "test0"
@@ -250,53 +253,91 @@ def cmd_visualize(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------- finetune
+
+def cmd_finetune(args) -> int:
+    from cnnlab.transfer import finetune  # noqa: PLC0415 - as above
+    config = config_lib.apply_overrides(
+        FinetuneConfig(**config_lib.given_arguments(args, FinetuneConfig)), args.set)
+    workdir = args.workdir or os.path.join("runs", "finetune")
+    with warnings.catch_warnings():
+        # Our own warnings (bad images skipped) as plain "warning: ..." lines, not
+        # "file.py:123: UserWarning:" with a source line.
+        warnings.simplefilter("default")
+        warnings.showwarning = _warning_printer(warnings.showwarning)
+        try:
+            final = finetune(config, workdir, overwrite=args.overwrite)
+        except Interrupted as e:
+            e.hint = "fine-tuning does not resume yet: run the command again with --overwrite"
+            raise
+    tta = (f", with flip TTA {final['val_accuracy_tta']:.2%}"
+           if "val_accuracy_tta" in final else "")
+    print(f"validation accuracy {final['val_accuracy']:.2%}{tta} (loss "
+          f"{final['val_loss']:.4f}) on {final['val_examples']:,} images after "
+          f"{final['epoch']} epoch(s), {final['seconds']:.1f} s")
+    if final["most_confused"]:
+        print("most confused: " + "; ".join(f"{t} -> {p} ({c}x)"
+                                            for t, p, c in final["most_confused"][:3]))
+    print(f"workdir: {workdir} (metrics.jsonl, checkpoints/, plots/, interpretation.json)")
+    return 0
+
+
+def _warning_printer(original):
+    """cnnlab's own UserWarnings (images skipped) as "warning: ..." lines; others as usual."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        if category is UserWarning and "cnnlab" in filename:
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+        else:
+            original(message, category, filename, lineno, file, line)
+    return show
+
+
 # ---------------------------------------------------------------------------------- parser
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="cnnlab", description="Train, evaluate and look inside CNNs (JAX/Flax).")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
+def _add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="set any config field, JSON value; dotted names reach into mapping "
+                        "fields: --set model_kwargs.widths=[32,64,128]")
 
-    t = sub.add_parser("train", help="train a model, evaluating after every epoch")
+
+def _train_parser(sub) -> None:
+    t = sub.add_parser("train", help="train a model, validating after every epoch",
+                       description="Flags override single fields of the config (a preset, or "
+                       "the workdir's config.json with --resume); defaults shown are "
+                       "TrainConfig's, a preset may change them.")
     t.add_argument("--config", help="preset name (see cnnlab.configs) or FILE.py with "
                    f"get_config(); default {DEFAULT_CONFIG}")
-    t.add_argument("--model", help="model name (cnnlab.models.names())")
-    t.add_argument("--dataset", help="fashion_mnist, fashion_mnist_subset, digits or a TFDS name")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int, help="global batch size (split over devices)")
-    t.add_argument("--eval-batch-size", type=int)
-    t.add_argument("--optimizer", help="sgd, momentum, adam, adamw or adadelta")
-    t.add_argument("--lr", type=float, help="(peak) learning rate")
-    t.add_argument("--momentum", type=float)
-    t.add_argument("--schedule", help="constant, cosine or one_cycle")
-    t.add_argument("--warmup-epochs", type=float)
-    t.add_argument("--weight-decay", type=float)
-    t.add_argument("--label-smoothing", type=float)
-    t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="random flip and pad-and-crop on device")
-    t.add_argument("--seed", type=int)
-    t.add_argument("--precision", help="f32 (default) or bf16 (bfloat16 compute, f32 parameters)")
-    t.add_argument("--max-steps-per-epoch", type=int)
-    t.add_argument("--keep-checkpoints", type=int)
-    t.add_argument("--checkpoint-every-steps", type=int, help="extra mid-epoch checkpoints")
-    t.add_argument("--model-parallelism", type=int, help="size of the mesh's model axis")
-    t.add_argument("--sharding", help="state sharding rule: replicate or fsdp")
-    t.add_argument("--data-on-device", action=argparse.BooleanOptionalAction, default=None)
-    t.add_argument("--plots", action=argparse.BooleanOptionalAction, default=None)
-    t.add_argument("--data-dir", help="directory with the Fashion-MNIST IDX .gz files")
-    t.add_argument("--tfds-dir",
-                   help="TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    config_lib.add_arguments(t, TrainConfig)
+    _add_set(t)
     t.add_argument("--workdir", help="where metrics, checkpoints and plots go "
                    "(default runs/<config>)")
     g = t.add_mutually_exclusive_group()
-    g.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint that restores")
     g.add_argument("--overwrite", action="store_true", help="delete an earlier run in --workdir")
     t.add_argument("--coordinator", help="multi-process: HOST:PORT of process 0")
     t.add_argument("--num-processes", type=int)
     t.add_argument("--process-id", type=int)
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="test metrics of a run's newest checkpoint")
+
+def _finetune_parser(sub) -> None:
+    f = sub.add_parser("finetune", help="transfer a pretrained network to your own image folder")
+    config_lib.add_arguments(f, FinetuneConfig)
+    _add_set(f)
+    f.add_argument("--workdir", help="where metrics, checkpoints and plots go "
+                   "(default runs/finetune)")
+    f.add_argument("--overwrite", action="store_true", help="delete an earlier run in --workdir")
+    f.set_defaults(func=cmd_finetune)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cnnlab", description="Train, evaluate and look inside CNNs (JAX/Flax).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    _train_parser(sub)
+
+    e = sub.add_parser("evaluate", help="test metrics of a run's selected checkpoint")
     e.add_argument("--workdir")
     e.add_argument("--batch-size", type=int, default=2000)
     e.add_argument("--data-dir")
@@ -305,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="top-k classes of image files (PNG, JPEG, any size)")
     p.add_argument("--workdir")
+    p.add_argument("--model", help="resnet50 or vgg16: ImageNet predictions (with --weights)")
+    p.add_argument("--weights", help="Keras ImageNet .h5 file for --model")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--invert", default="auto",
                    help="auto (invert light-background grayscale images), yes or no")
@@ -319,29 +362,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image file (default: the first test image)")
     v.set_defaults(func=cmd_visualize)
 
-    for name in EXTENSIONS:
-        if importlib.util.find_spec(name) is not None:
-            module = importlib.import_module(name)
-            if hasattr(module, "add_cli"):
-                module.add_cli(sub)
+    _finetune_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    import logging
     # orbax and TFDS log routine notes through absl at WARNING; keep the terminal for our lines.
     logging.getLogger("absl").setLevel(logging.ERROR)
     try:
-        from cnnlab.train import enable_compilation_cache
-        enable_compilation_cache()
         parser = build_parser()
         args = parser.parse_args(argv)
+        from cnnlab.compilation import enable_compilation_cache  # noqa: PLC0415 - see top
+        enable_compilation_cache()
         status = args.func(args)
         return int(status or 0)
     except CnnlabError as e:
         message = " ".join(str(e).split())  # always one line
         print(f"cnnlab: error: {message}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"cnnlab: {e}; {e.hint or 'continue with the same command and --resume'}",
+              file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("cnnlab: interrupted; continue with the same command and --resume", file=sys.stderr)
         return 130

@@ -28,9 +28,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 
+import h5py
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from cnnlab.errors import CnnlabError
+from cnnlab.models import layer_order
 
 # Flax (collection, name) slots a Keras layer's weights fill, by kind of layer.
 _DENSE_OR_CONV = (("params", "kernel"), ("params", "bias"))
@@ -82,8 +86,6 @@ def read_weights(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
     Raises:
       CnnlabError: missing file, not HDF5, or not a Keras h5 weights/model file.
     """
-    import h5py
-
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CnnlabError(f"weights file {path} does not exist; {KERAS_WEIGHTS_HELP}")
@@ -240,11 +242,6 @@ def load_model_weights(path: str | os.PathLike, model, input_shape: Sequence[int
     ``jax.eval_shape(model.init)`` (nothing is initialized) and the model's call order as the
     Keras layer order. Layers in ``keep`` missing from the file stay abstract
     (``jax.ShapeDtypeStruct``): replace them (e.g. :func:`cnnlab.transfer.replace_head`)."""
-    import jax
-    import jax.numpy as jnp
-
-    from cnnlab.transfer import layer_order
-
     shape = tuple(input_shape)
     shape = (1, *shape) if len(shape) == 3 else shape
     template = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape, jnp.float32),

@@ -28,14 +28,17 @@ def _save(fig, path: str) -> str:
 
 
 def training_curves(history: Sequence[dict], path: str) -> str:
-    """Loss and accuracy per epoch, train and test, side by side (``history``: metrics.jsonl
-    records with ``epoch``, ``train_loss``, ``test_loss``, ``train_accuracy`` and
-    ``test_accuracy``)."""
+    """Loss and accuracy per epoch, side by side, for every split the records have: ``train``,
+    ``val`` (validation) and ``test`` (``history``: metrics.jsonl records with ``epoch`` and
+    ``<split>_loss`` / ``<split>_accuracy``)."""
     fig = _figure(10, 4)
     epochs = [r["epoch"] for r in history]
+    splits = [s for s in ("train", "val", "test") if any(f"{s}_loss" in r for r in history)]
+    styles = {"train": "o-", "val": "s--", "test": "^:"}
     for ax, what in zip(fig.subplots(1, 2), ("loss", "accuracy")):
-        for split, style in (("train", "o-"), ("test", "s--")):
-            ax.plot(epochs, [r[f"{split}_{what}"] for r in history], style, label=split)
+        for split in splits:
+            ax.plot(epochs, [r.get(f"{split}_{what}", math.nan) for r in history], styles[split],
+                    label={"val": "validation"}.get(split, split))
         ax.set_xlabel("epoch")
         ax.set_ylabel(what)
         ax.set_title(what)

@@ -5,7 +5,8 @@ The recipe (Keras's transfer-learning guide, fast.ai's ``fine_tune``), one funct
 1. :func:`replace_head`: a fresh output layer for the new classes (the old classes are gone);
 2. a freeze specification: the network as ordered blocks (:func:`blocks`), the last ``k`` of them
    trainable (:func:`freeze_labels`) -> an ``optax.multi_transform`` label tree, with
-   discriminative learning rates (:func:`discriminative_lrs`, :func:`finetune_optimizer`);
+   discriminative learning rates (:func:`discriminative_lrs`, :func:`finetune_optimizer`;
+   frozen parameters get ``optax.set_to_zero``);
 3. feature extraction, the fast path on a CPU: run the frozen network once, keep the input of the
    head (:func:`head_inputs`), train only the head on those cached features (:func:`train_head`);
 4. fine-tuning (:func:`train_blocks`): unfreeze the last blocks and train them with small,
@@ -16,9 +17,11 @@ The recipe (Keras's transfer-learning guide, fast.ai's ``fine_tune``), one funct
    augmentation (:func:`tta_probs`), and :func:`interpret` (confusion matrix, most-confused pairs,
    a grid of the top losses).
 
-:func:`finetune` runs it all from an image folder into a workdir laid out like ``cnnlab train``'s
-(``cnnlab finetune --backbone resnet50 --weights FILE.h5 --data-dir ROOT ...``), and
-``cnnlab predict --model resnet50 --weights FILE.h5 IMAGE`` prints ImageNet predictions.
+Training (steps 3 and 4) goes through the library's one loop, :func:`cnnlab.loop.fit`, and its
+step builder :func:`cnnlab.train.make_train_step`. :func:`finetune` runs it all from an image
+folder into a workdir laid out like ``cnnlab train``'s (``cnnlab finetune --backbone resnet50
+--weights FILE.h5 --data-dir ROOT ...``), and :func:`imagenet_predict` is ``cnnlab predict
+--model resnet50 --weights FILE.h5 IMAGE``.
 """
 
 from __future__ import annotations
@@ -29,9 +32,7 @@ import json
 import math
 import os
 import re
-import sys
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -41,7 +42,22 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cnnlab import data, distributed, fileio, imagenet, keras_h5, metrics, models, plots, train
+from cnnlab.config import FinetuneConfig, TrainConfig
+from cnnlab.data.image_folder import dataset_spec, load_image_folder
 from cnnlab.errors import CnnlabError
+from cnnlab.models import layer_order
+from cnnlab.loop import FitResult, Loop, LoopSpec, Reporter, fit
+from cnnlab.train import StepOptions, TrainState
+from cnnlab.workdir import CheckpointMeta, RunInfo, Workdir
+
+__all__ = [
+    "head_name", "replace_head", "layer_order", "blocks", "block_label", "freeze_labels",
+    "trainable_layers", "discriminative_lrs", "one_cycle", "finetune_optimizer", "head_inputs",
+    "evaluate_logits", "train_head", "train_blocks", "LRFind", "lr_find", "plot_lr_find",
+    "tta_probs", "interpret", "plot_top_losses", "Backbone", "imagenet_backbone",
+    "checkpoint_backbone", "FinetuneConfig", "finetune", "predict", "imagenet_predict",
+]
 
 FROZEN = "frozen"
 HEAD = "head"
@@ -102,29 +118,6 @@ def replace_head(params: Mapping, num_classes: int, key: jax.Array, *,
         "bias": jnp.zeros((int(num_classes),), jnp.float32),
     }
     return new
-
-
-def layer_order(model: nn.Module, input_shape: Sequence[int]) -> list[str]:
-    """Top-level submodule names in the order the forward pass calls them (traced abstractly:
-    nothing is computed). ``input_shape`` (N, H, W, C) or (H, W, C)."""
-    shape = tuple(input_shape)
-    shape = (1, *shape) if len(shape) == 3 else shape
-    order: list[str] = []
-
-    def record(next_fun, args, kwargs, context):
-        module = context.module
-        path = module.scope.path if module.scope is not None else ()
-        if len(path) == 1 and path[0] not in order:
-            order.append(path[0])
-        return next_fun(*args, **kwargs)
-
-    def init():
-        with nn.intercept_methods(record):
-            return model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
-                              jnp.zeros(shape, jnp.float32), train=False)
-
-    jax.eval_shape(init)
-    return order
 
 
 _BLOCK_PREFIX = re.compile(r"^((?:conv|block|stage)\d+)_")
@@ -229,39 +222,28 @@ def finetune_optimizer(labels: Mapping | Callable, lrs: Mapping[str, float], tot
 # Feature extraction: the frozen network runs once, the head trains on its cached output
 # --------------------------------------------------------------------------------------------
 
-def _to_float(images) -> jax.Array:
-    images = jnp.asarray(images)
-    if images.dtype == jnp.uint8:
-        return images.astype(jnp.float32) / 255.0
-    return images.astype(jnp.float32)
-
-
-def _batched(fn, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """``fn`` over fixed-size batches (the last one padded, so ``fn`` compiles once)."""
-    n = len(images)
-    batch_size = max(1, min(batch_size, n))
-    outs = []
-    for start in range(0, n, batch_size):
-        chunk = images[start:start + batch_size]
-        if len(chunk) < batch_size:
-            pad = np.zeros((batch_size - len(chunk), *chunk.shape[1:]), chunk.dtype)
-            chunk = np.concatenate([chunk, pad])
-        outs.append(np.asarray(fn(chunk))[:min(batch_size, n - start)])
-    return np.concatenate(outs)
-
-
 def head_inputs(model: nn.Module, variables: Mapping, images: np.ndarray, *,
                 head: str | None = None, batch_size: int = 64) -> np.ndarray:
     """What the head layer receives, for every image: the features of the frozen network.
 
-    ``images`` uint8 (N, H, W, C) (scaled to [0, 1] as in training) -> float32 (N, D), computed in
-    inference mode by intercepting the head's call (works for any model whose output layer is a
-    Dense). ``logits = features @ head.kernel + head.bias`` reproduces the model's output.
+    Computed in inference mode by intercepting the head's call (works for any model whose
+    output layer is a Dense); ``logits = features @ head.kernel + head.bias`` reproduces the
+    model's output.
+
+    Args:
+      model: the network.
+      variables: its ``{"params", ["batch_stats"]}``.
+      images: uint8 (N, H, W, C) (scaled to [0, 1] as in training).
+      head: the head's name (default :func:`head_name`).
+      batch_size: images per forward pass.
+
+    Returns:
+      float32 (N, D).
     """
     head = head or head_name(variables["params"])
     variables = dict(variables)
-    return _batched(lambda x: _head_input(model, head, variables, x), np.asarray(images),
-                    batch_size)
+    return train.map_batches(lambda x: _head_input(model, head, variables, x), images,
+                             batch_size)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "head"))
@@ -276,7 +258,7 @@ def _head_input(model, head, variables, x):
         return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(grab):
-        model.apply(variables, _to_float(x), train=False)
+        model.apply(variables, data.to_float(x), train=False)
     return captured[0].reshape(x.shape[0], -1)
 
 
@@ -288,77 +270,150 @@ def _head_loss(head_params, features, labels):
 
 def evaluate_logits(logits: np.ndarray, labels: np.ndarray, *, top_k: int = 5) -> dict:
     """``loss``, ``accuracy``, ``top{k}_accuracy``, ``count``, ``confusion_matrix`` (as
-    :func:`cnnlab.metrics.finalize` gives them) of a whole split's logits."""
-    from cnnlab import metrics
+    :func:`cnnlab.metrics.finalize` gives them) of a whole split's logits (N, C), labels (N,)."""
     sums = metrics.batch_sums(jnp.asarray(logits), jnp.asarray(labels, jnp.int32), top_k=top_k)
     return metrics.finalize(metrics.add_sums(None, sums), top_k=top_k)
 
 
-@functools.lru_cache(maxsize=32)
-def _head_trainer(total_steps: int, lr: float):
-    """(tx, jitted step) for :func:`train_head`, shared by calls with the same schedule (so
-    repeated runs, e.g. a benchmark's seeds, compile once)."""
-    tx = optax.adam(one_cycle(total_steps, lr))
+class DenseHead(nn.Module):
+    """The output layer alone, for training it on cached features: ``(N, D) -> (N, C)``; its
+    parameters are ``{"head": {"kernel" (D, C), "bias" (C,)}}``."""
 
-    @functools.partial(jax.jit, donate_argnums=(0, 1))
-    def step(params, opt_state, feats, labs, idx):
-        (loss, logits), grads = jax.value_and_grad(_head_loss, has_aux=True)(
-            params, feats[idx], labs[idx])
-        updates, opt_state = tx.update(grads, opt_state, params)
-        acc = jnp.mean(jnp.argmax(logits, -1) == labs[idx])
-        return optax.apply_updates(params, updates), opt_state, loss, acc
+    num_classes: int
 
-    return tx, step
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        return nn.Dense(self.num_classes, name=HEAD)(x)
+
+
+def _one_device_mesh():
+    # Fine-tuning runs on one device for now (issue 16.6 brings it to N devices); everything
+    # else of the loop (sharded steps, feeders) already takes the mesh.
+    return distributed.make_mesh(devices=jax.devices()[:1])
+
+
+def _phase(state: TrainState, images, labels, spec: LoopSpec, *, options: StepOptions,
+           val: tuple[np.ndarray, np.ndarray] | None, key: jax.Array, lr_at, history=(),
+           reporter=None, workdir: Workdir | None = None, checkpoints=None,
+           to_checkpoint=None) -> FitResult:
+    """One training phase of ``state`` on in-memory ``(images, labels)`` through
+    :func:`cnnlab.loop.fit`, validating on ``val`` after every epoch."""
+    mesh = _one_device_mesh()
+    sharding = distributed.state_shardings(state, mesh)
+    state = jax.device_put(state, sharding)
+    feeder = data.BatchFeeder(data.Split(np.asarray(images), np.asarray(labels, np.int32)), mesh)
+    evaluate_epoch = None
+    if val is not None:
+        val_feeder = data.BatchFeeder(data.Split(np.asarray(val[0]),
+                                                 np.asarray(val[1], np.int32)), mesh)
+        eval_fn = train.make_eval_step(options=options, mesh=mesh, state_sharding=sharding)
+        eval_bs = min(256, len(val[1]))
+
+        def evaluate_epoch(s):
+            m = train.evaluate(s, val_feeder, eval_fn, eval_bs, top_k=options.top_k)
+            return train.split_metrics("val", m, options.top_k)
+
+    loop = Loop(train_step=train.make_train_step(options=options, mesh=mesh,
+                                                 state_sharding=sharding),
+                feeder=feeder, spec=spec, run_key=key, evaluate=evaluate_epoch, lr_at=lr_at,
+                workdir=workdir, checkpoints=checkpoints, to_checkpoint=to_checkpoint,
+                reporter=reporter or Reporter())
+    return fit(state, loop, history=history)
 
 
 def train_head(head_params: Mapping, features: np.ndarray, labels: np.ndarray, *,
                epochs: int, batch_size: int, lr: float, seed: int = 0,
                val: tuple[np.ndarray, np.ndarray] | None = None, top_k: int = 5,
-               on_epoch: Callable[[dict], None] | None = None) -> tuple[dict, list[dict]]:
+               reporter=None) -> tuple[dict, list[dict]]:
     """Train a dense head ``{"kernel" (D, C), "bias" (C,)}`` on cached features.
 
     Adam on a one-cycle schedule peaking at ``lr``, ``epochs`` passes over ``features`` (N, D) in
-    shuffled batches (:func:`cnnlab.data.batch_indices`, seeded), softmax cross-entropy.
+    shuffled batches (seeded), softmax cross-entropy: :func:`cnnlab.loop.fit` on
+    :class:`DenseHead`.
+
+    Args:
+      head_params: the starting head (not modified).
+      features, labels: float32 (N, D), int (N,).
+      val: ``(features, labels)`` to evaluate after every epoch.
+      reporter: progress callbacks (:class:`cnnlab.loop.Reporter`).
 
     Returns:
-      ``(head_params, history)``; one record per epoch: ``train_loss``, ``train_accuracy`` (means
-      over the epoch's batches), ``learning_rate``, ``epoch_seconds``, and with ``val``
-      ``test_loss``, ``test_accuracy``, ``test_top{k}_accuracy``.
+      ``(head_params, history)``; one record per epoch: ``train_loss``, ``train_accuracy``
+      (means over the epoch's batches), ``learning_rate``, ``epoch_seconds``, and with ``val``
+      ``val_loss``, ``val_accuracy``, ``val_top{k}_accuracy``.
     """
-    from cnnlab import data
     n = len(labels)
     batch_size = min(batch_size, n)
-    steps = n // batch_size
-    schedule = one_cycle(epochs * steps, lr)
-    tx, step = _head_trainer(epochs * steps, float(lr))
-    params = jax.tree.map(jnp.asarray, dict(head_params))
-    opt_state = tx.init(params)
-    feats = jnp.asarray(features)
-    labs = jnp.asarray(labels, jnp.int32)
+    spe = n // batch_size
+    schedule = one_cycle(epochs * spe, lr)
+    num_classes = np.shape(head_params["kernel"])[1]
+    state = TrainState.create(apply_fn=DenseHead(num_classes).apply, tx=optax.adam(schedule),
+                              params={HEAD: jax.tree.map(jnp.asarray, dict(head_params))})
+    spec = LoopSpec(epochs=epochs, steps_per_epoch=spe, batch_size=batch_size, seed=seed,
+                    select_best=False, phase=HEAD)
+    result = _phase(state, np.asarray(features, np.float32), labels, spec,
+                    options=StepOptions(top_k=top_k), val=val, key=jax.random.key(seed),
+                    lr_at=schedule, reporter=reporter)
+    return jax.tree.map(np.asarray, result.state.params[HEAD]), result.history
 
-    history, done = [], 0
-    for epoch in range(epochs):
-        t0 = time.time()
-        order = data.batch_indices(n, batch_size, seed=seed, epoch=epoch)
-        losses, accs = [], []
-        for idx in order:
-            params, opt_state, loss, acc = step(params, opt_state, feats, labs, jnp.asarray(idx))
-            losses.append(loss)
-            accs.append(acc)
-            done += 1
-        record = {"train_loss": float(np.mean(losses)), "train_accuracy": float(np.mean(accs)),
-                  "learning_rate": float(schedule(done - 1)),
-                  "epoch_seconds": round(time.time() - t0, 3),
-                  "images_per_second": round(steps * batch_size / max(time.time() - t0, 1e-9), 1)}
-        if val is not None:
-            logits = np.asarray(val[0] @ np.asarray(params["kernel"]) + np.asarray(params["bias"]))
-            m = evaluate_logits(logits, val[1], top_k=top_k)
-            record.update(test_loss=m["loss"], test_accuracy=m["accuracy"],
-                          **{f"test_top{top_k}_accuracy": m[f"top{top_k}_accuracy"]})
-        history.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
-    return jax.tree.map(np.asarray, params), history
+
+def train_blocks(model: nn.Module, variables: Mapping, groups: Sequence[tuple[str, Sequence[str]]],
+                 images: np.ndarray, labels: np.ndarray, *, unfreeze: int, epochs: int,
+                 batch_size: int, lr: float, lr_ratio: float = 100.0, seed: int = 0,
+                 flip: bool = True, val: tuple[np.ndarray, np.ndarray] | None = None,
+                 top_k: int = 5, reporter=None) -> tuple[dict, list[dict]]:
+    """Fine-tune the head and the last ``unfreeze`` blocks of ``model`` on uint8 ``images``.
+
+    The same step as ``cnnlab train`` (:func:`cnnlab.train.make_train_step` through
+    :func:`cnnlab.loop.fit`) with :func:`finetune_optimizer`: each trainable block has its own
+    Adam on a one-cycle schedule peaking at its discriminative rate (:func:`discriminative_lrs`
+    from ``lr`` for the head down to ``lr / lr_ratio``) and the frozen ones get
+    ``optax.set_to_zero`` (they stay bit-identical; XLA drops their unused weight gradients);
+    random left-right flips with ``flip``; batch norm in inference mode, no dropout.
+
+    Args:
+      variables: ``{"params": ..., ["batch_stats": ...]}`` (not modified).
+      groups: :func:`blocks` of the model.
+      val: ``(images, labels)`` to evaluate after every epoch.
+
+    Returns:
+      ``(params, history)``: the new parameters and one record per epoch (``train_loss``,
+      ``train_accuracy``, ``learning_rate``, ``epoch_seconds``, ``images_per_second``, and with
+      ``val`` the ``val_*`` metrics).
+    """
+    batch_size = min(batch_size, len(labels))
+    spec = LoopSpec(epochs=epochs, steps_per_epoch=len(labels) // batch_size,
+                    batch_size=batch_size, seed=seed, select_best=False)
+    state, lr_at = _blocks_state(model, variables, groups, unfreeze=unfreeze, lr=lr,
+                                 lr_ratio=lr_ratio, total_steps=epochs * spec.steps_per_epoch,
+                                 reporter=reporter)
+    result = _phase(state, images, labels, spec, options=_blocks_options(flip, top_k), val=val,
+                    key=jax.random.key(seed), lr_at=lr_at, reporter=reporter)
+    return jax.tree.map(np.asarray, result.state.params), result.history
+
+
+def _blocks_options(flip: bool, top_k: int) -> StepOptions:
+    # Flips only (no shift), batch norm on its running statistics, no dropout.
+    return StepOptions(augment=flip, augment_flip=True, augment_pad=0, top_k=top_k,
+                       train_mode=False)
+
+
+def _blocks_state(model, variables, groups, *, unfreeze: int, lr: float, lr_ratio: float,
+                  total_steps: int, reporter=None) -> tuple[TrainState, optax.Schedule]:
+    """The :class:`~cnnlab.train.TrainState` of fine-tuning (frozen blocks masked) and the
+    schedule of its fastest block."""
+    params = dict(variables["params"])
+    labels = freeze_labels(params, groups, unfreeze)
+    lrs = discriminative_lrs(labels, lr, lr_ratio)
+    if reporter is not None:
+        reporter.note("fine-tuning " + ", ".join(
+            f"{name} (lr {lrs[block_label(len(groups) - 1 - i)]:.1e})"
+            for i, (name, _) in enumerate(groups)
+            if block_label(len(groups) - 1 - i) in lrs) + "; the rest stays frozen")
+    state = TrainState.create(apply_fn=model.apply, params=jax.tree.map(jnp.asarray, params),
+                              tx=finetune_optimizer(labels, lrs, total_steps),
+                              batch_stats=variables.get("batch_stats") or {})
+    return state, one_cycle(total_steps, max(lrs.values()))
 
 
 # --------------------------------------------------------------------------------------------
@@ -445,7 +500,6 @@ def lr_find(loss_fn: Callable[[Any, Any], jax.Array], params, batches: Sequence,
 
 def plot_lr_find(result: LRFind, path: str) -> str:
     """Loss vs learning rate (log x) with ``steepest`` and ``suggestion`` (min/10) marked."""
-    from cnnlab import plots
     fig = plots._figure(6, 4)
     ax = fig.subplots()
     ax.plot(result.lrs, result.raw_losses, color="0.8", lw=1, label="loss")
@@ -501,11 +555,10 @@ def interpret(images: np.ndarray, labels: np.ndarray, logits: np.ndarray,
             float(probs[i, pred[i]])] for i in order]
     report = {"confusion_matrix": cm.tolist(), "most_confused": pairs, "top_losses": top}
     if out_dir:
-        from cnnlab.train import write_json
         os.makedirs(out_dir, exist_ok=True)
         grid = plot_top_losses(images[order], top, os.path.join(out_dir, "top_losses.png"))
         path = os.path.join(out_dir, "interpretation.json")
-        write_json(path, report)
+        fileio.write_text(path, json.dumps(report, indent=2) + "\n")
         report["files"] = {"top_losses": grid, "interpretation": path}
     return report
 
@@ -513,7 +566,6 @@ def interpret(images: np.ndarray, labels: np.ndarray, logits: np.ndarray,
 def plot_top_losses(images: np.ndarray, rows: Sequence[Sequence], path: str) -> str:
     """Grid of images titled "predicted / true / loss / probability" (fast.ai's
     ``plot_top_losses``)."""
-    from cnnlab import plots
     n = max(len(rows), 1)
     cols = min(3, n)
     nrows = math.ceil(n / cols)
@@ -553,7 +605,6 @@ def imagenet_backbone(name: str, weights: str | os.PathLike | None, num_classes:
     The model takes [0, 1] RGB (``preprocess="caffe"`` inside); VGG16 uses the light
     ``classifier="avg"`` top (global average pool + dense), so any ``image_size`` >= 32 works.
     """
-    from cnnlab import keras_h5, models
     if not weights:
         raise CnnlabError(f"--backbone {name} needs --weights FILE.h5 (ImageNet weights, full or "
                           f"_notop): " + keras_h5.weights_help(name, include_top=False))
@@ -572,10 +623,9 @@ def imagenet_backbone(name: str, weights: str | os.PathLike | None, num_classes:
 
 
 def checkpoint_backbone(workdir: str, num_classes: int, *, key: jax.Array) -> Backbone:
-    """The newest checkpoint of a ``cnnlab train`` (or ``finetune``) run, head replaced."""
-    from cnnlab import models
-    from cnnlab.train import load_run
-    run = load_run(workdir)
+    """The selected checkpoint of a ``cnnlab train`` (or ``finetune``) run
+    (:func:`cnnlab.train.load_run`), head replaced."""
+    run = train.load_run(workdir)
     kwargs = dict(run.config.model_kwargs)
     model = models.get(run.config.model, num_classes=num_classes, **kwargs)
     params = jax.tree.map(np.asarray, run.state.params)
@@ -587,48 +637,6 @@ def checkpoint_backbone(workdir: str, num_classes: int, *, key: jax.Array) -> Ba
     return Backbone(run.config.model, kwargs, model, variables, shape,
                     f"{run.config.model} from {run.workdir} (step {run.step}, classes "
                     f"{', '.join(run.class_names)})")
-
-
-# --------------------------------------------------------------------------------------------
-# Fine-tuning loop
-# --------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class FinetuneConfig:
-    """Every setting of ``cnnlab finetune`` (saved as ``finetune.json`` in the workdir)."""
-
-    backbone: str                        # "resnet50", "vgg16" or the workdir of a cnnlab run
-    data_dir: str                        # ROOT/<class>/<images>
-    weights: str | None = None           # Keras .h5 for resnet50/vgg16
-    freeze_epochs: int = 2               # head only, on cached features
-    epochs: int = 2                      # then the last `unfreeze` blocks + head
-    unfreeze: int = 1                    # blocks before the head to train (-1: all)
-    image_size: int | None = None        # default: 224 (ImageNet) or the run's input size
-    val_fraction: float = 0.2
-    batch_size: int = 32
-    lr: float = 1e-3                     # head phase peak lr; fine-tuning peaks at lr / 2
-    lr_ratio: float = 100.0              # discriminative lrs span lr/2/ratio .. lr/2
-    lr_find: bool = False                # pick the head lr with lr_find (suggestion)
-    flip: bool = True                    # random left-right flips while fine-tuning
-    tta: bool = True                     # final accuracy also with flip TTA
-    seed: int = 0
-    top_k: int = 5
-    tfds_dir: str | None = None
-    keep_checkpoints: int = 3
-    plots: bool = True
-
-    def validate(self) -> None:
-        for name in ("freeze_epochs", "epochs"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise CnnlabError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
-        if self.freeze_epochs + self.epochs == 0:
-            raise CnnlabError("nothing to train: give --freeze-epochs and/or --epochs > 0")
-        if self.batch_size < 1:
-            raise CnnlabError(f"batch size must be positive, got {self.batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise CnnlabError(f"the learning rate must be a positive number, got {self.lr}")
-        if self.unfreeze < -1:
-            raise CnnlabError(f"--unfreeze must be >= 0 blocks, or -1 for all, got {self.unfreeze}")
 
 
 def _load_backbone(config: FinetuneConfig, num_classes: int, key, image_size: int):
@@ -646,7 +654,6 @@ def _load_backbone(config: FinetuneConfig, num_classes: int, key, image_size: in
 def _backbone_input(config: FinetuneConfig) -> tuple[int, int]:
     """(image size, channels) the data must have, before the backbone is built."""
     if config.backbone in IMAGENET_BACKBONES:
-        from cnnlab import keras_h5
         if not config.weights:
             raise CnnlabError(f"--backbone {config.backbone} needs --weights FILE.h5 (ImageNet "
                               "weights, full or _notop): "
@@ -673,7 +680,11 @@ def _backbone_input(config: FinetuneConfig) -> tuple[int, int]:
                       f"cnnlab run; {config.backbone!r} is neither")
 
 
-class _Printer:
+# --------------------------------------------------------------------------------------------
+# cnnlab finetune: both phases through cnnlab.train.fit, into a workdir
+# --------------------------------------------------------------------------------------------
+
+class _Printer(Reporter):
     """Default reporter: one line per epoch (like ``cnnlab train``)."""
 
     def note(self, text: str) -> None:
@@ -681,9 +692,168 @@ class _Printer:
 
     def epoch_end(self, r: dict) -> None:
         print(f"epoch {r['epoch']:>3} [{r['phase']:<8}] train loss {r['train_loss']:.4f} acc "
-              f"{r['train_accuracy']:.4f}  val loss {r['test_loss']:.4f} acc "
-              f"{r['test_accuracy']:.4f}  lr {r['learning_rate']:.2e}  "
+              f"{r['train_accuracy']:.4f}  val loss {r['val_loss']:.4f} acc "
+              f"{r['val_accuracy']:.4f}  lr {r['learning_rate']:.2e}  "
               f"{r['epoch_seconds']:.1f} s", flush=True)
+
+
+@dataclasses.dataclass
+class _Finetuning:
+    """One ``cnnlab finetune`` run: the config, the data, the backbone and where it goes."""
+
+    config: FinetuneConfig
+    wd: Workdir
+    ds: Any
+    bb: Backbone
+    groups: list
+    batch_size: int
+    steps_per_epoch: int
+    reporter: Any
+    checkpoints: Any = None
+
+    @property
+    def stats(self) -> dict:
+        return self.bb.variables.get("batch_stats", {})
+
+    def save(self, step: int, params, opt_state, epochs_done: int, phase: str) -> None:
+        self.checkpoints.save(step, {"step": jnp.int32(step), "params": params,
+                                     "batch_stats": self.stats, "opt_state": opt_state},
+                              CheckpointMeta(step=step, epochs_done=epochs_done,
+                                             phase=phase).to_json())
+
+
+def _start_finetuning(config: FinetuneConfig, workdir: str, *, overwrite: bool,
+                      reporter) -> _Finetuning:
+    """Check the backbone, prepare the workdir, load the images and the backbone, write
+    ``config.json`` (a :class:`TrainConfig`, so ``cnnlab evaluate/predict`` read the run),
+    ``finetune.json`` and ``run.json``."""
+    wd = Workdir(workdir)
+    size, channels = _backbone_input(config)  # checks backbone and weights before any work
+    if os.path.isdir(config.backbone) and os.path.abspath(config.backbone) == wd.path:
+        raise CnnlabError(f"--workdir {wd.path} is the backbone's run; give another --workdir")
+    wd.prepare(resume=False, overwrite=overwrite)
+    ds = load_image_folder(config.data_dir, image_size=size, val_fraction=config.val_fraction,
+                           seed=config.seed, tfds_dir=config.tfds_dir, channels=channels)
+    bb = _load_backbone(config, ds.num_classes, jax.random.key(config.seed), size)
+    groups = blocks(layer_order(bb.model, (1, *bb.input_shape)), bb.variables["params"])
+    n_train, n_val = len(ds.train), len(ds.test)
+    batch_size = min(config.batch_size, n_train)
+    if batch_size < config.batch_size:
+        reporter.note(f"batch size {config.batch_size} > {n_train} training images: using "
+                      f"{batch_size}")
+    spe = n_train // batch_size
+    spec = dataset_spec(config.data_dir, image_size=size, val_fraction=config.val_fraction,
+                        seed=config.seed, channels=bb.input_shape[-1])
+    wd.write_config(TrainConfig(
+        model=bb.model_name, model_kwargs=bb.model_kwargs, dataset=spec,
+        tfds_dir=config.tfds_dir, epochs=config.freeze_epochs + config.epochs,
+        batch_size=batch_size, val_fraction=0.0, optimizer="adam",
+        learning_rate=config.learning_rate, schedule="one_cycle", seed=config.seed,
+        top_k=config.top_k, keep_checkpoints=config.keep_checkpoints, plots=config.plots))
+    wd.write_json("finetune.json", config.to_dict())
+    wd.write_run_info(RunInfo(
+        class_names=tuple(ds.class_names), input_shape=tuple(bb.input_shape), dataset=spec,
+        source=ds.source, train_examples=n_train, val_examples=n_val, test_examples=n_val,
+        param_count=models.param_count(bb.variables["params"]), devices=1, processes=1,
+        mesh={"data": 1, "model": 1}, steps_per_epoch=spe, backbone=bb.description,
+        blocks=[[name, layers] for name, layers in groups]))
+    reporter.note(f"fine-tuning {bb.description} on {ds.source}; {ds.num_classes} classes, "
+                  f"blocks {', '.join(name for name, _ in groups)}")
+    return _Finetuning(config, wd, ds, bb, groups, batch_size, spe, reporter)
+
+
+def _head_phase(ft: _Finetuning, params: dict) -> tuple[dict, list[dict]]:
+    """Phase "head": the backbone runs once; the fresh head trains on the cached features."""
+    config, ds, head = ft.config, ft.ds, head_name(params)
+    t0 = time.time()
+    f_train = head_inputs(ft.bb.model, ft.bb.variables, ds.train.images, head=head)
+    f_val = head_inputs(ft.bb.model, ft.bb.variables, ds.test.images, head=head)
+    ft.reporter.note(f"features {f_train.shape[1]}-d of {len(ds.train) + len(ds.test)} images in "
+                     f"{time.time() - t0:.1f} s (the backbone runs once)")
+    head_lr = config.learning_rate
+    if config.lr_find:
+        found = lr_find(
+            lambda p, b: _head_loss(p, *b)[0], params[head],
+            [(f_train[i], ds.train.labels[i]) for i in data.batch_indices(
+                len(ds.train), ft.batch_size, seed=config.seed, epoch=0)],
+            start_lr=1e-6, end_lr=10.0, num_steps=100,
+            plot=os.path.join(ft.wd.plots_dir, "lr_find.png") if config.plots else None)
+        head_lr = found.suggestion
+        ft.reporter.note(f"lr_find: suggestion {found.suggestion:.2g} (minimum "
+                         f"{found.minimum:.2g} / 10; steepest {found.steepest:.2g})"
+                         + (f"; plot {found.plot}" if found.plot else ""))
+    schedule = one_cycle(config.freeze_epochs * ft.steps_per_epoch, head_lr)
+    state = TrainState.create(apply_fn=DenseHead(ds.num_classes).apply, tx=optax.adam(schedule),
+                              params={HEAD: params[head]})
+    spec = LoopSpec(epochs=config.freeze_epochs, steps_per_epoch=ft.steps_per_epoch,
+                    batch_size=ft.batch_size, seed=config.seed, select_best=False, phase=HEAD)
+    result = _phase(state, f_train, ds.train.labels, spec, options=StepOptions(top_k=config.top_k),
+                    val=(f_val, ds.test.labels), key=jax.random.key(config.seed), lr_at=schedule,
+                    reporter=ft.reporter, workdir=ft.wd)
+    params = {**params, head: result.state.params[HEAD]}
+    # One checkpoint at the end of the phase (saving the whole backbone after every few-second
+    # head epoch would cost more than the epochs); its optimizer state is the head's.
+    ft.save(spec.last_step, params, result.state.opt_state, spec.epochs, HEAD)
+    return params, result.history
+
+
+def _finetune_phase(ft: _Finetuning, params: dict, history: list[dict]
+                    ) -> tuple[dict, list[dict]]:
+    """Phase "finetune": the last ``unfreeze`` blocks and the head, with flips, discriminative
+    learning rates on one-cycle schedules, batch norm in inference mode."""
+    config, ds = ft.config, ft.ds
+    first_step = config.freeze_epochs * ft.steps_per_epoch
+    spec = LoopSpec(epochs=config.epochs, steps_per_epoch=ft.steps_per_epoch,
+                    batch_size=ft.batch_size, seed=config.seed, first_epoch=config.freeze_epochs,
+                    first_step=first_step, select_best=False, phase="finetune")
+    state, lr_at = _blocks_state(ft.bb.model, {"params": params, "batch_stats": ft.stats},
+                                 ft.groups, unfreeze=config.unfreeze,
+                                 lr=config.learning_rate / 2, lr_ratio=config.lr_ratio,
+                                 total_steps=config.epochs * ft.steps_per_epoch,
+                                 reporter=ft.reporter)
+
+    def to_checkpoint(s: TrainState) -> dict:
+        return {**s.arrays(), "step": first_step + s.step}
+
+    result = _phase(state, ds.train.images, ds.train.labels, spec,
+                    options=_blocks_options(config.augment_flip, config.top_k),
+                    val=(ds.test.images, ds.test.labels),
+                    key=jax.random.fold_in(jax.random.key(config.seed), 1), lr_at=lr_at,
+                    history=history, reporter=ft.reporter, workdir=ft.wd,
+                    checkpoints=ft.checkpoints, to_checkpoint=to_checkpoint)
+    return result.state.params, result.history
+
+
+def _final_report(ft: _Finetuning, params: dict, history: list[dict], t_start: float) -> dict:
+    """Validation metrics (also with flip TTA), interpretation, plots: the final record."""
+    config, ds = ft.config, ft.ds
+    variables = {"params": params, **({"batch_stats": ft.stats} if ft.stats else {})}
+
+    def logits_fn(images):
+        return predict(ft.bb.model, variables, images)
+
+    val_logits = logits_fn(ds.test.images)
+    m = evaluate_logits(val_logits, ds.test.labels, top_k=config.top_k)
+    final = {"final": True, "epoch": len(history),
+             "step": (config.freeze_epochs + config.epochs) * ft.steps_per_epoch,
+             **train.split_metrics("val", m, config.top_k), "val_examples": m["count"],
+             "confusion_matrix": m["confusion_matrix"]}
+    if config.tta:
+        probs = tta_probs(logits_fn, ds.test.images)
+        final["val_accuracy_tta"] = float(np.mean(probs.argmax(-1) == ds.test.labels))
+    report = interpret(ds.test.images, ds.test.labels, val_logits, ds.class_names,
+                       out_dir=ft.wd.plots_dir if config.plots else None)
+    if "files" in report:
+        os.replace(report["files"]["interpretation"], ft.wd.file("interpretation.json"))
+    final.update(most_confused=report["most_confused"][:10], model=ft.bb.model_name,
+                 backbone=ft.bb.description, dataset=ds.name, source=ds.source, devices=1,
+                 precision="f32", seconds=round(time.time() - t_start, 2))
+    ft.wd.log_epochs(history + [final])
+    if config.plots and history:
+        n = min(25, len(ds.test))
+        ft.wd.write_plots(history, m["confusion_matrix"], ds.class_names, ds.test.images[:n],
+                          ds.test.labels[:n], val_logits[:n].argmax(-1))
+    return final
 
 
 def finetune(config: FinetuneConfig, workdir: str, *, overwrite: bool = False,
@@ -692,307 +862,59 @@ def finetune(config: FinetuneConfig, workdir: str, *, overwrite: bool = False,
 
     Phase "head" (``freeze_epochs``): the backbone runs once over the training and validation
     images (inference mode); the fresh head trains on the cached features. Phase "finetune"
-    (``epochs``): the last ``unfreeze`` blocks and the head train together, with random flips
-    (``flip``), discriminative learning rates on a one-cycle schedule, batch norm in inference mode.
+    (``epochs``): the last ``unfreeze`` blocks and the head train together (frozen blocks masked
+    with ``optax.set_to_zero``), with random flips (``augment_flip``), discriminative learning
+    rates on a one-cycle schedule, batch norm in inference mode. Both phases train through
+    :func:`cnnlab.loop.fit`.
 
-    The workdir is laid out like ``cnnlab train``'s (``config.json``, ``run.json``,
-    ``metrics.jsonl`` with one record per epoch and a final one, ``checkpoints/<step>/``,
-    ``plots/curves.png``, ``confusion_matrix.png``, ``predictions.png``), plus ``finetune.json``,
-    ``plots/top_losses.png``, ``interpretation.json`` and with ``lr_find`` ``plots/lr_find.png``;
-    ``cnnlab predict --workdir W IMAGE`` and ``cnnlab evaluate`` read it like any run. The
-    checkpoints hold the trained parameters; their optimizer state is a fresh one of the recorded
-    ``config.json`` optimizer (a fine-tuning run does not resume).
+    The workdir is laid out like ``cnnlab train``'s (:mod:`cnnlab.workdir`: ``config.json``,
+    ``run.json``, ``metrics.jsonl`` with one record per epoch and a final one,
+    ``checkpoints/<step>/``, ``plots/curves.png``, ``confusion_matrix.png``,
+    ``predictions.png``), plus ``finetune.json``, ``plots/top_losses.png``,
+    ``interpretation.json`` and with ``lr_find`` ``plots/lr_find.png``; ``cnnlab predict
+    --workdir W IMAGE`` and ``cnnlab evaluate`` read it like any run. Checkpoints come at the end
+    of the head phase and after every fine-tuning epoch.
 
-    Returns the final record (``test_accuracy`` = validation accuracy, ``test_accuracy_tta``,
-    ``most_confused``, ...).
+    Args:
+      config: the settings (:class:`cnnlab.config.FinetuneConfig`).
+      workdir: where everything goes.
+      overwrite: replace an earlier run in ``workdir``.
+      reporter: progress callbacks (default: one printed line per epoch).
+
+    Returns:
+      The final record (``val_accuracy``, ``val_accuracy_tta``, ``most_confused``, ...).
+
+    Raises:
+      CnnlabError: a bad backbone, weights file, image folder or setting.
+      Interrupted: SIGTERM or SIGINT while fine-tuning (the current step is saved first).
     """
-    from cnnlab import data, models, train
-    from cnnlab.checkpoints import Checkpoints
-    from cnnlab.data.image_folder import dataset_spec, load_image_folder
-
     t_start = time.time()
-    config.validate()
-    reporter = reporter or _Printer()
-    workdir = os.path.abspath(workdir)
-    size, channels = _backbone_input(config)  # checks backbone and weights before any work
-    if os.path.isdir(config.backbone) and os.path.abspath(config.backbone) == workdir:
-        raise CnnlabError(f"--workdir {workdir} is the backbone's run; give another --workdir")
-    train.prepare_workdir(workdir, resume=False, overwrite=overwrite)
-    ds = load_image_folder(config.data_dir, image_size=size, val_fraction=config.val_fraction,
-                           seed=config.seed, tfds_dir=config.tfds_dir, channels=channels)
-    num_classes = len(ds.class_names)
-    bb = _load_backbone(config, num_classes, jax.random.key(config.seed), size)
-    model, variables = bb.model, bb.variables
-    params = variables["params"]
-    stats = variables.get("batch_stats", {})
-    head = head_name(params)
-    groups = blocks(layer_order(model, (1, *bb.input_shape)), params)
-    n_train, n_val = len(ds.train), len(ds.test)
-    batch_size = min(config.batch_size, n_train)
-    if batch_size < config.batch_size:
-        reporter.note(f"batch size {config.batch_size} > {n_train} training images: using "
-                      f"{batch_size}")
-    steps_per_epoch = n_train // batch_size
-    total_epochs = config.freeze_epochs + config.epochs
-
-    # The workdir speaks TrainConfig, so `cnnlab evaluate/predict/visualize` read it as a run.
-    spec = dataset_spec(config.data_dir, image_size=size, val_fraction=config.val_fraction,
-                        seed=config.seed, channels=bb.input_shape[-1])
-    tconfig = train.TrainConfig(
-        model=bb.model_name, model_kwargs=bb.model_kwargs, dataset=spec,
-        tfds_dir=config.tfds_dir, epochs=total_epochs, batch_size=batch_size,
-        optimizer="adam", learning_rate=config.lr, schedule="one_cycle", seed=config.seed,
-        top_k=config.top_k, keep_checkpoints=config.keep_checkpoints, plots=config.plots)
-    train.write_json(os.path.join(workdir, "config.json"), tconfig.to_dict())
-    train.write_json(os.path.join(workdir, "finetune.json"), dataclasses.asdict(config))
-    train.write_json(os.path.join(workdir, "run.json"), {
-        "class_names": list(ds.class_names), "input_shape": list(bb.input_shape),
-        "num_classes": num_classes, "dataset": spec, "source": ds.source,
-        "train_examples": n_train, "test_examples": n_val,
-        "param_count": models.param_count(params), "devices": 1, "processes": 1,
-        "mesh": {"data": 1}, "steps_per_epoch": steps_per_epoch,
-        "backbone": bb.description, "blocks": [[name, layers] for name, layers in groups]})
-    reporter.note(f"fine-tuning {bb.description} on {ds.source}; {num_classes} classes, blocks "
-                  f"{', '.join(name for name, _ in groups)}")
-
-    history: list[dict] = []
-    plots_dir = os.path.join(workdir, "plots")
-    ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
-    fresh_opt = train.make_optimizer(tconfig, steps_per_epoch)
-    step = 0
-
-    def save(params, step):
-        # The optimizer state slot holds a fresh state of the config's optimizer (see docstring).
-        ckpts.save(step, {"step": jnp.int32(step), "params": params, "batch_stats": stats,
-                          "opt_state": fresh_opt.init(params)},
-                   {"step": step, "epoch": len(history), "epochs_done": len(history),
-                    "epoch_sums": None})
-
-    def record(r: dict, phase: str, step: int):
-        r = {"epoch": len(history) + 1, "step": step, "phase": phase, **r}
-        history.append(r)
-        train._write_metrics(workdir, history)
-        reporter.epoch_end(r)
-
+    ft = _start_finetuning(config, workdir, overwrite=overwrite, reporter=reporter or _Printer())
+    ft.checkpoints = ft.wd.checkpoints(keep=config.keep_checkpoints)
     try:
-        # ---- phase 1: head on cached features
-        head_lr = config.lr
+        params, history = dict(ft.bb.variables["params"]), []
         if config.freeze_epochs:
-            t0 = time.time()
-            f_train = head_inputs(model, variables, ds.train.images, head=head)
-            f_val = head_inputs(model, variables, ds.test.images, head=head)
-            reporter.note(f"features {f_train.shape[1]}-d of {n_train + n_val} images in "
-                          f"{time.time() - t0:.1f} s (the backbone runs once)")
-            if config.lr_find:
-                found = lr_find(
-                    lambda p, b: _head_loss(p, *b)[0], params[head],
-                    [(f_train[i], ds.train.labels[i]) for i in data.batch_indices(
-                        n_train, batch_size, seed=config.seed, epoch=0)],
-                    start_lr=1e-6, end_lr=10.0, num_steps=100,
-                    plot=os.path.join(plots_dir, "lr_find.png") if config.plots else None)
-                head_lr = found.suggestion
-                reporter.note(f"lr_find: suggestion {found.suggestion:.2g} (minimum "
-                              f"{found.minimum:.2g} / 10; steepest {found.steepest:.2g})"
-                              + (f"; plot {found.plot}" if found.plot else ""))
-
-            def on_epoch(r):
-                nonlocal step
-                step += steps_per_epoch
-                record(r, "head", step)
-
-            new_head, _ = train_head(params[head], f_train, ds.train.labels,
-                                     epochs=config.freeze_epochs, batch_size=batch_size,
-                                     lr=head_lr, seed=config.seed,
-                                     val=(f_val, ds.test.labels), top_k=config.top_k,
-                                     on_epoch=on_epoch)
-            params = {**params, head: {k: jnp.asarray(v) for k, v in new_head.items()}}
-            save(params, step)
-
-        # ---- phase 2: unfreeze the last blocks
+            params, history = _head_phase(ft, params)
         if config.epochs:
-            def on_finetune_epoch(r, new_params):
-                nonlocal step
-                step += steps_per_epoch
-                record(r, "finetune", step)
-                save(new_params, step)
-
-            params, _ = train_blocks(
-                model, {"params": params, "batch_stats": stats}, groups, ds.train.images,
-                ds.train.labels, unfreeze=config.unfreeze, epochs=config.epochs,
-                batch_size=batch_size, lr=config.lr / 2, lr_ratio=config.lr_ratio,
-                seed=config.seed, flip=config.flip, val=(ds.test.images, ds.test.labels),
-                top_k=config.top_k, on_epoch=on_finetune_epoch, reporter=reporter)
-
-        # ---- final evaluation, TTA, interpretation, plots
-        def logits_fn(images):
-            return predict(model, {"params": params, **({"batch_stats": stats} if stats else {})},
-                           images)
-
-        val_logits = logits_fn(ds.test.images)
-        m = evaluate_logits(val_logits, ds.test.labels, top_k=config.top_k)
-        final = {"final": True, "epoch": len(history), "step": step, "test_loss": m["loss"],
-                 "test_accuracy": m["accuracy"],
-                 f"test_top{config.top_k}_accuracy": m[f"top{config.top_k}_accuracy"],
-                 "test_examples": m["count"], "confusion_matrix": m["confusion_matrix"]}
-        if config.tta:
-            probs = tta_probs(logits_fn, ds.test.images)
-            final["test_accuracy_tta"] = float(np.mean(probs.argmax(-1) == ds.test.labels))
-        report = interpret(ds.test.images, ds.test.labels, val_logits, ds.class_names,
-                           out_dir=plots_dir if config.plots else None)
-        if "files" in report:
-            os.replace(report["files"]["interpretation"],
-                       os.path.join(workdir, "interpretation.json"))
-        final.update(most_confused=report["most_confused"][:10], model=bb.model_name,
-                     backbone=bb.description, dataset=spec, source=ds.source, devices=1,
-                     precision="f32", seconds=round(time.time() - t_start, 2))
-        train._write_metrics(workdir, history + [final])
-        if config.plots and history:
-            from cnnlab import plots
-            plots.training_curves(history, os.path.join(plots_dir, "curves.png"))
-            plots.confusion_matrix(np.asarray(m["confusion_matrix"]), ds.class_names,
-                                   os.path.join(plots_dir, "confusion_matrix.png"))
-            n = min(25, n_val)
-            plots.prediction_grid(ds.test.images[:n], ds.test.labels[:n],
-                                  val_logits[:n].argmax(-1), ds.class_names,
-                                  os.path.join(plots_dir, "predictions.png"))
-        ckpts.wait()
+            params, history = _finetune_phase(ft, params, history)
+        final = _final_report(ft, params, history, t_start)
+        ft.checkpoints.wait()
         return final
     finally:
-        ckpts.close()
+        ft.checkpoints.close()
 
 
 def predict(model: nn.Module, variables: Mapping, images: np.ndarray, *,
             batch_size: int = 64) -> np.ndarray:
     """Logits (N, C) of uint8 images (N, H, W, C), inference mode, fixed-size batches."""
     variables = dict(variables)
-    return _batched(lambda x: _logits(model, variables, x), np.asarray(images), batch_size)
-
-
-@functools.partial(jax.jit, static_argnames="model")
-def _logits(model, variables, x):
-    # Modules hash by value: one compilation per (architecture, shapes), however often called.
-    return model.apply(variables, _to_float(x), train=False)
-
-
-@functools.lru_cache(maxsize=32)
-def _block_trainer(model: nn.Module, layer_labels: tuple[tuple[str, str], ...],
-                   lrs: tuple[tuple[str, float], ...], total: int, flip: bool, has_stats: bool):
-    """(tx, jitted step) for :func:`train_blocks`, shared by calls with the same model, freeze
-    specification and schedule (so repeated runs compile once)."""
-    from cnnlab import data
-    label_of = dict(layer_labels)
-    tx = finetune_optimizer(
-        lambda p: {k: jax.tree.map(lambda _, lab=label_of[k]: lab, v) for k, v in p.items()},
-        dict(lrs), total)
-
-    def loss_fn(trainable, frozen, stats, x, y):
-        v = {"params": {**frozen, **trainable}}
-        if has_stats:
-            v["batch_stats"] = stats
-        logits = model.apply(v, x, train=False)  # BN in inference mode (see module docstring)
-        onehot = jax.nn.one_hot(y, logits.shape[-1])
-        return optax.softmax_cross_entropy(logits, onehot).mean(), logits
-
-    @functools.partial(jax.jit, donate_argnums=(0, 1))
-    def train_step(trainable, opt_state, frozen, stats, images, labels, idx, key):
-        x = _to_float(images[idx])
-        if flip:
-            x = data.random_flip(key, x)
-        y = labels[idx]
-        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            trainable, frozen, stats, x, y)
-        updates, opt_state = tx.update(grads, opt_state, trainable)
-        acc = jnp.mean(jnp.argmax(logits, -1) == y)
-        return optax.apply_updates(trainable, updates), opt_state, loss, acc
-
-    return tx, train_step
-
-
-def train_blocks(model: nn.Module, variables: Mapping, groups: Sequence[tuple[str, Sequence[str]]],
-                 images: np.ndarray, labels: np.ndarray, *, unfreeze: int, epochs: int,
-                 batch_size: int, lr: float, lr_ratio: float = 100.0, seed: int = 0,
-                 flip: bool = True, val: tuple[np.ndarray, np.ndarray] | None = None,
-                 top_k: int = 5, on_epoch: Callable[[dict, dict], None] | None = None,
-                 reporter=None) -> tuple[dict, list[dict]]:
-    """Fine-tune the head and the last ``unfreeze`` blocks of ``model`` on uint8 ``images``.
-
-    Only the trainable layers are differentiated and updated (the frozen ones are passed through
-    untouched: bit-identical, and their weight gradients are never computed); each block has its
-    own Adam on a one-cycle schedule peaking at its discriminative rate
-    (:func:`discriminative_lrs` from ``lr`` for the head down to ``lr / lr_ratio``); random
-    left-right flips with ``flip``; batch norm in inference mode, no dropout (``train=False``).
-
-    Args:
-      variables: ``{"params": ..., ["batch_stats": ...]}`` (not modified).
-      groups: :func:`blocks` of the model.
-      on_epoch: called with ``(record, params)`` after every epoch (e.g. to save a checkpoint).
-
-    Returns:
-      ``(params, history)``: the new parameters and one record per epoch (``train_loss``,
-      ``train_accuracy``, ``learning_rate``, ``epoch_seconds``, ``images_per_second``, and with
-      ``val`` the ``test_*`` metrics).
-    """
-    from cnnlab import data
-    params = dict(variables["params"])
-    stats = variables.get("batch_stats") or {}
-    tags = freeze_labels(params, groups, unfreeze)
-    names = trainable_layers(tags)
-    lrs = discriminative_lrs(tags, lr, lr_ratio)
-    n = len(labels)
-    batch_size = min(batch_size, n)
-    steps_per_epoch = n // batch_size
-    total = epochs * steps_per_epoch
-    trainable = {k: jax.tree.map(jnp.asarray, params[k]) for k in names}
-    frozen = {k: v for k, v in params.items() if k not in trainable}
-    layer_labels = tuple((k, jax.tree.leaves(tags[k])[0]) for k in names)
-    tx, train_step = _block_trainer(model, layer_labels, tuple(sorted(lrs.items())), total,
-                                    flip, bool(stats))
-    opt_state = tx.init(trainable)
-    if reporter is not None:
-        reporter.note("fine-tuning " + ", ".join(
-            f"{name} (lr {lrs[block_label(len(groups) - 1 - i)]:.1e})"
-            for i, (name, _) in enumerate(groups)
-            if block_label(len(groups) - 1 - i) in lrs) + "; the rest stays frozen")
-    schedule = one_cycle(total, max(lrs.values()))
-    images_dev = jnp.asarray(images)
-    labels_dev = jnp.asarray(labels, jnp.int32)
-    key = jax.random.key(seed)
-    history, step = [], 0
-    for e in range(epochs):
-        t0 = time.time()
-        order = data.batch_indices(n, batch_size, seed=seed, epoch=1000 + e)
-        losses, accs = [], []
-        for idx in order:
-            trainable, opt_state, loss, acc = train_step(
-                trainable, opt_state, frozen, stats, images_dev, labels_dev, jnp.asarray(idx),
-                jax.random.fold_in(key, step))
-            losses.append(loss)
-            accs.append(acc)
-            step += 1
-        losses = [float(v) for v in losses]
-        if not all(math.isfinite(v) for v in losses):
-            raise CnnlabError(f"the loss became {losses[-1]} while fine-tuning; lower the "
-                              f"learning rate (it was {lr:.3g})")
-        seconds = time.time() - t0
-        params = {**frozen, **trainable}
-        record = {"train_loss": float(np.mean(losses)),
-                  "train_accuracy": float(np.mean([float(a) for a in accs])),
-                  "learning_rate": float(schedule(step - 1)), "epoch_seconds": round(seconds, 3),
-                  "images_per_second": round(steps_per_epoch * batch_size / max(seconds, 1e-9),
-                                             1)}
-        if val is not None:
-            v = {"params": params, **({"batch_stats": stats} if stats else {})}
-            m = evaluate_logits(predict(model, v, val[0]), val[1], top_k=top_k)
-            record.update(test_loss=m["loss"], test_accuracy=m["accuracy"],
-                          **{f"test_top{top_k}_accuracy": m[f"top{top_k}_accuracy"]})
-        history.append(record)
-        if on_epoch is not None:
-            on_epoch(record, params)
-    return {**frozen, **trainable}, history
+    return train.predict_logits(model.apply, variables["params"],
+                                variables.get("batch_stats") or {}, images,
+                                batch_size=batch_size)
 
 
 # --------------------------------------------------------------------------------------------
-# ImageNet predictions and the CLI
+# ImageNet predictions
 # --------------------------------------------------------------------------------------------
 
 def imagenet_predict(model_name: str, weights: str | None, images: Sequence[str], *,
@@ -1000,7 +922,6 @@ def imagenet_predict(model_name: str, weights: str | None, images: Sequence[str]
     """Keras-style ImageNet predictions for image files: load at 224x224 (nearest, like
     ``keras.utils.load_img``), caffe preprocessing, softmax, :func:`cnnlab.imagenet.
     decode_predictions`."""
-    from cnnlab import imagenet, keras_h5, models
     if model_name not in IMAGENET_BACKBONES:
         raise CnnlabError(f"predict --model takes {' or '.join(IMAGENET_BACKBONES)} (with "
                           f"--weights FILE.h5); for your own runs use --workdir W")
@@ -1014,97 +935,3 @@ def imagenet_predict(model_name: str, weights: str | None, images: Sequence[str]
     x = imagenet.preprocess_input(np.stack([imagenet.load_image(p, 224) for p in images]))
     logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
     return imagenet.decode_predictions(np.asarray(jax.nn.softmax(logits, axis=-1)), top=top)
-
-
-def _cmd_finetune(args) -> int:
-    config = FinetuneConfig(
-        backbone=args.backbone, data_dir=args.data_dir, weights=args.weights,
-        freeze_epochs=args.freeze_epochs, epochs=args.epochs, unfreeze=args.unfreeze,
-        image_size=args.image_size, val_fraction=args.val_fraction, batch_size=args.batch_size,
-        lr=args.lr, lr_ratio=args.lr_ratio, lr_find=args.lr_find, flip=args.flip, tta=args.tta,
-        seed=args.seed, tfds_dir=args.tfds_dir, plots=args.plots)
-    workdir = args.workdir or os.path.join("runs", "finetune")
-    with warnings.catch_warnings():
-        # Our own warnings (bad images skipped) as plain "warning: ..." lines, not
-        # "file.py:123: UserWarning:" with a source line.
-        warnings.simplefilter("default")
-        warnings.showwarning = _warning_printer(warnings.showwarning)
-        final = finetune(config, workdir, overwrite=args.overwrite)
-    tta = (f", with flip TTA {final['test_accuracy_tta']:.2%}"
-           if "test_accuracy_tta" in final else "")
-    print(f"validation accuracy {final['test_accuracy']:.2%}{tta} (loss "
-          f"{final['test_loss']:.4f}) on {final['test_examples']:,} images after "
-          f"{final['epoch']} epoch(s), {final['seconds']:.1f} s")
-    if final["most_confused"]:
-        print("most confused: " + "; ".join(f"{t} -> {p} ({c}x)"
-                                            for t, p, c in final["most_confused"][:3]))
-    print(f"workdir: {workdir} (metrics.jsonl, checkpoints/, plots/, interpretation.json)")
-    return 0
-
-
-def _warning_printer(original):
-    """cnnlab's own UserWarnings (images skipped) as "warning: ..." lines; others as usual."""
-    def show(message, category, filename, lineno, file=None, line=None):
-        if category is UserWarning and "cnnlab" in filename:
-            print(f"warning: {message}", file=sys.stderr, flush=True)
-        else:
-            original(message, category, filename, lineno, file, line)
-    return show
-
-
-def _cmd_predict_imagenet(args) -> int:
-    results = imagenet_predict(args.model, args.weights, args.images, top=args.top_k)
-    for path, top in zip(args.images, results):
-        print(f"{path}: " + ", ".join(f"{name} {p:.1%}" for _, name, p in top))
-    return 0
-
-
-def add_cli(subparsers) -> None:
-    """``cnnlab finetune`` and ``cnnlab predict --model resnet50|vgg16 --weights FILE.h5``
-    (the hook of :mod:`cnnlab.cli`)."""
-    import argparse
-
-    f = subparsers.add_parser(
-        "finetune", help="transfer a pretrained network to your own image folder")
-    f.add_argument("--backbone", required=True,
-                   help="resnet50, vgg16 (with --weights) or the workdir of a cnnlab run")
-    f.add_argument("--weights", help="Keras ImageNet .h5 file (full or _notop) for "
-                   "resnet50/vgg16")
-    f.add_argument("--data-dir", required=True, help="image folder ROOT/<class>/<images>")
-    f.add_argument("--freeze-epochs", type=int, default=2,
-                   help="epochs training only the new head, on cached features (default 2)")
-    f.add_argument("--epochs", type=int, default=2,
-                   help="epochs fine-tuning the last --unfreeze blocks + head (default 2)")
-    f.add_argument("--unfreeze", type=int, default=1,
-                   help="blocks before the head to fine-tune (default 1; -1 = all)")
-    f.add_argument("--image-size", type=int,
-                   help="resize images to this square size (default 224 for ImageNet backbones, "
-                   "the run's input size otherwise)")
-    f.add_argument("--val-fraction", type=float, default=0.2)
-    f.add_argument("--batch-size", type=int, default=32)
-    f.add_argument("--lr", type=float, default=1e-3,
-                   help="head learning rate (fine-tuning peaks at lr/2)")
-    f.add_argument("--lr-ratio", type=float, default=100.0,
-                   help="discriminative lrs: earliest unfrozen block gets lr/2/ratio")
-    f.add_argument("--lr-find", action="store_true",
-                   help="choose the head learning rate with lr_find (plots/lr_find.png)")
-    f.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
-                   help="random left-right flips while fine-tuning (--no-flip when orientation "
-                   "matters, e.g. text or Fashion-MNIST's left-facing shoes)")
-    f.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
-                   help="also report validation accuracy with flip test-time augmentation")
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--tfds-dir", help="TFDS data dir for the prepared image folder")
-    f.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True)
-    f.add_argument("--workdir", help="where metrics, checkpoints and plots go "
-                   "(default runs/finetune)")
-    f.add_argument("--overwrite", action="store_true", help="delete an earlier run in --workdir")
-    f.set_defaults(func=_cmd_finetune)
-
-    p = subparsers.choices.get("predict")
-    if p is not None:
-        p.add_argument("--model", help="resnet50 or vgg16: ImageNet predictions (with --weights)")
-        p.add_argument("--weights", help="Keras ImageNet .h5 file for --model")
-        builtin = p.get_default("func")
-        p.set_defaults(func=lambda args: (_cmd_predict_imagenet(args) if args.model
-                                          else builtin(args)))

@@ -12,11 +12,13 @@ from __future__ import annotations
 import os
 
 import flax.linen as nn
-import jax
 import numpy as np
 from flax import traverse_util
+from PIL import Image, UnidentifiedImageError
 
+from cnnlab import data, plots
 from cnnlab.errors import CnnlabError
+from cnnlab.layers import Conv
 
 
 def read_image(path: str, input_shape, *, invert: str = "auto") -> np.ndarray:
@@ -30,7 +32,6 @@ def read_image(path: str, input_shape, *, invert: str = "auto") -> np.ndarray:
     Raises:
       CnnlabError: the file is missing or is not an image Pillow can read.
     """
-    from PIL import Image, UnidentifiedImageError
     h, w, c = (int(d) for d in input_shape)
     try:
         with Image.open(path) as img:
@@ -64,18 +65,16 @@ def _border_mean(array: np.ndarray) -> float:
 
 
 def _is_conv(module: nn.Module) -> bool:
-    from cnnlab.layers import Conv
     return isinstance(module, (nn.Conv, Conv))
 
 
 def conv_activations(run, image: np.ndarray) -> list[tuple[str, np.ndarray]]:
     """Outputs of every convolution for one image uint8 (H, W, C), in the order they ran:
     ``[(layer path, activations (H', W', C')), ...]`` (before the activation function)."""
-    from cnnlab.train import _to_float
     variables = {"params": run.state.params}
     if run.state.batch_stats:
         variables["batch_stats"] = run.state.batch_stats
-    x = _to_float(jax.numpy.asarray(image[None]))
+    x = data.to_float(image[None])
     _, state = run.model.apply(
         variables, x, train=False, mutable=["intermediates"],
         capture_intermediates=lambda mdl, method: method == "__call__" and _is_conv(mdl))
@@ -102,7 +101,6 @@ def first_conv_kernel(run, layers: list[tuple[str, np.ndarray]]) -> tuple[str, n
 def visualize(run, image: np.ndarray, out_dir: str, *, stem: str = "") -> dict[str, str]:
     """Write ``filters.png`` (first-layer kernels) and ``feature_maps[_stem].png`` into
     ``out_dir``; returns {"filters": path, "feature_maps": path}."""
-    from cnnlab import plots
     layers = conv_activations(run, image)
     name, kernel = first_conv_kernel(run, layers)
     suffix = f"_{stem}" if stem else ""

@@ -2,7 +2,7 @@
 one-cycle AdamW, label smoothing and random flips (pad-and-crop cost 0.9 points at this length).
 Measured: 93.28% median of 3 seeds, >= 93% at 236 s end to end (benchmarks/time_to_accuracy.py)."""
 
-from cnnlab.train import TrainConfig
+from cnnlab.config import TrainConfig
 
 
 def get_config() -> TrainConfig:

@@ -2,7 +2,7 @@
 along the mesh's "data" axis, learning rate scaled with the batch (square-root rule, warm-up),
 bfloat16 compute, optimizer state sharded across devices (fsdp). Copy it to start your own."""
 
-from cnnlab.train import TrainConfig
+from cnnlab.config import TrainConfig
 
 
 def get_config() -> TrainConfig:

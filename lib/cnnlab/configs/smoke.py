@@ -1,6 +1,6 @@
 """A few seconds end to end: the workshop CNN on the embedded subset, short epochs (CI, tests)."""
 
-from cnnlab.train import TrainConfig
+from cnnlab.config import TrainConfig
 
 
 def get_config() -> TrainConfig:

@@ -1,9 +1,10 @@
 """`make train`: the Fashion-MNIST workshop CNN (3 stride-2 convs), Adam, 8 epochs.
 
-About a minute on a 2-core CPU on the full 60,000 images: 90.8% test accuracy (seed 0).
+About a minute on a 2-core CPU on the full data (54,000 training images, 6,000 held out for
+validation): 90.5% test accuracy, 90.8% validation accuracy (seed 0).
 """
 
-from cnnlab.train import TrainConfig
+from cnnlab.config import TrainConfig
 
 
 def get_config() -> TrainConfig:

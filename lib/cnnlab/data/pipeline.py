@@ -62,9 +62,51 @@ def batch_mask(num_examples: int, batch_size: int) -> np.ndarray:
     return (np.arange(num_batches * batch_size) < num_examples).reshape(num_batches, batch_size)
 
 
+def holdout(labels: np.ndarray, fraction: float, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split example indices into (kept, held out), stratified by class and seeded.
+
+    Of each class with ``n`` examples, ``round(fraction * n)`` (but never all of them) are held
+    out, drawn from ``np.random.default_rng(seed)``; both index arrays are in ascending order, so
+    the same ``(labels, fraction, seed)`` always gives the same split.
+
+    Args:
+      labels: int (N,) class labels.
+      fraction: share held out, in [0, 1); 0 holds out nothing.
+      seed: the draw's seed.
+
+    Returns:
+      ``(kept, held_out)``: int64 index arrays that together cover ``range(N)`` once.
+
+    Example:
+
+    >>> kept, val = holdout(np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1]), 0.5, seed=0)
+    >>> len(kept), len(val), sorted(np.bincount(np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])[val]))
+    (5, 5, [2, 3])
+    """
+    if not 0 <= fraction < 1:
+        raise CnnlabError(f"the held-out fraction must be in [0, 1), got {fraction}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(labels), bool)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        n = min(int(round(fraction * len(idx))), len(idx) - 1)
+        held[rng.permutation(idx)[:n]] = True
+    return np.flatnonzero(~held), np.flatnonzero(held)
+
+
 def normalize(images) -> jax.Array:
     """uint8 ``(N, H, W, C)`` in 0..255 -> float32 in [0, 1]: ``x / 255``."""
     return jnp.asarray(images, jnp.float32) / 255.0
+
+
+def to_float(images) -> jax.Array:
+    """What a model is fed: uint8 images -> float32 ``x / 255`` (:func:`normalize`); float
+    input (already scaled images, or cached features) -> float32 unchanged."""
+    images = jnp.asarray(images)
+    if images.dtype == jnp.uint8:
+        return normalize(images)
+    return images.astype(jnp.float32)
 
 
 @jax.jit

@@ -12,8 +12,6 @@ stream ``"dropout"``; batch norm keeps its running statistics in the collection 
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
 from collections.abc import Callable, Sequence
 
@@ -23,46 +21,40 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnlab.errors import CnnlabError
-from cnnlab.models.small import MLP, FlaxCNN, KerasCNN, LeNet5, WorkshopCNN
+from cnnlab.models.resnet50 import ResNet50
 from cnnlab.models.resnet_small import ResNetSmall
+from cnnlab.models.small import MLP, FlaxCNN, KerasCNN, LeNet5, WorkshopCNN
+from cnnlab.models.vgg16 import VGG16
 
 __all__ = [
-    "MLP", "WorkshopCNN", "KerasCNN", "LeNet5", "FlaxCNN", "ResNetSmall",
-    "names", "get", "register", "param_count", "summary",
+    "MLP", "WorkshopCNN", "KerasCNN", "LeNet5", "FlaxCNN", "ResNetSmall", "VGG16", "ResNet50",
+    "names", "check_name", "get", "register", "param_count", "summary", "layer_order",
 ]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-
-# Modules owned by other parts of the project that register themselves when imported
-# (each ends with one line: ``register("vgg16", VGG16)``). Imported lazily: they may be heavy.
-_SELF_REGISTERING = ("cnnlab.models.vgg16", "cnnlab.models.resnet50")
-_loaded_optional = False
 
 
 def register(name: str, factory: Callable[..., nn.Module]) -> None:
     """Make ``get(name, num_classes=..., **kwargs)`` return ``factory(num_classes=..., **kwargs)``.
 
-    ``factory`` is usually the module class itself. Registering a name again replaces it.
+    The one way a model gets a name: the built-in models are registered by this module with
+    this function (at its end), yours the same way from your code. ``factory`` is usually the
+    module class itself. Registering a name again replaces it.
     """
     if not name or not name.replace("_", "").isalnum() or name != name.lower():
         raise ValueError(f"model names are lower_snake_case, got {name!r}")
     _REGISTRY[name] = factory
 
 
-def _load_optional() -> None:
-    global _loaded_optional
-    if _loaded_optional:
-        return
-    _loaded_optional = True
-    for module in _SELF_REGISTERING:
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module)
-
-
 def names() -> list[str]:
     """Registered model names, in registration order."""
-    _load_optional()
     return list(_REGISTRY)
+
+
+def check_name(name: str) -> None:
+    """Raises CnnlabError naming the registered models unless ``name`` is one of them."""
+    if name not in _REGISTRY:
+        raise CnnlabError(f"unknown model {name!r}; choose one of: {', '.join(_REGISTRY)}")
 
 
 def get(name: str, *, num_classes: int, **kwargs) -> nn.Module:
@@ -72,9 +64,7 @@ def get(name: str, *, num_classes: int, **kwargs) -> nn.Module:
       CnnlabError: unknown name (the message lists the valid ones), a bad ``num_classes``, or an
         attribute the model does not have.
     """
-    _load_optional()
-    if name not in _REGISTRY:
-        raise CnnlabError(f"unknown model {name!r}; choose one of: {', '.join(_REGISTRY)}")
+    check_name(name)
     if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool) \
             or num_classes < 1:
         raise CnnlabError(f"num_classes must be a positive integer, got {num_classes!r}")
@@ -99,6 +89,38 @@ def _attribute_names(factory) -> list[str]:
 def param_count(params) -> int:
     """Total number of scalars in a pytree of arrays (e.g. ``variables["params"]``)."""
     return int(sum(np.prod(np.shape(leaf), dtype=np.int64) for leaf in jax.tree.leaves(params)))
+
+
+def layer_order(model: nn.Module, input_shape: Sequence[int]) -> list[str]:
+    """Top-level submodule names in the order the forward pass calls them.
+
+    Traced abstractly (:func:`jax.eval_shape`): nothing is computed.
+
+    Args:
+      model: a Flax module taking ``(x, *, train)``.
+      input_shape: (N, H, W, C) or (H, W, C).
+
+    Returns:
+      The names, first called first (e.g. ``['Conv_0', 'Conv_1', 'Conv_2', 'Dense_0']``).
+    """
+    shape = tuple(input_shape)
+    shape = (1, *shape) if len(shape) == 3 else shape
+    order: list[str] = []
+
+    def record(next_fun, args, kwargs, context):
+        module = context.module
+        path = module.scope.path if module.scope is not None else ()
+        if len(path) == 1 and path[0] not in order:
+            order.append(path[0])
+        return next_fun(*args, **kwargs)
+
+    def init():
+        with nn.intercept_methods(record):
+            return model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
+                              jnp.zeros(shape, jnp.float32), train=False)
+
+    jax.eval_shape(init)
+    return order
 
 
 def _shape_str(shape: Sequence[int], batch_is_none: bool) -> str:
@@ -182,3 +204,5 @@ register("keras_cnn", KerasCNN)
 register("lenet5", LeNet5)
 register("flax_cnn", FlaxCNN)
 register("resnet_small", ResNetSmall)
+register("vgg16", VGG16)
+register("resnet50", ResNet50)

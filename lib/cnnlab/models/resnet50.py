@@ -24,7 +24,6 @@ import jax
 import jax.numpy as jnp
 
 from cnnlab.layers import Conv
-from cnnlab.models import register
 from cnnlab.models.vgg16 import global_pool, imagenet_input
 
 #: (stage name, bottleneck width, number of blocks, stride of the first block)
@@ -97,6 +96,3 @@ class ResNet50(nn.Module):
         out = nn.relu(shortcut + y)
         self.sow("intermediates", f"{name}_out", out)
         return out
-
-
-register("resnet50", ResNet50)

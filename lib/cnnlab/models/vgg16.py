@@ -24,7 +24,6 @@ import jax.numpy as jnp
 
 from cnnlab.imagenet import CAFFE_MEAN_BGR
 from cnnlab.layers import Conv
-from cnnlab.models import register
 
 #: (block, number of 3x3 convs, width)
 BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
@@ -97,6 +96,3 @@ class VGG16(nn.Module):
         else:
             raise ValueError(f"classifier must be 'fc' or 'avg', got {self.classifier!r}")
         return nn.Dense(self.num_classes, name="predictions")(x)
-
-
-register("vgg16", VGG16)
