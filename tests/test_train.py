@@ -8,6 +8,7 @@ import math
 import os
 import struct
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -238,3 +239,85 @@ def test_eval_covers_every_example_exactly_once():
     assert [m.sum() for _, m in data.eval_batches(10, 4)] == [4, 4, 2]
     seen = np.concatenate([i[m > 0] for i, m in data.eval_batches(10, 4)])
     np.testing.assert_array_equal(np.sort(seen), np.arange(10))
+
+
+# ------------------------------------------------- validation, selection, early stopping, divergence
+
+def test_holdout_is_stratified_seeded_and_complete():
+    labels = np.repeat([0, 1, 2], [10, 20, 30])
+    kept, held = data.holdout(labels, 0.1, seed=0)
+    assert np.bincount(labels[held]).tolist() == [1, 2, 3]      # 10 % of every class
+    np.testing.assert_array_equal(np.sort(np.concatenate([kept, held])), np.arange(60))
+    assert np.all(np.diff(kept) > 0) and np.all(np.diff(held) > 0)
+    assert not np.array_equal(held, data.holdout(labels, 0.1, seed=1)[1])  # by seed
+    np.testing.assert_array_equal(held, data.holdout(labels, 0.1, seed=0)[1])
+    assert len(data.holdout(labels, 0.0, seed=0)[1]) == 0
+
+
+def test_validation_selects_the_checkpoint_and_early_stopping_ends_the_run(tmp_path):
+    # Gradient *ascent* on cross-entropy: the validation loss rises every epoch, so epoch 1 is
+    # the best and early stopping (patience 2) ends the run after epoch 3.
+    def ascent(logits, labels):
+        return -train.cross_entropy_loss(logits, labels)
+
+    config = tiny(max_steps_per_epoch=5, epochs=6, early_stopping=2, keep_checkpoints=1)
+    state, final = train.train_and_evaluate(config, str(tmp_path), loss_fn=ascent)
+    history = [r for r in train.read_metrics(str(tmp_path)) if not r.get("final")]
+    val = [r["val_loss"] for r in history]
+    assert len(history) == 3 and val[0] < val[1] < val[2], val
+    assert all("test_loss" not in r for r in history)   # the test split: once, at the end
+    assert final["stopped_early"] and final["checkpoint_step"] == 5 and final["step"] == 15
+    assert final["val_loss"] == val[0] and int(state.step) == 5
+    # keep_checkpoints=1 keeps the newest, and the selected one is kept too
+    assert sorted(os.listdir(tmp_path / "checkpoints"), key=int) == ["5", "15"]
+    assert train.load_run(str(tmp_path)).step == 5            # what evaluate/predict use
+    # Resuming a run early stopping ended trains no further.
+    _, again = train.train_and_evaluate(config, str(tmp_path), resume=True, loss_fn=ascent)
+    assert again["step"] == 15 and again["test_accuracy"] == final["test_accuracy"]
+
+
+def test_a_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = tiny(max_steps_per_epoch=40, log_every_steps=5)
+    train.train_and_evaluate(config, str(tmp_path))                   # a good epoch: step 40
+    with pytest.raises(CnnlabError, match=r"the loss diverged: \S+ at step \d+, above 10 x its "
+                                          r"starting value .* for 20 steps in a row; stopped; "
+                                          r"the last good checkpoint \(step 40\) is kept"):
+        # Adam at lr 1e6: the loss explodes to ~1e29 but stays finite (not a NaN)
+        train.train_and_evaluate(config.replace(epochs=3, learning_rate=1e6), str(tmp_path),
+                                 resume=True)
+    assert os.listdir(tmp_path / "checkpoints") == ["40"]
+    assert [r["epoch"] for r in train.read_metrics(str(tmp_path))] == [1]
+
+
+class _Plain(nn.Module):
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
+
+
+class _NanWhenEvaluated(_Plain):
+    """The same parameters as _Plain; its inference-mode logits are NaN."""
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        logits = nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
+        return logits if train else logits * jnp.nan
+
+
+def test_a_non_finite_validation_loss_stops_the_run(tmp_path):
+    config = tiny(model="flaky_test_model", max_steps_per_epoch=5)
+    try:
+        models.register("flaky_test_model", _Plain)
+        train.train_and_evaluate(config, str(tmp_path))                    # checkpoint 5
+        models.register("flaky_test_model", _NanWhenEvaluated)
+        with pytest.raises(CnnlabError, match=r"the validation loss became nan after epoch 2; "
+                                              r"stopped; the last good checkpoint \(step 5\)"):
+            train.train_and_evaluate(config.replace(epochs=2), str(tmp_path), resume=True)
+        # No validation split: the test split's loss, evaluated at the end, is checked too.
+        with pytest.raises(CnnlabError, match=r"the test loss of the checkpoint at step 5 is nan"):
+            train.train_and_evaluate(config.replace(val_fraction=0.0), str(tmp_path / "no_val"))
+    finally:
+        models._REGISTRY.pop("flaky_test_model")
+    assert os.listdir(tmp_path / "checkpoints") == ["5"]

@@ -258,8 +258,10 @@ def test_multi_process_flags_must_come_together(monkeypatch):
         distributed.initialize("localhost:1234", None, 0)
     with pytest.raises(CnnlabError, match="process-id"):
         distributed.initialize("localhost:1234", 2, 5)
-    monkeypatch.setenv("SLURM_JOB_ID", "7")
-    monkeypatch.setenv("SLURM_NTASKS", "16")
+    # Inside an srun step of 16 tasks (tests/test_durable.py checks every launcher).
+    for var, value in (("SLURM_JOB_ID", "7"), ("SLURM_NTASKS", "16"), ("SLURM_STEP_ID", "0"),
+                       ("SLURM_PROCID", "3"), ("SLURM_STEP_NODELIST", "node[01-16]")):
+        monkeypatch.setenv(var, value)
     assert distributed.detected_process_count() == 16
     monkeypatch.setenv("CNNLAB_DISTRIBUTED", "0")
     assert distributed.detected_process_count() == 1

@@ -14,8 +14,8 @@ and renames it to ``<step>`` only once every file (and, with several processes, 
 has finished; :meth:`Checkpoints.latest_step` only sees renamed directories, and leftover
 temporary directories are deleted when the manager opens. A complete checkpoint damaged later
 (a truncated or deleted file, bad metadata) is found when it is read:
-:meth:`Checkpoints.restore_newest` reports it in one line naming the step and the file and falls
-back to the next older one.
+:meth:`Checkpoints.restore_newest` reports it in one line naming the step and the file, moves it
+into ``checkpoints/damaged/`` (nothing is deleted) and falls back to the next older one.
 
 Restoring takes an abstract target whose leaves carry the shardings wanted *now*, so a checkpoint
 written on 8 devices restores onto 1 (or the other way round).
@@ -38,6 +38,7 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 from cnnlab.errors import CnnlabError
 
 STATE, OPT_STATE, META = "state", "opt_state", "meta"
+DAMAGED = "damaged"  # where restore_newest moves checkpoints that do not restore
 
 
 class Checkpoints:
@@ -54,11 +55,27 @@ class Checkpoints:
 
     Raises:
       CnnlabError: ``read_only`` and the directory does not exist.
+
+    Example:
+
+    >>> import tempfile, numpy as np
+    >>> state = {"step": np.int32(7), "params": {"w": np.ones(3, np.float32)}, "batch_stats": {},
+    ...          "opt_state": {"mu": np.zeros(3, np.float32)}}
+    >>> with Checkpoints(tempfile.mkdtemp(), keep=2) as ckpts:
+    ...     ckpts.save(7, state, {"step": 7, "epochs_done": 1})
+    ...     ckpts.wait()
+    ...     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    ...     target = abstract_like(state, jax.tree.map(lambda _: device, state))
+    ...     arrays, meta = ckpts.restore(target)
+    True
+    >>> int(arrays["step"]), arrays["params"]["w"].tolist(), meta["epochs_done"]
+    (7, [1.0, 1.0, 1.0], 1)
     """
 
     def __init__(self, directory: str, *, keep: int = 3, best_metric: str | None = None,
                  async_save: bool = True, read_only: bool = False):
         self.directory = os.path.abspath(directory)
+        self._read_only = read_only
         if read_only and not os.path.isdir(self.directory):
             raise CnnlabError(f"no checkpoints in {self.directory}; train first with "
                               f"`cnnlab train --workdir {os.path.dirname(self.directory)}`")
@@ -66,13 +83,17 @@ class Checkpoints:
             options = ocp.CheckpointManagerOptions(create=False, enable_async_checkpointing=False)
         else:
             policy: policies.PreservationPolicy = policies.LatestN(n=keep)
+            best_fn = None
             if best_metric:
+                def best_fn(metrics):
+                    return metrics[best_metric]
                 policy = policies.AnyPreservationPolicy([policy, policies.BestN(
-                    get_metric_fn=lambda metrics: metrics[best_metric], reverse=True, n=1,
+                    get_metric_fn=best_fn, reverse=True, n=1,
                     keep_checkpoints_without_metrics=False)])
+            # best_fn also makes orbax record the metrics of each checkpoint (for BestN).
             options = ocp.CheckpointManagerOptions(
-                preservation_policy=policy, enable_async_checkpointing=async_save, create=True,
-                cleanup_tmp_directories=True)
+                preservation_policy=policy, best_fn=best_fn, best_mode="min",
+                enable_async_checkpointing=async_save, create=True, cleanup_tmp_directories=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
@@ -203,7 +224,7 @@ class Checkpoints:
                 arrays, meta = self.restore(abstract, step)
             except Exception as e:  # noqa: BLE001 - whatever orbax/tensorstore raise for bad data
                 skipped.append(step)
-                note(self._damage(step, e))
+                note(self._damage(step, e) + self._set_aside(step))
                 continue
             if skipped:
                 note(f"using checkpoint step {step}, the newest one that restores")
@@ -212,16 +233,32 @@ class Checkpoints:
                           f"{', '.join(map(str, sorted(skipped)))}) restores; start over with "
                           "--overwrite")
 
+    def _set_aside(self, step: int) -> str:
+        """Move a damaged checkpoint out of the way (into ``damaged/``, never deleted), so the
+        resumed run writes that step anew; read-only managers leave it where it is."""
+        if self._read_only:
+            return ""
+        target = Path(self.directory) / DAMAGED / str(step)
+        target.parent.mkdir(exist_ok=True)
+        if target.exists():
+            target = target.with_name(f"{step}-{len(list(target.parent.iterdir()))}")
+        os.replace(Path(self.directory) / str(step), target)
+        self._manager.reload()
+        return f"; moved to {target}"
+
     def _damage(self, step: int, error: BaseException) -> str:
         """One line: the damaged step, the file to blame, the reason."""
         step_dir = Path(self.directory) / str(step)
         text = " ".join(str(error).split())
-        match = re.search(r'local file "([^"]+)"', text)
-        culprit = match.group(1) if match else _unreadable_json(step_dir) or str(step_dir)
-        reason = text.split(": ")[0][:120] if text else type(error).__name__
+        files = list(re.finditer(r'local file "([^"]+)"', text))  # the last is the most specific
+        culprit = files[-1].group(1) if files else _unreadable_json(step_dir) or str(step_dir)
+        reason = text[files[-1].end():].lstrip(": ") if files else text
+        reason = re.split(r"\s*\[(?:tensorstore_spec|source locations)", reason)[0][:160]
+        if not reason:
+            reason = "missing" if not Path(culprit).exists() else type(error).__name__
         if isinstance(error, json.JSONDecodeError):
             reason = "not valid JSON (cut short?)"
-        return f"checkpoint step {step} does not restore ({culprit}: {reason}); skipped"
+        return f"checkpoint step {step} does not restore ({culprit}: {reason}), skipped"
 
     def wait(self) -> None:
         """Block until the last asynchronous save is on disk."""
@@ -260,6 +297,14 @@ def _unreadable_json(step_dir: Path) -> str | None:
 
 
 def abstract_like(tree, shardings) -> Any:
-    """Pytree of arrays (or ShapeDtypeStructs) + matching shardings -> ShapeDtypeStructs."""
+    """The abstract target of :meth:`Checkpoints.restore`.
+
+    Args:
+      tree: a pytree of arrays or ``jax.ShapeDtypeStruct``.
+      shardings: the same pytree of shardings (where each leaf should live after restoring).
+
+    Returns:
+      The pytree of ``jax.ShapeDtypeStruct`` with ``sharding`` set.
+    """
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                         tree, shardings)

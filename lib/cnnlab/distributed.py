@@ -5,20 +5,29 @@ axis (and optionally a ``model`` axis), :class:`~jax.sharding.NamedSharding` for
 along ``data``) and for the train state (replicated, or split by :func:`param_spec`), and
 ``jax.jit`` with in/out shardings. No pmap, no cluster code of our own: several processes (hosts)
 join through :func:`jax.distributed.initialize`, which is called only when several processes are
-configured or detected (:func:`initialize`). Each process then feeds the rows of the global batch
-that live on its own devices (:func:`local_rows`), assembled into one global array with
-:func:`jax.make_array_from_process_local_data` (:func:`global_batch`).
+configured or a real launcher started them (:func:`detect_launcher`). Each process then feeds
+the rows of the global batch that live on its own devices (:func:`local_rows`), assembled into
+one global array with :func:`jax.make_array_from_process_local_data` (:func:`global_batch`).
 
 On one device all of this is the plain single-device program.
+
+>>> mesh = make_mesh()
+>>> dict(mesh.shape) == {"data": jax.device_count(), "model": 1}
+True
+>>> param_spec((3, 3, 16, 64), mesh) == P()   # replicated
+True
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import time
 from collections.abc import Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from cnnlab.errors import CnnlabError
@@ -29,27 +38,66 @@ DATA, MODEL = "data", "model"
 FSDP_MIN_SIZE = 2**14
 
 
-def detected_process_count() -> int:
-    """How many processes the environment says this job has (1 when it says nothing).
+# SLURM's step ids of the batch script and the "extern" step: not a step started by srun.
+_SLURM_SPECIAL_STEPS = {"4294967294", "4294967293", "batch", "extern"}
 
-    SLURM (``SLURM_NTASKS``), Open MPI (``OMPI_COMM_WORLD_SIZE``), Cloud TPU pod slices
-    (``TPU_WORKER_HOSTNAMES``, one host name per worker) and ``JAX_NUM_PROCESSES``.
-    ``CNNLAB_DISTRIBUTED=1`` says "several" whatever the rest (JAX's cluster detection then finds
-    the coordinator, e.g. from the TPU metadata server); ``CNNLAB_DISTRIBUTED=0`` says "one".
+
+def _count(var: str) -> int:
+    value = os.environ.get(var, "").strip()
+    return int(value) if value.isdigit() else 0
+
+
+def detect_launcher() -> tuple[str, int] | None:
+    """``(launcher, process count)`` when a real multi-process launcher started this process,
+    else None (one process).
+
+    Only a launcher that starts every process counts, so the variables a job merely inherits do
+    not (``SLURM_NTASKS=4`` in a batch script outside ``srun`` is one process):
+
+    - a SLURM job step, i.e. inside ``srun``: ``SLURM_STEP_ID`` (not the batch or extern step),
+      ``SLURM_PROCID`` and ``SLURM_STEP_NODELIST`` set, ``SLURM_STEP_NUM_TASKS`` (or
+      ``SLURM_NTASKS``) > 1;
+    - an MPI rank: ``OMPI_COMM_WORLD_SIZE`` > 1 with ``OMPI_COMM_WORLD_RANK`` (Open MPI), or
+      ``PMI_SIZE`` > 1 with ``PMI_RANK`` (MPICH, Intel MPI);
+    - a Cloud TPU pod slice: ``TPU_WORKER_HOSTNAMES`` naming more than one host.
+
+    ``CNNLAB_DISTRIBUTED=1`` says "several" whatever the rest (JAX's own cluster detection then
+    finds the coordinator), ``CNNLAB_DISTRIBUTED=0`` says "one".
+
+    Returns:
+      ``(a description such as "SLURM step 1234.0", number of processes)`` or None.
+
+    >>> detect_launcher() is None   # a plain process
+    True
     """
     forced = os.environ.get("CNNLAB_DISTRIBUTED", "").strip()
     if forced in ("0", "1"):
-        return 2 if forced == "1" else 1
-    if os.environ.get("SLURM_JOB_ID"):
-        n = os.environ.get("SLURM_NTASKS") or os.environ.get("SLURM_NPROCS")
-        if n and n.isdigit() and int(n) > 1:
-            return int(n)
-    for var in ("OMPI_COMM_WORLD_SIZE", "JAX_NUM_PROCESSES"):
-        n = os.environ.get(var, "")
-        if n.isdigit() and int(n) > 1:
-            return int(n)
-    hosts = [h for h in os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",") if h.strip()]
-    return max(1, len(hosts))
+        return ("CNNLAB_DISTRIBUTED=1", 2) if forced == "1" else None
+    env = os.environ
+    step = env.get("SLURM_STEP_ID", env.get("SLURM_STEPID", "")).strip()
+    if step and step not in _SLURM_SPECIAL_STEPS and "SLURM_PROCID" in env \
+            and "SLURM_STEP_NODELIST" in env:
+        n = _count("SLURM_STEP_NUM_TASKS") or _count("SLURM_NTASKS")
+        if n > 1:
+            return f"SLURM step {env.get('SLURM_JOB_ID', '?')}.{step}", n
+    for size, rank, name in (("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "Open MPI"),
+                             ("PMI_SIZE", "PMI_RANK", "MPI (PMI)")):
+        if _count(size) > 1 and rank in env:
+            return f"{name} rank {env[rank]}", _count(size)
+    hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h.strip()]
+    if len(hosts) > 1:
+        return "Cloud TPU pod slice", len(hosts)
+    return None
+
+
+def detected_process_count() -> int:
+    """How many processes the launcher started (see :func:`detect_launcher`).
+
+    Returns:
+      The count; 1 without a launcher.
+    """
+    found = detect_launcher()
+    return found[1] if found else 1
 
 
 _initialized = False
@@ -60,14 +108,28 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     """Join a multi-process job through :func:`jax.distributed.initialize`, when there is one.
 
     Explicit arguments (``--coordinator host:port --num-processes N --process-id I``) win;
-    otherwise the environment decides (:func:`detected_process_count`) and JAX's own cluster
-    detection fills in the coordinator and ids (SLURM, Cloud TPU, ...). A single process does
-    nothing. Must run before anything touches a device. Returns True when initialized.
+    otherwise :func:`detect_launcher` decides and JAX's own cluster detection fills in the
+    coordinator and ids (SLURM, Open MPI, Cloud TPU, ...). A single process does nothing. Must run
+    before anything touches a device. ``CNNLAB_DISTRIBUTED_TIMEOUT`` (seconds, default 300) bounds
+    the wait for the other processes.
+
+    Args:
+      coordinator: ``HOST:PORT`` of process 0 (``--coordinator``).
+      num_processes: the number of processes (``--num-processes``).
+      process_id: this process's id (``--process-id``).
+
+    Returns:
+      True when this process joined a multi-process job.
+
+    Raises:
+      CnnlabError: incomplete or inconsistent flags, or the start failed (one line saying which
+        launcher was found and why it failed).
     """
     global _initialized
     if _initialized:
         return True
     explicit = [coordinator, num_processes, process_id]
+    kwargs: dict = {}
     if any(v is not None for v in explicit):
         if any(v is None for v in explicit):
             raise CnnlabError("multi-process training needs all three of --coordinator HOST:PORT, "
@@ -76,18 +138,82 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
             raise CnnlabError(f"--process-id must be in [0, {num_processes}), got {process_id}")
         if num_processes == 1:
             return False
-        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                                   process_id=process_id)
-    elif detected_process_count() > 1:
-        jax.distributed.initialize()
+        how = f"--coordinator {coordinator}, process {process_id} of {num_processes}"
+        kwargs = dict(coordinator_address=coordinator, num_processes=num_processes,
+                      process_id=process_id)
     else:
-        return False
+        found = detect_launcher()
+        if found is None:
+            return False
+        how = f"{found[0]}, {found[1]} processes"
+    timeout = _count("CNNLAB_DISTRIBUTED_TIMEOUT") or 300
+    try:
+        kwargs = _resolve(kwargs, timeout)
+        _preflight(kwargs["coordinator_address"], kwargs["process_id"], timeout)
+        jax.distributed.initialize(initialization_timeout=timeout, **kwargs)
+    except CnnlabError as e:
+        raise CnnlabError(f"could not start jax.distributed ({how}): {e}") from None
+    except Exception as e:  # noqa: BLE001 - JAX raises many kinds; all mean "could not start"
+        reason = " ".join(str(e).split())[:300] or type(e).__name__
+        raise CnnlabError(f"could not start jax.distributed ({how}): {reason}; check that every "
+                          "process runs the same command and can reach the coordinator, or set "
+                          "CNNLAB_DISTRIBUTED=0 to run as one process") from None
     _initialized = True
     return True
 
 
+def _resolve(kwargs: dict, timeout: int) -> dict:
+    """Coordinator, process count and id: given, or from JAX's own cluster detection (the same
+    code ``jax.distributed.initialize`` would run), so they can be checked before JAX connects.
+    """
+    if "coordinator_address" in kwargs:
+        return kwargs
+    from jax._src import clusters  # noqa: PLC0415 - JAX's cluster detection; multi-process only
+    coordinator, n, pid, local_ids = clusters.ClusterEnv.auto_detect_unset_distributed_params(
+        os.environ.get("JAX_COORDINATOR_ADDRESS"), None, None, None, None, timeout)
+    if coordinator is None or n is None or pid is None:
+        raise CnnlabError("JAX found no coordinator for this launcher; pass --coordinator "
+                          "HOST:PORT --num-processes N --process-id I")
+    return dict(coordinator_address=coordinator, num_processes=n, process_id=pid,
+                local_device_ids=local_ids)
+
+
+def _preflight(coordinator: str, process_id: int, timeout: float) -> None:
+    """Check what JAX's connect would otherwise turn into a process abort (a C++ fatal error,
+    no Python exception): process 0 can bind the coordinator's port, the others can reach it
+    within ``timeout`` seconds."""
+    host, _, port_text = coordinator.rpartition(":")
+    if not port_text.isdigit() or not host:
+        raise CnnlabError(f"the coordinator address {coordinator!r} is not HOST:PORT")
+    port, host = int(port_text), host.strip("[]")
+    if process_id == 0:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("", port))
+            except OSError as e:
+                raise CnnlabError(f"process 0 cannot listen on port {port} ({e.strerror}); pick "
+                                  "another port") from None
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=2).close()
+            return
+        except OSError as e:
+            if time.monotonic() > deadline:
+                raise CnnlabError(f"process {process_id} cannot reach the coordinator "
+                                  f"{coordinator} ({e.strerror or e}) within {timeout:g} s; is "
+                                  "process 0 running?") from None
+            time.sleep(0.5)
+
+
 def is_main_process() -> bool:
-    """Process 0 writes logs, metrics and plots; every process takes part in checkpoints."""
+    """Whether this is process 0, the one that writes logs, metrics and plots (every process
+    takes part in checkpoints).
+
+    Returns:
+      True on process 0 (and in a single-process run).
+    """
     return jax.process_index() == 0
 
 
@@ -97,6 +223,16 @@ def make_mesh(model_parallelism: int = 1, devices: Sequence[jax.Device] | None =
 
     Axis types are ``Auto`` (the compiler propagates shardings, GSPMD-style), so model code needs
     no sharding annotations.
+
+    Args:
+      model_parallelism: size of the ``model`` axis; must divide the number of devices.
+      devices: the devices (default: every device of every process).
+
+    Returns:
+      The :class:`jax.sharding.Mesh`.
+
+    Raises:
+      CnnlabError: ``model_parallelism`` does not divide the device count.
     """
     devices = list(devices if devices is not None else jax.devices())
     n = len(devices)
@@ -108,16 +244,40 @@ def make_mesh(model_parallelism: int = 1, devices: Sequence[jax.Device] | None =
 
 
 def data_size(mesh: Mesh) -> int:
-    """Number of batch shards (the size of the ``data`` axis)."""
+    """Number of batch shards (the size of the ``data`` axis of ``mesh``); global batch sizes
+    must be multiples of it.
+
+    Args:
+      mesh: from :func:`make_mesh`.
+
+    Returns:
+      The size of ``data``.
+    """
     return mesh.shape[DATA]
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Leading (batch) dimension split along ``data``; replicated along ``model``."""
+    """The sharding of a batch: leading dimension split along ``data``, replicated along
+    ``model``.
+
+    Args:
+      mesh: from :func:`make_mesh`.
+
+    Returns:
+      ``NamedSharding(mesh, P("data"))``.
+    """
     return NamedSharding(mesh, P(DATA))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
+    """The sharding of a value every device holds in full (keys, metrics).
+
+    Args:
+      mesh: from :func:`make_mesh`.
+
+    Returns:
+      ``NamedSharding(mesh, P())``.
+    """
     return NamedSharding(mesh, P())
 
 
@@ -132,6 +292,17 @@ def param_spec(shape: Sequence[int], mesh: Mesh, rule: str = "replicate") -> P:
     dimension of each >= 2-D leaf that divides evenly is split along ``model`` (output features of
     conv and dense kernels: tensor parallelism for the large backbones).
     Optimizer moments have their parameter's shape, so they land on the same devices.
+
+    Args:
+      shape: the leaf's shape.
+      mesh: the mesh (only its ``shape`` mapping is read).
+      rule: "replicate" or "fsdp".
+
+    Returns:
+      A :class:`jax.sharding.PartitionSpec` (trailing ``None`` entries dropped).
+
+    Raises:
+      CnnlabError: an unknown rule.
     """
     if rule not in ("replicate", "fsdp"):
         raise CnnlabError(f"unknown sharding rule {rule!r}; choose one of: replicate, fsdp")
@@ -150,15 +321,31 @@ def param_spec(shape: Sequence[int], mesh: Mesh, rule: str = "replicate") -> P:
 
 
 def state_shardings(abstract_state, mesh: Mesh, rule: str = "replicate"):
-    """A NamedSharding for every leaf of a (possibly abstract) pytree, by :func:`param_spec`."""
+    """A NamedSharding for every leaf of a (possibly abstract) pytree, by :func:`param_spec`.
+
+    Args:
+      abstract_state: a pytree of arrays or ``jax.ShapeDtypeStruct`` (e.g. a TrainState).
+      mesh: from :func:`make_mesh`.
+      rule: "replicate" or "fsdp".
+
+    Returns:
+      The same pytree with a :class:`~jax.sharding.NamedSharding` per leaf.
+    """
     return jax.tree.map(
         lambda leaf: NamedSharding(mesh, param_spec(np.shape(leaf), mesh, rule)), abstract_state)
 
 
 def local_rows(sharding: NamedSharding, num_rows: int) -> np.ndarray:
-    """Indices of the rows of a (num_rows, ...) array sharded by ``sharding`` that live on this
-    process's devices, in order: what this process must feed to
-    :func:`jax.make_array_from_process_local_data`. All rows on one process."""
+    """The rows of a (num_rows, ...) array sharded by ``sharding`` that live on this process's
+    devices: what this process must feed to :func:`jax.make_array_from_process_local_data`.
+
+    Args:
+      sharding: a batch sharding (:func:`batch_sharding`).
+      num_rows: the global number of rows.
+
+    Returns:
+      int64 indices in ascending order (all rows on a single process).
+    """
     starts = set()
     for index in sharding.addressable_devices_indices_map((num_rows,)).values():
         s = index[0]
@@ -167,14 +354,30 @@ def local_rows(sharding: NamedSharding, num_rows: int) -> np.ndarray:
 
 
 def global_batch(sharding: NamedSharding, local_data: np.ndarray, num_rows: int) -> jax.Array:
-    """This process's rows (``local_data``, in :func:`local_rows` order) -> the global array of
-    ``num_rows`` rows, sharded by ``sharding``."""
+    """This process's rows -> the global array, sharded by ``sharding``.
+
+    Args:
+      sharding: the batch sharding.
+      local_data: this process's rows (N_local, ...), in :func:`local_rows` order.
+      num_rows: the global number of rows.
+
+    Returns:
+      A ``jax.Array`` of shape (num_rows, ...).
+    """
     global_shape = (num_rows, *np.shape(local_data)[1:])
     return jax.make_array_from_process_local_data(sharding, np.asarray(local_data), global_shape)
 
 
 def replicate_from_host(mesh: Mesh, value: np.ndarray) -> jax.Array:
-    """A host array every process holds in full -> a replicated global array."""
+    """A host array every process holds in full -> a replicated global array.
+
+    Args:
+      mesh: from :func:`make_mesh`.
+      value: the same numpy array on every process.
+
+    Returns:
+      A ``jax.Array`` replicated on every device of ``mesh``.
+    """
     value = np.asarray(value)
     return jax.make_array_from_callback(value.shape, replicated(mesh), lambda idx: value[idx])
 
@@ -184,6 +387,12 @@ def to_host(tree):
 
     Fully replicated arrays are read from a local copy; others are all-gathered (a collective:
     every process must call this at the same point).
+
+    Args:
+      tree: a pytree of arrays (``jax.Array`` or anything numpy takes).
+
+    Returns:
+      The same pytree of numpy arrays.
     """
     def one(x):
         if not isinstance(x, jax.Array):
@@ -192,6 +401,5 @@ def to_host(tree):
             return np.asarray(x.addressable_data(0))
         if x.is_fully_addressable:
             return np.asarray(x)
-        from jax.experimental import multihost_utils
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return jax.tree.map(one, tree)

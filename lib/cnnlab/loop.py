@@ -42,6 +42,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from cnnlab import data, distributed
 from cnnlab.checkpoints import Checkpoints
@@ -77,7 +78,8 @@ class LoopSpec:
       early_stopping: stop after this many epochs without a lower validation loss (0 = off).
       select_best: keep track of the checkpoint with the lowest validation loss.
       divergence_factor, divergence_steps: stop when the training loss stays above
-        ``factor`` x the phase's first loss for ``steps`` steps in a row (factor 0 = off).
+        ``factor`` x the phase's first loss (when that is positive) for ``steps`` steps in a
+        row (factor 0 = off).
       phase: a name written into every record and checkpoint (e.g. "head").
     """
 
@@ -177,7 +179,6 @@ class _StopSignals:
             return self.signum is not None
         if step % self.every:
             return False
-        from jax.experimental import multihost_utils  # noqa: PLC0415 - multi-process runs only
         flags = multihost_utils.process_allgather(np.int32(self.signum or 0))
         self.signum = self.signum or int(np.max(flags)) or None
         return self.signum is not None
@@ -244,7 +245,10 @@ class _Tracker:
         if not math.isfinite(loss):
             self._stop(f"loss became {loss} at step {step + 1}", step)
         factor = spec.divergence_factor
-        self.streak = self.streak + 1 if factor and loss > factor * self.initial_loss else 0
+        # "k times its start" means something for a positive loss only (a loss of your own may
+        # be negative, e.g. a log-likelihood to maximise).
+        above = factor and self.initial_loss > 0 and loss > factor * self.initial_loss
+        self.streak = self.streak + 1 if above else 0
         if self.streak >= spec.divergence_steps:
             self._stop(f"the loss diverged: {loss:.4g} at step {step + 1}, above {factor:g} x its "
                        f"starting value {self.initial_loss:.4g} for {self.streak} steps in a row",
@@ -271,12 +275,14 @@ class _Tracker:
 
     def end_epoch(self, record: dict, step: int) -> None:
         """Best-checkpoint and early-stopping bookkeeping of a finished epoch's record."""
+        for split, name in (("val", "validation"), ("test", "test")):
+            loss = record.get(f"{split}_loss")
+            if loss is not None and not math.isfinite(loss):
+                self._stop(f"the {name} loss became {loss} after epoch {record['epoch']}",
+                           step - 1)
         val_loss = record.get("val_loss")
         if val_loss is None:
             return
-        if not math.isfinite(val_loss):
-            self._stop(f"the validation loss became {val_loss} after epoch {record['epoch']}",
-                       step - 1)
         if not self.spec.select_best:
             return
         if self.best_val_loss is None or val_loss < self.best_val_loss:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -122,7 +123,7 @@ def make_schedule(name: str, learning_rate: float, total_steps: int, *,
     Returns:
       An optax schedule ``step -> learning rate``.
 
-    >>> float(make_schedule("cosine", 1.0, 100)(50))
+    >>> round(float(make_schedule("cosine", 1.0, 100)(50)), 6)
     0.5
     """
     total = max(1, int(total_steps))
@@ -189,7 +190,16 @@ def make_optimizer(name: str, learning_rate: float | optax.Schedule, *, momentum
 
 def optimizer_from_config(config: TrainConfig, steps_per_epoch: int
                           ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """``(tx, schedule)`` of a :class:`TrainConfig` with ``steps_per_epoch`` steps per epoch."""
+    """The optimizer and schedule a :class:`TrainConfig` describes.
+
+    Args:
+      config: ``optimizer``, ``learning_rate``, ``schedule``, ``warmup_epochs``, ``epochs``,
+        ``momentum``, ``nesterov``, ``weight_decay``, ``clip_grad_norm`` are read.
+      steps_per_epoch: optimizer steps per epoch (schedules span ``epochs`` of them).
+
+    Returns:
+      ``(tx, schedule)``: :func:`make_optimizer` over :func:`make_schedule`.
+    """
     schedule = make_schedule(config.schedule, config.learning_rate,
                              config.epochs * steps_per_epoch,
                              warmup_steps=int(config.warmup_epochs * steps_per_epoch))
@@ -252,11 +262,22 @@ def _cast_module_outputs(dtype):
 
 def apply_model(apply_fn, params, batch_stats, x, *, train: bool, rngs=None,
                 precision: str = "f32"):
-    """Run the model; returns ``(logits float32 (N, C), new_batch_stats)``.
+    """Run the model in float32 or bfloat16.
 
     ``precision="bf16"``: parameters and inputs are cast to bfloat16 for the forward (and so the
     backward) pass, every layer's output stays bfloat16; gradients flow back through the casts
     to the float32 parameters, and batch-norm statistics are reduced and kept in float32.
+
+    Args:
+      apply_fn: ``model.apply``.
+      params, batch_stats: the variables (``batch_stats`` ``{}`` without batch norm).
+      x: float inputs (N, H, W, C).
+      train: the model's ``train`` flag (batch statistics are updated when True).
+      rngs: PRNG streams, e.g. ``{"dropout": key}``.
+      precision: "f32" or "bf16".
+
+    Returns:
+      ``(logits float32 (N, C), new_batch_stats)``.
     """
     variables = {"params": params}
     if batch_stats:
@@ -280,8 +301,17 @@ def apply_model(apply_fn, params, batch_stats, x, *, train: bool, rngs=None,
 
 def cross_entropy_loss(logits: jax.Array, labels: jax.Array, *,
                        label_smoothing: float = 0.0) -> jax.Array:
-    """The default loss: mean (label-smoothed) softmax cross-entropy, (B, C), (B,) -> scalar
-    (:func:`cnnlab.metrics.cross_entropy`)."""
+    """The default loss: mean (label-smoothed) softmax cross-entropy
+    (:func:`cnnlab.metrics.cross_entropy`).
+
+    Args:
+      logits: float (B, C).
+      labels: int (B,).
+      label_smoothing: ``a`` of the smoothed target ``(1 - a) one_hot(y) + a / C``.
+
+    Returns:
+      The mean loss, a scalar.
+    """
     return metrics.cross_entropy(logits, labels, label_smoothing=label_smoothing).mean()
 
 
@@ -411,7 +441,16 @@ def evaluate(state: TrainState, feeder: BatchFeeder, eval_fn: Callable, batch_si
 
 
 def split_metrics(prefix: str, m: Mapping[str, Any], top_k: int) -> dict[str, float]:
-    """``{prefix_loss, prefix_accuracy, prefix_top{k}_accuracy}`` of :func:`evaluate`'s result."""
+    """The record entries of one split's metrics.
+
+    Args:
+      prefix: "val" or "test".
+      m: :func:`evaluate`'s result.
+      top_k: its k.
+
+    Returns:
+      ``{prefix_loss, prefix_accuracy, prefix_top{k}_accuracy}``.
+    """
     return {f"{prefix}_loss": m["loss"], f"{prefix}_accuracy": m["accuracy"],
             f"{prefix}_top{top_k}_accuracy": m[f"top{top_k}_accuracy"]}
 
@@ -578,6 +617,10 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
         result = fit(state, loop, history=history, meta=meta)
         chosen, chosen_step = _selected_state(result, ckpts, state_sharding)
         test = evaluate(chosen, test_feed, eval_fn, bs, top_k=k)
+        if not math.isfinite(test["loss"]):
+            raise CnnlabError(f"the test loss of the checkpoint at step {chosen_step} is "
+                              f"{test['loss']}; its checkpoints are kept in {wd.path}; lower the "
+                              "learning rate and run again")
         final = {
             "final": True, "epoch": result.meta.epochs_done, "step": result.meta.step,
             "checkpoint_step": chosen_step, **split_metrics("test", test, k),
@@ -612,10 +655,21 @@ def _selected_state(result: FitResult, ckpts: Checkpoints, state_sharding
 
 def map_batches(fn: Callable[[np.ndarray], Any], inputs: np.ndarray, batch_size: int
                 ) -> np.ndarray:
-    """``fn`` over fixed-size batches of ``inputs`` (N, ...), results concatenated (N, ...).
+    """``fn`` over fixed-size batches of ``inputs``, results concatenated.
 
     The last batch is padded with zeros (and its padding dropped from the result), so a jitted
     ``fn`` compiles once whatever N.
+
+    Args:
+      fn: ``(batch_size, ...) -> (batch_size, ...)``.
+      inputs: (N, ...).
+      batch_size: rows per call (at most N).
+
+    Returns:
+      numpy (N, ...).
+
+    >>> map_batches(lambda x: x * 2, np.arange(5), 2).tolist()
+    [0, 2, 4, 6, 8]
     """
     inputs = np.asarray(inputs)
     n = len(inputs)
@@ -632,8 +686,19 @@ def map_batches(fn: Callable[[np.ndarray], Any], inputs: np.ndarray, batch_size:
 
 def predict_logits(apply_fn, params, batch_stats, images, *, precision: str = "f32",
                    batch_size: int = 1000) -> np.ndarray:
-    """Logits (N, C) of images (N, H, W, C) (uint8, or float in [0, 1]) in inference mode, on
-    the default device, in fixed-size batches (:func:`map_batches`)."""
+    """A model's logits in inference mode, on the default device, in fixed-size batches
+    (:func:`map_batches`; one compilation per architecture and batch shape).
+
+    Args:
+      apply_fn: ``model.apply``.
+      params, batch_stats: the variables (``batch_stats`` ``{}`` without batch norm).
+      images: (N, H, W, C), uint8 or float in [0, 1].
+      precision: "f32" or "bf16".
+      batch_size: images per call.
+
+    Returns:
+      float32 numpy (N, C).
+    """
     return map_batches(lambda x: _logits(apply_fn, params, batch_stats, x, precision=precision),
                        images, batch_size)
 
@@ -656,7 +721,14 @@ def _write_plots(wd: Workdir, model, state, ds, history, test, config) -> None:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    """The records of ``workdir/metrics.jsonl`` (see :meth:`cnnlab.workdir.Workdir.read_metrics`)."""
+    """What a run wrote to ``metrics.jsonl`` (:meth:`cnnlab.workdir.Workdir.read_metrics`).
+
+    Args:
+      workdir: the run's workdir.
+
+    Returns:
+      One dict per line: the epochs' records, then the final one (``"final": true``).
+    """
     return Workdir(workdir).read_metrics()
 
 

@@ -87,8 +87,19 @@ def _natural_key(name: str):
 def head_name(params: Mapping) -> str:
     """The top-level name of the output layer in ``params``.
 
-    "predictions" (Keras, cnnlab's VGG16/ResNet50) or "head" when present, else the last (by
-    number) Dense-like entry (a 2-D ``kernel``), e.g. ``Dense_1`` of an auto-named model.
+    Args:
+      params: the model's parameters (top-level layer name -> its parameters).
+
+    Returns:
+      "predictions" (Keras, cnnlab's VGG16/ResNet50) or "head" when present, else the last (by
+      number) Dense-like entry (a 2-D ``kernel``), e.g. ``Dense_1`` of an auto-named model.
+
+    Raises:
+      CnnlabError: the model has no dense layer.
+
+    >>> head_name({"Conv_0": {"kernel": np.zeros((3, 3, 1, 4))},
+    ...            "Dense_2": {"kernel": np.zeros((8, 8))}, "Dense_10": {"kernel": np.zeros((8, 2))}})
+    'Dense_10'
     """
     for name in HEAD_NAMES:
         if name in params and _is_dense(params[name]):
@@ -107,6 +118,20 @@ def replace_head(params: Mapping, num_classes: int, key: jax.Array, *,
     The head's kernel (D, C_old) becomes (D, num_classes), drawn with Flax's Dense initializer
     (LeCun normal: N(0, 1/D)); the bias becomes zeros (num_classes,). Every other entry is kept as
     is (shared, not copied); ``params`` is not modified.
+
+    Args:
+      params: the model's parameters.
+      num_classes: the new number of classes.
+      key: PRNG key of the new kernel.
+      name: the head's name (default :func:`head_name`).
+
+    Returns:
+      A new top-level dict.
+
+    >>> new = replace_head({"Dense_0": {"kernel": np.ones((8, 10)), "bias": np.ones(10)}}, 3,
+    ...                    jax.random.key(0))
+    >>> new["Dense_0"]["kernel"].shape, new["Dense_0"]["bias"].tolist()
+    ((8, 3), [0.0, 0.0, 0.0])
     """
     if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
         raise CnnlabError(f"num_classes must be a positive integer, got {num_classes!r}")
@@ -131,6 +156,13 @@ def blocks(order: Sequence[str], params: Mapping) -> list[tuple[str, list[str]]]
     prefix joins the layer before it (``stem`` + ``stem_bn``); every other layer is its own block.
     ResNet50 -> conv1, conv2, conv3, conv4, conv5, predictions; VGG16 -> block1..block5, [fc1,
     fc2,] predictions.
+
+    Args:
+      order: top-level layer names in call order (:func:`cnnlab.models.layer_order`).
+      params: the model's parameters.
+
+    Returns:
+      ``[(block name, [layer names]), ...]``, input to output.
     """
     head = head_name(params)
     groups: list[tuple[str, list[str]]] = []
@@ -148,7 +180,14 @@ def blocks(order: Sequence[str], params: Mapping) -> list[tuple[str, list[str]]]
 
 
 def block_label(position_from_head: int) -> str:
-    """Label of a trainable block: "head", then "block-1" (just before the head), "block-2"..."""
+    """The :func:`freeze_labels` label of a trainable block.
+
+    Args:
+      position_from_head: 0 for the head, 1 for the block just before it, ...
+
+    Returns:
+      "head", "block-1", "block-2", ...
+    """
     return HEAD if position_from_head == 0 else f"block-{position_from_head}"
 
 
@@ -182,7 +221,14 @@ def freeze_labels(params: Mapping, groups: Sequence[tuple[str, Sequence[str]]],
 
 
 def trainable_layers(labels: Mapping) -> list[str]:
-    """Top-level layer names whose label is not "frozen"."""
+    """The layers that train.
+
+    Args:
+      labels: a label tree (:func:`freeze_labels`).
+
+    Returns:
+      Top-level layer names whose label is not "frozen".
+    """
     return [k for k, v in labels.items() if any(lab != FROZEN for lab in jax.tree.leaves(v))]
 
 
@@ -192,6 +238,19 @@ def discriminative_lrs(labels: Mapping, max_lr: float, ratio: float = 100.0) -> 
 
     With trainable blocks ``b_m .. b_1, head`` (``m`` blocks): ``lr(block-j) = max_lr *
     ratio ** (-j / m)``; ``lr(head) = max_lr``.
+
+    Args:
+      labels: a label tree (:func:`freeze_labels`).
+      max_lr: the head's rate.
+      ratio: the head's rate over the earliest unfrozen block's.
+
+    Returns:
+      ``{label: learning rate}`` for every label but "frozen".
+
+    >>> labels = {"conv": {"kernel": "frozen"}, "fc": {"kernel": "block-1"},
+    ...           "out": {"kernel": "head"}}
+    >>> discriminative_lrs(labels, 1e-3, ratio=100)
+    {'block-1': 1e-05, 'head': 0.001}
     """
     used = {lab for lab in jax.tree.leaves(dict(labels)) if lab != FROZEN}
     depth = max((int(lab.split("-")[1]) for lab in used if lab != HEAD), default=0)
@@ -203,16 +262,34 @@ def discriminative_lrs(labels: Mapping, max_lr: float, ratio: float = 100.0) -> 
 def one_cycle(total_steps: int, max_lr: float) -> optax.Schedule:
     """fast.ai's one-cycle schedule (Smith 2018): cosine warm-up from ``max_lr / 25`` to
     ``max_lr`` over the first 30% of the steps, then cosine annealing to ``max_lr / 25 / 1e4``
-    (``optax.cosine_onecycle_schedule``)."""
+    (``optax.cosine_onecycle_schedule``).
+
+    Args:
+      total_steps: the steps of the whole phase.
+      max_lr: the peak.
+
+    Returns:
+      An optax schedule ``step -> learning rate``.
+    """
     return optax.cosine_onecycle_schedule(max(int(total_steps), 1), max_lr)
 
 
 def finetune_optimizer(labels: Mapping | Callable, lrs: Mapping[str, float], total_steps: int, *,
                        optimizer: Callable[..., optax.GradientTransformation] = optax.adam
                        ) -> optax.GradientTransformation:
-    """``optax.multi_transform``: for each label ``optimizer(one_cycle(total_steps, lrs[label]))``,
-    and ``set_to_zero`` for "frozen" (no state, no update). ``labels``: the label tree of
-    :func:`freeze_labels`, or a function of the parameters returning it."""
+    """The optimizer of fine-tuning: discriminative rates, frozen layers masked.
+
+    Args:
+      labels: the label tree of :func:`freeze_labels`, or a function of the parameters
+        returning it.
+      lrs: ``{label: peak learning rate}`` (:func:`discriminative_lrs`).
+      total_steps: the steps of the phase (the one-cycle schedules span them).
+      optimizer: ``learning rate or schedule -> GradientTransformation``.
+
+    Returns:
+      ``optax.multi_transform``: for each label ``optimizer(one_cycle(total_steps,
+      lrs[label]))``, and ``optax.set_to_zero()`` for "frozen" (no state, no update).
+    """
     transforms = {lab: optimizer(one_cycle(total_steps, lr)) for lab, lr in lrs.items()}
     transforms[FROZEN] = optax.set_to_zero()
     return optax.multi_transform(transforms, labels if callable(labels) else dict(labels))
@@ -269,8 +346,17 @@ def _head_loss(head_params, features, labels):
 
 
 def evaluate_logits(logits: np.ndarray, labels: np.ndarray, *, top_k: int = 5) -> dict:
-    """``loss``, ``accuracy``, ``top{k}_accuracy``, ``count``, ``confusion_matrix`` (as
-    :func:`cnnlab.metrics.finalize` gives them) of a whole split's logits (N, C), labels (N,)."""
+    """Metrics of a whole split from its logits.
+
+    Args:
+      logits: (N, C).
+      labels: int (N,).
+      top_k: k of the top-k accuracy.
+
+    Returns:
+      ``loss``, ``accuracy``, ``top{k}_accuracy``, ``count``, ``confusion_matrix`` (as
+      :func:`cnnlab.metrics.finalize` gives them).
+    """
     sums = metrics.batch_sums(jnp.asarray(logits), jnp.asarray(labels, jnp.int32), top_k=top_k)
     return metrics.finalize(metrics.add_sums(None, sums), top_k=top_k)
 
@@ -454,7 +540,18 @@ def lr_find(loss_fn: Callable[[Any, Any], jax.Array], params, batches: Sequence,
       loss_fn: ``(params, batch) -> scalar loss`` (jit-able).
       params: the starting parameters (a pytree).
       batches: a sequence of batches (any pytrees ``loss_fn`` accepts), cycled.
+      start_lr, end_lr, num_steps: the sweep.
+      optimizer: ``learning rate -> GradientTransformation`` (wrapped in
+        ``optax.inject_hyperparams``).
+      smoothing: of the exponential moving average of the loss (bias-corrected).
+      diverge: stop once the smoothed loss exceeds this many times its minimum.
       plot: if given, a PNG path: loss vs learning rate (log scale) with the suggestions marked.
+
+    Returns:
+      An :class:`LRFind` (the sweep, ``minimum``, ``steepest``, ``suggestion``, ``plot``).
+
+    Raises:
+      CnnlabError: no batches, or a loss that diverged at once.
     """
     if not batches:
         raise CnnlabError("lr_find needs at least one batch")
@@ -499,7 +596,15 @@ def lr_find(loss_fn: Callable[[Any, Any], jax.Array], params, batches: Sequence,
 
 
 def plot_lr_find(result: LRFind, path: str) -> str:
-    """Loss vs learning rate (log x) with ``steepest`` and ``suggestion`` (min/10) marked."""
+    """Loss vs learning rate (log x) with ``steepest`` and ``suggestion`` (min/10) marked.
+
+    Args:
+      result: what :func:`lr_find` found.
+      path: the PNG to write (atomically).
+
+    Returns:
+      ``path``.
+    """
     fig = plots._figure(6, 4)
     ax = fig.subplots()
     ax.plot(result.lrs, result.raw_losses, color="0.8", lw=1, label="loss")
@@ -521,7 +626,15 @@ def plot_lr_find(result: LRFind, path: str) -> str:
 
 def tta_probs(logits_fn: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:
     """Test-time augmentation: class probabilities averaged over each image and its left-right
-    mirror, ``(softmax(f(x)) + softmax(f(flip(x)))) / 2``; ``images`` (N, H, W, C) -> (N, C)."""
+    mirror, ``(softmax(f(x)) + softmax(f(flip(x)))) / 2``.
+
+    Args:
+      logits_fn: images (N, H, W, C) -> logits (N, C).
+      images: (N, H, W, C).
+
+    Returns:
+      Probabilities (N, C).
+    """
     images = np.asarray(images)
     p = jax.nn.softmax(jnp.asarray(logits_fn(images)), axis=-1)
     q = jax.nn.softmax(jnp.asarray(logits_fn(images[:, :, ::-1])), axis=-1)
@@ -533,11 +646,19 @@ def interpret(images: np.ndarray, labels: np.ndarray, logits: np.ndarray,
               out_dir: str | None = None) -> dict:
     """What the model gets wrong, like fast.ai's ``ClassificationInterpretation``.
 
-    Returns ``confusion_matrix`` (rows = true class), ``most_confused`` (``[true, predicted,
-    count]``, most frequent first, off-diagonal only) and ``top_losses`` (``[index, true,
-    predicted, loss, probability of the prediction]`` for the ``top_losses`` highest losses).
-    With ``out_dir``: ``top_losses.png`` (the grid), ``interpretation.json``; paths under
-    ``"files"``.
+    Args:
+      images: (N, H, W, C), for the grid of top losses.
+      labels: int (N,).
+      logits: (N, C).
+      class_names: C names.
+      top_losses: how many of the highest losses to list.
+      out_dir: if given, write ``top_losses.png`` (the grid) and ``interpretation.json`` there.
+
+    Returns:
+      ``confusion_matrix`` (rows = true class), ``most_confused`` (``[true, predicted,
+      count]``, most frequent first, off-diagonal only), ``top_losses`` (``[index, true,
+      predicted, loss, probability of the prediction]``), and with ``out_dir`` the paths under
+      ``"files"``.
     """
     labels = np.asarray(labels)
     logits = np.asarray(logits, np.float32)
@@ -565,7 +686,16 @@ def interpret(images: np.ndarray, labels: np.ndarray, logits: np.ndarray,
 
 def plot_top_losses(images: np.ndarray, rows: Sequence[Sequence], path: str) -> str:
     """Grid of images titled "predicted / true / loss / probability" (fast.ai's
-    ``plot_top_losses``)."""
+    ``plot_top_losses``).
+
+    Args:
+      images: (K, H, W, C).
+      rows: K ``[index, true, predicted, loss, probability]`` (:func:`interpret`).
+      path: the PNG to write (atomically).
+
+    Returns:
+      ``path``.
+    """
     n = max(len(rows), 1)
     cols = min(3, n)
     nrows = math.ceil(n / cols)
@@ -604,6 +734,19 @@ def imagenet_backbone(name: str, weights: str | os.PathLike | None, num_classes:
 
     The model takes [0, 1] RGB (``preprocess="caffe"`` inside); VGG16 uses the light
     ``classifier="avg"`` top (global average pool + dense), so any ``image_size`` >= 32 works.
+
+    Args:
+      name: "resnet50" or "vgg16".
+      weights: the ``.h5`` file.
+      num_classes: of the new head.
+      image_size: the square input size.
+      key: PRNG key of the new head.
+
+    Returns:
+      A :class:`Backbone`.
+
+    Raises:
+      CnnlabError: no weights, an image size below 32, or a file that does not fit.
     """
     if not weights:
         raise CnnlabError(f"--backbone {name} needs --weights FILE.h5 (ImageNet weights, full or "
@@ -623,8 +766,17 @@ def imagenet_backbone(name: str, weights: str | os.PathLike | None, num_classes:
 
 
 def checkpoint_backbone(workdir: str, num_classes: int, *, key: jax.Array) -> Backbone:
-    """The selected checkpoint of a ``cnnlab train`` (or ``finetune``) run
-    (:func:`cnnlab.train.load_run`), head replaced."""
+    """A run of yours as a backbone: its selected checkpoint (:func:`cnnlab.train.load_run`),
+    head replaced.
+
+    Args:
+      workdir: a ``cnnlab train`` (or ``finetune``) workdir.
+      num_classes: of the new head.
+      key: PRNG key of the new head.
+
+    Returns:
+      A :class:`Backbone` (its input shape is the run's).
+    """
     run = train.load_run(workdir)
     kwargs = dict(run.config.model_kwargs)
     model = models.get(run.config.model, num_classes=num_classes, **kwargs)
@@ -906,7 +1058,17 @@ def finetune(config: FinetuneConfig, workdir: str, *, overwrite: bool = False,
 
 def predict(model: nn.Module, variables: Mapping, images: np.ndarray, *,
             batch_size: int = 64) -> np.ndarray:
-    """Logits (N, C) of uint8 images (N, H, W, C), inference mode, fixed-size batches."""
+    """A model's logits in inference mode (:func:`cnnlab.train.predict_logits`).
+
+    Args:
+      model: the module.
+      variables: ``{"params", ["batch_stats"]}``.
+      images: uint8 (N, H, W, C).
+      batch_size: images per call.
+
+    Returns:
+      float32 (N, C).
+    """
     variables = dict(variables)
     return train.predict_logits(model.apply, variables["params"],
                                 variables.get("batch_stats") or {}, images,
@@ -920,8 +1082,21 @@ def predict(model: nn.Module, variables: Mapping, images: np.ndarray, *,
 def imagenet_predict(model_name: str, weights: str | None, images: Sequence[str], *,
                      top: int = 3) -> list[list[tuple[str, str, float]]]:
     """Keras-style ImageNet predictions for image files: load at 224x224 (nearest, like
-    ``keras.utils.load_img``), caffe preprocessing, softmax, :func:`cnnlab.imagenet.
-    decode_predictions`."""
+    ``keras.utils.load_img``), caffe preprocessing, softmax,
+    :func:`cnnlab.imagenet.decode_predictions`.
+
+    Args:
+      model_name: "resnet50" or "vgg16".
+      weights: the full ImageNet ``.h5`` file (with the top).
+      images: image file paths.
+      top: classes per image.
+
+    Returns:
+      Per image, ``top`` ``(synset id, class name, probability)`` tuples, most likely first.
+
+    Raises:
+      CnnlabError: an unknown model, no weights, no images, or a file that is not an image.
+    """
     if model_name not in IMAGENET_BACKBONES:
         raise CnnlabError(f"predict --model takes {' or '.join(IMAGENET_BACKBONES)} (with "
                           f"--weights FILE.h5); for your own runs use --workdir W")

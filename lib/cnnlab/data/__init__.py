@@ -1,10 +1,22 @@
 """Data sets for cnnlab: Fashion-MNIST, its embedded subset, scikit-learn digits, TFDS catalog.
 
->>> ds = cnnlab.data.load("fashion_mnist")        # full data when found, else the subset
->>> ds.source                                     # says which, and from where
->>> batches = cnnlab.data.batch_indices(len(ds.train), 128, seed=0, epoch=0)
->>> x = cnnlab.data.augment(key, ds.train.images[batches[0]])   # uint8, on device
->>> x = cnnlab.data.normalize(x)                  # float32 in [0, 1]
+``load("fashion_mnist")`` gives the full data when found, else the embedded subset; ``source``
+says which, and from where.
+
+>>> import jax
+>>> from cnnlab import data
+>>> ds = data.load("fashion_mnist_subset")
+>>> ds.train.images.shape, ds.train.images.dtype, ds.num_classes
+((6000, 28, 28, 1), dtype('uint8'), 10)
+>>> train_rows, val_rows = data.holdout(ds.train.labels, 0.1, seed=0)   # validation split
+>>> len(train_rows), len(val_rows)
+(5400, 600)
+>>> batches = data.batch_indices(len(train_rows), 128, seed=0, epoch=0)
+>>> batches.shape
+(42, 128)
+>>> x = data.augment(jax.random.key(0), ds.train.images[train_rows[batches[0]]])  # on device
+>>> data.to_float(x).dtype                        # float32 in [0, 1]
+dtype('float32')
 
 Modules: :mod:`~cnnlab.data.loading` (``load``), :mod:`~cnnlab.data.fashion_mnist` (where the IDX
 files are looked up), :mod:`~cnnlab.data.idx` (the IDX reader), :mod:`~cnnlab.data.builders`

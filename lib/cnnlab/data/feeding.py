@@ -111,6 +111,10 @@ class BatchFeeder:
 def eval_batches(num_examples: int, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Fixed-size batches covering ``range(num_examples)`` exactly once, for evaluation.
 
+    Args:
+      num_examples: N.
+      batch_size: examples per batch.
+
     Yields:
       ``(indices int (batch_size,), mask float32 (batch_size,))``; the last batch is padded
       with index 0 and mask 0 (so every batch has one shape and compiles once).

@@ -20,10 +20,17 @@ from cnnlab.errors import CnnlabError
 
 
 def epoch_permutation(num_examples: int, *, seed: int, epoch: int) -> np.ndarray:
-    """The shuffled order of epoch ``epoch``: a permutation of ``range(num_examples)``, int32 ``(N,)``.
+    """The shuffled order of epoch ``epoch``.
 
     Drawn from ``np.random.default_rng([seed, epoch])``: independent of every other epoch and
     reproducible without replaying earlier epochs.
+
+    Args:
+      num_examples: N.
+      seed, epoch: what the order depends on (both >= 0).
+
+    Returns:
+      A permutation of ``range(N)``, int32 (N,).
     """
     if seed < 0 or epoch < 0:
         raise CnnlabError(f"seed and epoch must be >= 0 (got seed={seed}, epoch={epoch})")
@@ -34,11 +41,19 @@ def batch_indices(num_examples: int, batch_size: int, *, seed: int, epoch: int,
                   shuffle: bool = True, drop_remainder: bool = True) -> np.ndarray:
     """Example indices of every batch of one epoch, int32 ``(num_batches, batch_size)``.
 
-    ``drop_remainder=True`` (training): ``num_batches = N // batch_size`` and the last
-    ``N % batch_size`` examples of the (shuffled) order are skipped this epoch.
-    ``drop_remainder=False`` (evaluation): ``num_batches = ceil(N / batch_size)`` and the last batch
-    is filled up with indices from the start of the order, so every batch has the same shape; the
-    first ``N`` entries of ``result.ravel()`` are each example exactly once (see :func:`batch_mask`).
+    Args:
+      num_examples: N.
+      batch_size: examples per batch.
+      seed, epoch: the shuffle (:func:`epoch_permutation`).
+      shuffle: False keeps the order ``0..N-1``.
+      drop_remainder: True (training): ``num_batches = N // batch_size`` and the last
+        ``N % batch_size`` examples of the (shuffled) order are skipped this epoch. False
+        (evaluation): ``num_batches = ceil(N / batch_size)`` and the last batch is filled up with
+        indices from the start of the order, so every batch has the same shape; the first ``N``
+        entries of ``result.ravel()`` are each example exactly once (see :func:`batch_mask`).
+
+    Returns:
+      int32 (num_batches, batch_size).
 
     Raises:
       CnnlabError: ``batch_size`` is not positive or larger than ``num_examples``.
@@ -56,8 +71,19 @@ def batch_indices(num_examples: int, batch_size: int, *, seed: int, epoch: int,
 
 
 def batch_mask(num_examples: int, batch_size: int) -> np.ndarray:
-    """bool ``(num_batches, batch_size)``: False for the filler entries of
-    ``batch_indices(..., drop_remainder=False)``; weight per-example metrics with it."""
+    """Which entries of ``batch_indices(..., drop_remainder=False)`` are real examples.
+
+    Args:
+      num_examples: N.
+      batch_size: examples per batch.
+
+    Returns:
+      bool (num_batches, batch_size), False for the filler entries; weight per-example metrics
+      with it.
+
+    >>> batch_mask(5, 2).tolist()
+    [[True, True], [True, True], [True, False]]
+    """
     num_batches = -(-num_examples // batch_size)
     return (np.arange(num_batches * batch_size) < num_examples).reshape(num_batches, batch_size)
 
@@ -79,8 +105,9 @@ def holdout(labels: np.ndarray, fraction: float, *, seed: int) -> tuple[np.ndarr
 
     Example:
 
-    >>> kept, val = holdout(np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1]), 0.5, seed=0)
-    >>> len(kept), len(val), sorted(np.bincount(np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])[val]))
+    >>> labels = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+    >>> kept, val = holdout(labels, 0.5, seed=0)
+    >>> len(kept), len(val), np.bincount(labels[val]).tolist()
     (5, 5, [2, 3])
     """
     if not 0 <= fraction < 1:
@@ -96,13 +123,26 @@ def holdout(labels: np.ndarray, fraction: float, *, seed: int) -> tuple[np.ndarr
 
 
 def normalize(images) -> jax.Array:
-    """uint8 ``(N, H, W, C)`` in 0..255 -> float32 in [0, 1]: ``x / 255``."""
+    """Scale images to [0, 1]: ``x / 255``.
+
+    Args:
+      images: uint8 (N, H, W, C) in 0..255.
+
+    Returns:
+      float32 (N, H, W, C) in [0, 1].
+    """
     return jnp.asarray(images, jnp.float32) / 255.0
 
 
 def to_float(images) -> jax.Array:
-    """What a model is fed: uint8 images -> float32 ``x / 255`` (:func:`normalize`); float
-    input (already scaled images, or cached features) -> float32 unchanged."""
+    """What a model is fed.
+
+    Args:
+      images: uint8 images, or floats (already scaled images, cached features).
+
+    Returns:
+      float32: ``x / 255`` for uint8 (:func:`normalize`), the input unchanged otherwise.
+    """
     images = jnp.asarray(images)
     if images.dtype == jnp.uint8:
         return normalize(images)

@@ -16,6 +16,7 @@ import os
 from importlib import resources
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from cnnlab.errors import CnnlabError
 
@@ -73,8 +74,6 @@ def decode_predictions(probs, top: int = 3) -> list[list[tuple[str, str, float]]
 def load_image(path: str | os.PathLike, size: int = 224) -> np.ndarray:
     """An image file as uint8 RGB (size, size, 3), resized like Keras's ``load_img(path,
     target_size=(size, size))`` (nearest-neighbour, no crop)."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as im:
             im = im.convert("RGB")

@@ -8,6 +8,7 @@ stream ``"dropout"``; batch norm keeps its running statistics in the collection 
 >>> model = get("workshop_cnn", num_classes=10)
 >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), train=False)
 >>> param_count(variables["params"])
+33546
 """
 
 from __future__ import annotations
