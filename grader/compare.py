@@ -82,40 +82,52 @@ def compare(expected: Any, actual: Any, *, path: str = "output", rtol: float | N
             atol: float | None = None) -> str | None:
     """``None`` if ``actual`` matches ``expected``, else a message about the first difference."""
     if isinstance(expected, dict):
-        if not isinstance(actual, dict):
-            return f"{path}: expected a dict, got {_describe(actual)}"
-        missing = [k for k in expected if k not in actual]
-        extra = [k for k in actual if k not in expected]
-        if missing or extra:
-            parts = []
-            if missing:
-                parts.append(f"missing key{'s' if len(missing) > 1 else ''} "
-                             + ", ".join(repr(k) for k in missing))
-            if extra:
-                parts.append(f"unexpected key{'s' if len(extra) > 1 else ''} "
-                             + ", ".join(repr(k) for k in extra))
-            return f"{path}: {'; '.join(parts)} (expected keys {sorted(map(str, expected))})"
-        for k in expected:
-            msg = compare(expected[k], actual[k], path=f"{path}[{k!r}]", rtol=rtol, atol=atol)
-            if msg:
-                return msg
-        return None
+        return _compare_dict(expected, actual, path, rtol, atol)
     if isinstance(expected, list | tuple):
-        if not isinstance(actual, list | tuple):
-            return f"{path}: expected a {type(expected).__name__} of length {len(expected)}, " \
-                   f"got {_describe(actual)}"
-        if len(actual) != len(expected):
-            return f"{path}: expected {len(expected)} items, got {len(actual)}"
-        for i, (e, a) in enumerate(zip(expected, actual)):
-            msg = compare(e, a, path=f"{path}[{i}]", rtol=rtol, atol=atol)
-            if msg:
-                return msg
-        return None
+        return _compare_sequence(expected, actual, path, rtol, atol)
     if expected is None or isinstance(expected, str):
         if actual != expected or type(actual) is not type(expected):
             return f"{path}: expected {_fmt_value(expected)}, got {_describe(actual)}"
         return None
-    # numbers: Python scalars and arrays
+    return _compare_numbers(expected, actual, path, rtol, atol)
+
+
+def _compare_dict(expected: dict, actual, path: str, rtol, atol) -> str | None:
+    if not isinstance(actual, dict):
+        return f"{path}: expected a dict, got {_describe(actual)}"
+    missing = [k for k in expected if k not in actual]
+    extra = [k for k in actual if k not in expected]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing key{'s' if len(missing) > 1 else ''} "
+                         + ", ".join(repr(k) for k in missing))
+        if extra:
+            parts.append(f"unexpected key{'s' if len(extra) > 1 else ''} "
+                         + ", ".join(repr(k) for k in extra))
+        return f"{path}: {'; '.join(parts)} (expected keys {sorted(map(str, expected))})"
+    for k in expected:
+        msg = compare(expected[k], actual[k], path=f"{path}[{k!r}]", rtol=rtol, atol=atol)
+        if msg:
+            return msg
+    return None
+
+
+def _compare_sequence(expected: list | tuple, actual, path: str, rtol, atol) -> str | None:
+    if not isinstance(actual, list | tuple):
+        return f"{path}: expected a {type(expected).__name__} of length {len(expected)}, " \
+               f"got {_describe(actual)}"
+    if len(actual) != len(expected):
+        return f"{path}: expected {len(expected)} items, got {len(actual)}"
+    for i, (e, a) in enumerate(zip(expected, actual)):
+        msg = compare(e, a, path=f"{path}[{i}]", rtol=rtol, atol=atol)
+        if msg:
+            return msg
+    return None
+
+
+def _compare_numbers(expected, actual, path: str, rtol, atol) -> str | None:
+    """Python scalars and arrays: kind, shape, dtype, then the values."""
     ek, ak = _scalar_kind(expected), _scalar_kind(actual)
     if ek is not None and not isinstance(expected, np.ndarray):
         # a Python scalar is expected: accept a 0-d array of the same kind
@@ -142,17 +154,21 @@ def compare(expected: Any, actual: Any, *, path: str = "output", rtol: float | N
         return f"{path}: shape mismatch: expected {_fmt_shape(expected.shape)}, " \
                f"got {_fmt_shape(actual.shape)}"
     if actual.dtype != expected.dtype:
-        if actual.dtype.kind == expected.dtype.kind == "i" or \
-                actual.dtype.kind == expected.dtype.kind == "u":
-            pass  # int32 vs int64 of the same values: accepted
-        else:
-            hint = ""
-            if actual.dtype == np.float64 and expected.dtype == np.float32:
-                hint = " (computed with numpy instead of jax.numpy?)"
-            elif expected.dtype.kind == "f" and actual.dtype.kind in "iub":
-                hint = " (integer division or a comparison where a float was expected?)"
-            return f"{path}: dtype mismatch: expected {expected.dtype}, got {actual.dtype}{hint}"
+        message = _dtype_mismatch(expected.dtype, actual.dtype)
+        if message:
+            return f"{path}: {message}"
     return _compare_values(expected, actual, path, rtol, atol)
+
+
+def _dtype_mismatch(expected: np.dtype, actual: np.dtype) -> str | None:
+    if actual.kind == expected.kind == "i" or actual.kind == expected.kind == "u":
+        return None  # int32 vs int64 of the same values: accepted
+    hint = ""
+    if actual == np.float64 and expected == np.float32:
+        hint = " (computed with numpy instead of jax.numpy?)"
+    elif expected.kind == "f" and actual.kind in "iub":
+        hint = " (integer division or a comparison where a float was expected?)"
+    return f"dtype mismatch: expected {expected}, got {actual}{hint}"
 
 
 def _compare_values(expected: np.ndarray, actual: np.ndarray, path: str, rtol, atol) -> str | None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-CHECKS = ("match", "no_primitives", "pure", "check_grads", "traced_once", "unchanged")
+from grader.checks import CHECKS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +48,7 @@ class Case:
 
     def __post_init__(self):
         if self.check not in CHECKS:
-            raise ValueError(f"unknown check {self.check!r}")
+            raise ValueError(f"unknown check {self.check!r}; checks: {', '.join(CHECKS)}")
 
 
 @dataclasses.dataclass(frozen=True)
