@@ -34,6 +34,7 @@ from pathlib import Path
 
 # Own references first: student code imported later may patch modules, not these names.
 from grader.codec import CodecError, decode, encode, load_arrays, read_json, save_arrays, write_json
+from grader.proctree import descendants
 
 _write_json = write_json
 _save_arrays = save_arrays
@@ -210,32 +211,6 @@ def _become_subreaper() -> None:
         pass
 
 
-def _descendants(root: int) -> list[int]:
-    """PIDs of every live descendant of ``root`` (from /proc; empty where there is none)."""
-    children: dict[int, list[int]] = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()  # after "pid (comm) "
-        if len(fields) > 1:
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    found, frontier = [], [root]
-    while frontier:
-        kids = [k for pid in frontier for k in children.get(pid, [])]
-        found += kids
-        frontier = kids
-    return found
-
-
 def _end_children() -> None:
     """Kill and reap every process the student's code started and left behind.
 
@@ -246,7 +221,7 @@ def _end_children() -> None:
     import signal
 
     for _ in range(10):  # rounds: a child may fork between the scan and the kill
-        pids = _descendants(os.getpid())
+        pids = descendants(os.getpid())
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
