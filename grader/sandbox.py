@@ -67,7 +67,7 @@ _ENV_DROP = ("JAX_COMPILATION_CACHE_DIR",)  # a compilation cache shared with st
 # The course's own code the worker runs: of the packages grader and cnnlab (and any other folder
 # holding the reference), the sandbox shows these files and nothing else.
 WORKER_MODULES = ("grader", "grader.worker", "grader.codec", "grader.drivers", "grader.proctree",
-                  "cnnlab", "cnnlab.fileio")
+                  "grader.verify", "cnnlab", "cnnlab.fileio")
 _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/ld.so.cache")
 # bwrap as root needs no user namespace (the child changes its uid itself); these are the rest of
 # what --unshare-all unshares.
