@@ -44,6 +44,7 @@ import numpy as np
 from grader import specs as spec_registry
 from grader.codec import CodecError, decode, encode, load_arrays, read_json, save_arrays, write_json
 from grader.compare import compare, exactly_equal
+from grader.delegation import delegations
 from grader.diagnose import describe_error
 from grader.results import CaseResult, ExerciseResult, SubmissionResult
 from grader.spec import Case, Exercise
@@ -870,15 +871,22 @@ def grade_submission(submission_dir: str | Path, *, exercises: Sequence[str] | N
         plans = dict(zip(modules, pool.map(
             lambda m: store.plan(m, include_hidden=include_hidden), modules)))
         mine = {m: [e for e in chosen if e.module == m] for m in modules}
+        present = [m for m in modules if (sub / f"{m}.py").is_file()]
+        # exercises that call the course's code or answers: 0 with the reason, never run
+        barred = {m: delegations(sub, m, [e.name for e in mine[m]]) for m in present}
+        runs: dict[str, dict[str, dict]] = {
+            m: {name: {"failure": why, "status": "failed"} for name, why in barred[m].items()}
+            for m in present}
         work = [ModuleJob(m, sub / f"{m}.py",
-                          [e for e in plans[m].exercises if e.name in {x.name for x in mine[m]}],
-                          plans[m].calls, plans[m].arrays)
-                for m in modules if (sub / f"{m}.py").is_file()]
-        runs: dict[str, dict[str, dict]] = {}
+                          [e for e in plans[m].exercises
+                           if e.name in {x.name for x in mine[m]} and e.name not in barred[m]],
+                          plans[m].calls, plans[m].arrays) for m in present]
+        work = [job for job in work if job.exercises]
         for group_runs in pool.map(lambda group: run_modules(group, launcher=launcher,
                                                              timeout_s=timeout_s),
                                    split_balanced(work, jobs)):
-            runs.update(group_runs)
+            for m, module_runs in group_runs.items():
+                runs[m].update(module_runs)
     verified = verify_from_scratch(plans, runs, launcher or subprocess_launcher)
     results = [r for m in modules
                for r in score_module(plans[m], mine[m], runs.get(m), verified.get(m))]

@@ -242,6 +242,41 @@ def _end_children() -> None:
             return
 
 
+class _Unavailable:
+    """How the course's own code looks to graded code that imports it: importable (so the rest of
+    a module that imports it is still graded), but unusable. The sandbox shows none of it, and
+    the grader scores an exercise that reaches it 0 (:mod:`grader.delegation`)."""
+
+    def __init__(self, name: str):
+        self.__name__, self.__path__ = name, []
+
+    def __getattr__(self, attr: str):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return _Unavailable(f"{self.__name__}.{attr}")
+
+    def __call__(self, *args, **kwargs):
+        raise ImportError(f"{self.__name__} is not available to graded code: an exercise must be "
+                          "implemented by the submission itself")
+
+    # an import-system finder and loader for the names above
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        import importlib.util
+
+        if name.split(".")[0] in ("cnnlab", "grader", "solutions") and name not in sys.modules:
+            return importlib.util.spec_from_loader(name, cls)
+        return None
+
+    @classmethod
+    def create_module(cls, spec):
+        return cls(spec.name)
+
+    @staticmethod
+    def exec_module(module) -> None:
+        pass
+
+
 def _import_student(name: str, path: Path):
     import importlib.util
 
@@ -319,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from grader import drivers  # noqa: F401
 
+    sys.meta_path.insert(0, _Unavailable)  # before any student code; see _Unavailable
     timeout = float(request.get("exercise_timeout_s", 20))
     jax_config = dict(jax.config.values)
     for job in request["modules"]:
