@@ -585,17 +585,23 @@ VIEW_PROBE = """
 """
 
 
-@needs_isolation
-def test_without_root_bwrap_runs_in_a_user_namespace_and_says_what_is_off(open_dir):
-    """A grader that is not root (a laptop): the same view, as the grader's own user."""
-    tmp_path = open_dir
-    work = tmp_path / "w"
+@pytest.fixture
+def probe_dir(open_dir):
+    """A work dir every uid can reach holding VIEW_PROBE, and a file beside it."""
+    work = open_dir / "w"
     (work / "out").mkdir(parents=True)
     (work / "p.py").write_text(textwrap.dedent(VIEW_PROBE.format(
         solutions=ROOT / "solutions", work=work)))
-    (tmp_path / "x").write_text("beside the work dir")
-    for path in (tmp_path, work, work / "out"):
+    (open_dir / "x").write_text("beside the work dir")
+    for path in (work, work / "out"):
         os.chmod(path, 0o777)
+    return work
+
+
+@needs_isolation
+def test_without_root_bwrap_runs_in_a_user_namespace_and_says_what_is_off(probe_dir):
+    """A grader that is not root (a laptop): the same view, as the grader's own user."""
+    work = probe_dir
     code = textwrap.dedent(f"""
         import sys
         sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "lib")!r}]
@@ -613,17 +619,11 @@ def test_without_root_bwrap_runs_in_a_user_namespace_and_says_what_is_off(open_d
 
 
 @needs_isolation
-def test_as_root_where_mounting_is_forbidden_bwrap_runs_as_the_sandbox_uid(open_dir,
+def test_as_root_where_mounting_is_forbidden_bwrap_runs_as_the_sandbox_uid(probe_dir,
                                                                            monkeypatch):
     """The container fallback: bwrap started as the sandbox uid, in a user namespace. (The
     grader's Python may live where that uid cannot pass, so the system Python runs here.)"""
-    tmp_path = open_dir
-    work = tmp_path / "w"
-    (work / "out").mkdir(parents=True)
-    (work / "p.py").write_text(textwrap.dedent(VIEW_PROBE.format(
-        solutions=ROOT / "solutions", work=work)))
-    (tmp_path / "x").write_text("beside the work dir")
-    os.chmod(tmp_path, 0o755)
+    work = probe_dir
     monkeypatch.setattr(sandbox, "_python_dirs", lambda: [Path("/usr")])
     box = Sandbox()
     box._style = "userns"
