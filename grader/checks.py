@@ -1,20 +1,23 @@
 """How a case's outcome is judged: the registry of checks a :class:`grader.spec.Case` names.
 
-``CHECKS`` maps each name to a function ``(case, expected, out, info, inputs) -> message | None``:
-``expected`` is the reference outcome (``{"ok", "out" | "error"}``), ``out`` and ``info`` the
-student's result and the worker's notes about it (traces, calls), ``inputs()`` returns the case's
-``(args, kwargs)``. ``None`` means the case passed; a message says what is wrong. A new kind of
-check is one function here and one entry in ``CHECKS``; ``Case`` accepts exactly these names.
+``CHECKS`` maps each name to a function ``(case, expected, out, info, context) -> message |
+None``: ``expected`` is the reference outcome (``{"ok", "out" | "error"}``), ``out`` and
+``info`` the student's result and the worker's notes about it, ``context`` what else a check may
+need (:class:`Context`: the case's inputs, what :mod:`grader.verify` found). ``None`` means the
+case passed; a message says what is wrong. A new kind of check is one function here and one
+entry in ``CHECKS``; ``Case`` accepts exactly these names.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from grader.compare import compare, exactly_equal
+from grader.verify import OPAQUE_OPS, STABLEHLO_OPS
 
 PRIMITIVE_SOURCES = {  # what a student wrote that shows up as a forbidden jaxpr primitive
     "logistic": "jax.nn.sigmoid", "tanh": "jnp.tanh",
@@ -22,6 +25,22 @@ PRIMITIVE_SOURCES = {  # what a student wrote that shows up as a forbidden jaxpr
     "reduce_window_max": "lax.reduce_window, flax.linen.max_pool",
     "reduce_window_sum": "lax.reduce_window, flax.linen.avg_pool",
 }
+OWN_PROCESS = "counted in your own process, which could report anything: feedback worth no points"
+NOT_DECIDABLE = ("it compiles to the same operations as the formula, so only your own process "
+                 "can tell, and such a check is feedback worth no points")
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What a check may need besides the outcomes.
+
+    Attributes:
+      inputs: returns the case's ``(args, kwargs)``.
+      verified: what the grader's verifier found in the program of a "from scratch" case.
+    """
+
+    inputs: Callable[[], tuple]
+    verified: dict | None = None
 
 
 def _short(out) -> str:
@@ -29,24 +48,59 @@ def _short(out) -> str:
     return s[:80]
 
 
-def check_match(case, expected: dict, out, info: dict, inputs) -> str | None:
+def _uses(used) -> str:
+    return "uses " + ", ".join(f"{u} ({PRIMITIVE_SOURCES[u]})" if u in PRIMITIVE_SOURCES else u
+                               for u in used)
+
+
+def decidable(case) -> list[str]:
+    """The forbidden primitives of a "from scratch" case that a program shows."""
+    return [f for f in case.options.get("forbidden", ()) if f in STABLEHLO_OPS]
+
+
+def check_match(case, expected: dict, out, info: dict, context: Context) -> str | None:
     """The same values as the reference, within the dtype's tolerance."""
     if not expected["ok"]:
-        return f"expected {expected['error'].get('kind')} to be raised, but it returned {_short(out)}"
+        return f"expected {expected['error'].get('kind')} to be raised, but it returned " \
+               f"{_short(out)}"
     return compare(expected["out"], out, rtol=case.rtol, atol=case.atol)
 
 
-def check_no_primitives(case, expected: dict, out, info: dict, inputs) -> str | None:
-    """The jaxpr uses none of ``options["forbidden"]`` (exercises written from scratch)."""
-    forbidden = set(case.options.get("forbidden", ()))
-    used = sorted(forbidden & set(out)) if isinstance(out, list) else ["?"]
-    if not used:
-        return None
-    return ("uses " + ", ".join(f"{u} ({PRIMITIVE_SOURCES[u]})" if u in PRIMITIVE_SOURCES else u
-                                for u in used) + ": this exercise is from scratch")
+def check_from_scratch(case, expected: dict, out, info: dict, context: Context) -> str | None:
+    """Why a "from scratch" case fails, or None. Decided by the grader from the program it ran
+    itself (:mod:`grader.verify`): no forbidden operation in it, no opaque one, and the
+    reference's values on this case's inputs. A forbidden primitive the program cannot show
+    (:data:`grader.verify.STABLEHLO_OPS`) is judged from the student process's own report (such a
+    case has weight 0)."""
+    forbidden, shows = list(case.options.get("forbidden", ())), decidable(case)
+    if not shows:
+        reported = out.get("primitives") if isinstance(out, dict) else None
+        used = [f for f in forbidden if isinstance(reported, list) and f in reported]
+        return f"{_uses(used)}: this exercise is from scratch ({NOT_DECIDABLE})" if used else None
+    verified = context.verified
+    if not verified or not verified.get("ok"):
+        why = (verified or {}).get("error") or "no program came back from your function"
+        return (f"the grader could not run the program your function compiles to ({why}), so it "
+                "cannot confirm that it is from scratch")
+    ops = set(verified["ops"])
+    shown = {STABLEHLO_OPS[f]: f for f in reversed(shows)}  # one name per operation
+    used = [name for op, name in shown.items() if op in ops]
+    if used:
+        return f"{_uses(used)}: this exercise is from scratch"
+    opaque = sorted(ops & set(OPAQUE_OPS))
+    if opaque:
+        return (f"compiles to {', '.join(opaque)}, a call whose work the grader cannot see: "
+                "write it with jnp operations")
+    reference = expected["out"]
+    value = reference.get("value") if isinstance(reference, dict) else None
+    diff = compare(value, verified["out"], rtol=case.rtol, atol=case.atol)
+    if diff:
+        return ("the program your function compiles to, run by the grader, does not give the "
+                f"expected values ({diff})")
+    return None
 
 
-def check_pure(case, expected: dict, out, info: dict, inputs) -> str | None:
+def check_pure(case, expected: dict, out, info: dict, context: Context) -> str | None:
     """Two calls with the same inputs agree exactly, and with the reference."""
     if not isinstance(out, dict) or set(out) != {"first", "second"}:
         return "malformed purity outcome"
@@ -56,28 +110,24 @@ def check_pure(case, expected: dict, out, info: dict, inputs) -> str | None:
     return compare(expected["out"]["first"], out["first"], rtol=case.rtol, atol=case.atol)
 
 
-def check_grads(case, expected: dict, out, info: dict, inputs) -> str | None:
-    """``jax.test_util.check_grads`` passed in the worker."""
+def check_grads(case, expected: dict, out, info: dict, context: Context) -> str | None:
+    """``jax.test_util.check_grads`` passed in the student's process (feedback only)."""
     if isinstance(out, dict) and out.get("ok") is True:
         return None
+    message = out.get("message", "") if isinstance(out, dict) else ""
     return f"jax.test_util.check_grads: your backward pass is not the derivative of your loss: " \
-           f"{str(out.get('message', '') if isinstance(out, dict) else out)[:300]}"
+           f"{str(message)[:300]} ({OWN_PROCESS})"
 
 
-def check_traced_once(case, expected: dict, out, info: dict, inputs) -> str | None:
-    """The reference's values, and the step's Python body ran once (compiled once)."""
-    n, calls = info.get("traces"), info.get("calls")
-    msg = compare(expected["out"], out, rtol=case.rtol, atol=case.atol)
-    if msg is None and n != 1:
-        msg = f"the step's Python code ran {n} times in {calls} calls: it is not compiled " \
-              f"once (decorate it with @jax.jit, at module level)"
-    return msg
+def check_traced_once(case, expected: dict, out, info: dict, context: Context) -> str | None:
+    """The reference's values (whether it compiled once is a separate note of the runner)."""
+    return compare(expected["out"], out, rtol=case.rtol, atol=case.atol)
 
 
-def check_unchanged(case, expected: dict, out, info: dict, inputs) -> str | None:
+def check_unchanged(case, expected: dict, out, info: dict, context: Context) -> str | None:
     """The blocks named in ``options["frozen"]`` are bit for bit the input's, and the rest
     matches the reference."""
-    args, _ = inputs()
+    args, _ = context.inputs()
     before = args[0]
     after = out.get("params") if isinstance(out, dict) else None
     if not isinstance(after, dict):
@@ -93,7 +143,7 @@ def check_unchanged(case, expected: dict, out, info: dict, inputs) -> str | None
 
 CHECKS: dict[str, Callable[..., str | None]] = {
     "match": check_match,
-    "no_primitives": check_no_primitives,
+    "no_primitives": check_from_scratch,
     "pure": check_pure,
     "check_grads": check_grads,
     "traced_once": check_traced_once,
@@ -101,6 +151,6 @@ CHECKS: dict[str, Callable[..., str | None]] = {
 }
 
 
-def judge(case, expected: dict, out: Any, info: dict, inputs) -> str | None:
+def judge(case, expected: dict, out: Any, info: dict, context: Context) -> str | None:
     """Run the check ``case.check`` names (see :data:`CHECKS`)."""
-    return CHECKS[case.check](case, expected, out, info, inputs)
+    return CHECKS[case.check](case, expected, out, info, context)

@@ -42,12 +42,14 @@ from pathlib import Path
 import numpy as np
 
 from grader import specs as spec_registry
-from grader.checks import judge
 from grader.codec import CodecError, decode, encode, load_arrays, read_json, save_arrays, write_json
+from grader.checks import OWN_PROCESS, Context, decidable, judge
+from grader.delegation import delegations
 from grader.diagnose import describe_error
 from grader.results import CaseResult, ExerciseResult, SubmissionResult
 from grader.sandbox import LaunchResult
 from grader.spec import Case, Exercise
+from grader.verify import verify_programs
 from grader.worker import fast_compile_flags
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -499,8 +501,10 @@ def export_expected(dest_dir: Path | str, *, solutions_dir: Path | str = SOLUTIO
                 call["kwargs"] = encode(dict(kwargs), arrays, prefix="i")
                 exp = plan.expected[cid]
                 if exp["ok"]:
-                    exp_raw = {"ok": True, "out": encode(exp["out"], arrays, prefix="o"),
-                               "info": {}}
+                    kept = exp["out"]
+                    if case.mode == "jaxpr":  # the reference's compiled program stays home
+                        kept = {"value": kept["value"]}
+                    exp_raw = {"ok": True, "out": encode(kept, arrays, prefix="o"), "info": {}}
                 else:
                     exp_raw = {"ok": False, "error": {"kind": exp["error"]["kind"],
                                                       "message": "", "where": None}}
@@ -553,9 +557,13 @@ def select_exercises(names: Sequence[str] | None) -> list[Exercise]:
 
 # --- grading ------------------------------------------------------------------------------------------
 
-def _check_case(ex: Exercise, case: Case, cid: str, plan: ModulePlan, raw, arrays) -> CaseResult:
-    """Compare one student outcome with the reference outcome; a student-facing message."""
+def _check_case(ex: Exercise, case: Case, cid: str, plan: ModulePlan, raw, arrays,
+                verified: dict | None = None) -> CaseResult:
+    """Compare one student outcome with the reference outcome; a student-facing message.
+    ``verified``: what the grader's verifier found in the program of a "from scratch" case."""
     res = CaseResult(case.name, passed=False, weight=case.weight, hidden=case.hidden)
+    if case.check == "check_grads" or (case.check == "no_primitives" and not decidable(case)):
+        res.weight = 0.0  # only the student's own process can tell: feedback, no points
     hint = f" Hint: {case.hint}" if case.hint else ""
     actual = decode_outcome(raw, arrays) if raw is not None else \
         {"ok": False, "error": {"kind": "Error", "message": "no result"}}
@@ -577,7 +585,7 @@ def _check_case(ex: Exercise, case: Case, cid: str, plan: ModulePlan, raw, array
         res.message = f"your function modified its input at {info['mutated']}: build new " \
                       f"arrays/dicts instead (e.g. new = dict(params)).{hint}"
         return res
-    msg = judge(case, expected, out, info, lambda: plan.inputs_of(cid))
+    msg = judge(case, expected, out, info, Context(lambda: plan.inputs_of(cid), verified))
     if msg:
         res.message = msg + "." * (not msg.endswith(".")) + hint
     else:
@@ -585,30 +593,73 @@ def _check_case(ex: Exercise, case: Case, cid: str, plan: ModulePlan, raw, array
     return res
 
 
+def _compiled_once(case: Case, raw) -> CaseResult | None:
+    """The "compiled once" note of a ``traced_once`` case: how often the step's Python code ran,
+    as the student's process counted it -- feedback worth no points (weight 0)."""
+    info = raw.get("info") if isinstance(raw, dict) and raw.get("ok") is True else None
+    if not isinstance(info, dict):
+        return None
+    n, calls = info.get("traces"), info.get("calls")
+    note = CaseResult(f"{case.name}: compiled once", passed=n == 1, weight=0.0, hidden=case.hidden)
+    if n != 1:
+        note.message = (f"the step's Python code ran {n} times in {calls} calls: it is not compiled "
+                        f"once (decorate it with @jax.jit, at module level) ({OWN_PROCESS})")
+    return note
+
+
+def _zero_if_not_from_scratch(ex: Exercise, cases: list[CaseResult]) -> str | None:
+    """A failed, decidable "from scratch" case makes the whole exercise score 0 (its rule): the
+    reason, with every case marked failed; None when the rule holds."""
+    rule = {c.name for c in ex.cases if c.check == "no_primitives" and decidable(c)}
+    broken = next((c for c in cases if c.name in rule and not c.passed and not c.not_attempted),
+                  None)
+    if broken is None:
+        return None
+    for c in cases:
+        if c.passed:
+            c.passed, c.message = False, "not counted: the from-scratch rule does not hold"
+    return f"scores 0 until its from-scratch rule holds — {broken.name}: {broken.message}"
+
+
 def score_module(plan: ModulePlan, exercises: Sequence[Exercise],
-                 runs: dict[str, dict] | None) -> list[ExerciseResult]:
+                 runs: dict[str, dict] | None,
+                 verified: dict[str, dict] | None = None) -> list[ExerciseResult]:
     """Results of ``exercises`` of ``plan.module`` from the worker's ``runs`` (``None``: the
-    submission has no such module file)."""
+    submission has no such module file) and the verifier's findings by call id."""
+    verified = verified or {}
     lab = spec_registry.LAB_TITLES.get(plan.module, plan.module)
     by_name = {e.name: e for e in plan.exercises}
     todo = [by_name[e.name] for e in exercises]
     if runs is None:
-        return [ExerciseResult(plan.module, ex.name, lab, ex.points,
-                               [CaseResult(c.name, False, c.weight, c.hidden) for c in ex.cases],
-                               status="missing", reason=f"{plan.module}.py not found",
-                               hint=ex.hint) for ex in todo]
+        out = []
+        for ex in todo:
+            cases = [CaseResult(c.name, False, c.weight, c.hidden) for c in ex.cases]
+            out.append(ExerciseResult(plan.module, ex.name, lab, _points(ex, cases), cases,
+                                      status="missing", reason=f"{plan.module}.py not found",
+                                      hint=ex.hint))
+        return out
     results = []
     for ex in todo:
         r = runs.get(ex.name, {"failure": "not run", "status": "error"})
         if "failure" in r:
             cases = [CaseResult(c.name, False, c.weight, c.hidden, message=r["failure"])
                      for c in ex.cases]
-            results.append(ExerciseResult(plan.module, ex.name, lab, ex.points, cases,
+            results.append(ExerciseResult(plan.module, ex.name, lab, _points(ex, cases), cases,
                                           status=r.get("status", "error"), reason=r["failure"],
                                           hint=ex.hint))
             continue
-        cases = [_check_case(ex, c, call_id(ex, c), plan, r["outcomes"].get(call_id(ex, c)),
-                             r["arrays"]) for c in ex.cases]
+        cases = []
+        for c in ex.cases:
+            raw = r["outcomes"].get(call_id(ex, c))
+            cases.append(_check_case(ex, c, call_id(ex, c), plan, raw, r["arrays"],
+                                     verified.get(call_id(ex, c))))
+            if c.check == "traced_once":
+                cases += [n for n in [_compiled_once(c, raw)] if n is not None]
+        reason = _zero_if_not_from_scratch(ex, cases)
+        if reason:
+            results.append(ExerciseResult(plan.module, ex.name, lab, _points(ex, cases), cases,
+                                          status="failed", reason=reason, hint=ex.hint))
+            continue
         if all(c.passed for c in cases):
             status = "passed"
         elif all(c.not_attempted for c in cases if not c.passed) and \
@@ -616,9 +667,58 @@ def score_module(plan: ModulePlan, exercises: Sequence[Exercise],
             status = "not attempted"
         else:
             status = "failed"
-        results.append(ExerciseResult(plan.module, ex.name, lab, ex.points, cases,
+        results.append(ExerciseResult(plan.module, ex.name, lab, _points(ex, cases), cases,
                                       status=status, hint=ex.hint))
     return results
+
+
+def _points(ex: Exercise, cases: list[CaseResult]) -> float:
+    """The exercise's points, hidden part included. Its public cases are worth ``ex.points``
+    (a whole number: a visible Gradescope test reveals nothing withheld); graded hidden cases
+    are worth as much again, shared by weight (their weights are rescaled here)."""
+    public = sum(c.weight for c in cases if not c.hidden)
+    hidden = sum(c.weight for c in cases if c.hidden)
+    if hidden <= 0 or public <= 0:
+        return ex.points
+    for c in cases:
+        if c.hidden:
+            c.weight *= public / hidden
+    return 2 * ex.points
+
+
+MAX_PROGRAM_BYTES = 16 * 2**20
+
+
+def verify_from_scratch(plans: dict[str, ModulePlan], runs: dict[str, dict[str, dict]],
+                        launcher: Launcher) -> dict[str, dict[str, dict]]:
+    """Have the verifier run the program of every decidable "from scratch" case the worker
+    answered (one launch for the whole submission); ``{module: {call id: finding}}``."""
+    items, arrays, where = [], {}, {}
+    for module, module_runs in runs.items():
+        plan = plans[module]
+        for ex in plan.exercises:
+            r = module_runs.get(ex.name, {})
+            for case in ex.cases:
+                cid = call_id(ex, case)
+                if case.check != "no_primitives" or "outcomes" not in r or not decidable(case):
+                    continue
+                actual = decode_outcome(r["outcomes"].get(cid), r["arrays"])
+                program = actual["out"].get("program") if actual["ok"] and \
+                    isinstance(actual["out"], dict) else None
+                if not isinstance(program, np.ndarray) or program.dtype != np.uint8 or \
+                        program.ndim != 1 or program.nbytes > MAX_PROGRAM_BYTES:
+                    continue
+                key = f"p{len(items)}"
+                arrays[key] = program
+                args, _ = plan.inputs_of(cid)
+                items.append({"id": key, "program": key, "options": case.options,
+                              "args": encode(list(args), arrays, prefix=f"{key}_")})
+                where[key] = (module, cid)
+    found = verify_programs(items, arrays, launcher)
+    out: dict[str, dict[str, dict]] = {}
+    for key, (module, cid) in where.items():
+        out.setdefault(module, {})[cid] = found[key]
+    return out
 
 
 def split_balanced(jobs: Sequence[ModuleJob], n: int) -> list[list[ModuleJob]]:
@@ -659,16 +759,25 @@ def grade_submission(submission_dir: str | Path, *, exercises: Sequence[str] | N
         plans = dict(zip(modules, pool.map(
             lambda m: store.plan(m, include_hidden=include_hidden), modules)))
         mine = {m: [e for e in chosen if e.module == m] for m in modules}
+        present = [m for m in modules if (sub / f"{m}.py").is_file()]
+        # exercises that call the course's code or answers: 0 with the reason, never run
+        barred = {m: delegations(sub, m, [e.name for e in mine[m]]) for m in present}
+        runs: dict[str, dict[str, dict]] = {
+            m: {name: {"failure": why, "status": "failed"} for name, why in barred[m].items()}
+            for m in present}
         work = [ModuleJob(m, sub / f"{m}.py",
-                          [e for e in plans[m].exercises if e.name in {x.name for x in mine[m]}],
-                          plans[m].calls, plans[m].arrays)
-                for m in modules if (sub / f"{m}.py").is_file()]
-        runs: dict[str, dict[str, dict]] = {}
+                          [e for e in plans[m].exercises
+                           if e.name in {x.name for x in mine[m]} and e.name not in barred[m]],
+                          plans[m].calls, plans[m].arrays) for m in present]
+        work = [job for job in work if job.exercises]
         for group_runs in pool.map(lambda group: run_modules(group, launcher=launcher,
                                                              timeout_s=timeout_s),
                                    split_balanced(work, jobs)):
-            runs.update(group_runs)
-    results = [r for m in modules for r in score_module(plans[m], mine[m], runs.get(m))]
+            for m, module_runs in group_runs.items():
+                runs[m].update(module_runs)
+    verified = verify_from_scratch(plans, runs, launcher or subprocess_launcher)
+    results = [r for m in modules
+               for r in score_module(plans[m], mine[m], runs.get(m), verified.get(m))]
     warnings = []
     if include_hidden and not spec_registry.hidden_available():
         warnings.append("hidden cases were requested but grader/hidden/ is not present")
