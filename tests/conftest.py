@@ -28,3 +28,17 @@ def pytest_runtest_setup(item):
         if os.environ.get("CI"):
             pytest.fail(message + "; CI must install it (see .ci/run)", pytrace=False)
         pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def env(tmp_path_factory):
+    """The environment of a ``cnnlab`` subprocess: one device (no XLA flags of the caller) and
+    the session's persistent compilation cache, which this process uses too (runs of the same
+    shapes compile once per session)."""
+    from cnnlab import train  # imported when a test asks for it: the grader tests need no JAX
+    cache = tmp_path_factory.getbasetemp() / "jax-cache"
+    cache.mkdir(exist_ok=True)
+    train.enable_compilation_cache(str(cache))
+    e = dict(os.environ, CNNLAB_CACHE_DIR=str(cache))
+    e.pop("XLA_FLAGS", None)
+    return e

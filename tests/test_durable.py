@@ -9,7 +9,6 @@ orbax directories damaged on disk.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -41,16 +40,6 @@ CONFIG_FILE = textwrap.dedent("""
 STEPS = 600  # per epoch
 MID = 610
 DROP = ("epoch_seconds", "images_per_second", "seconds")
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "jax-cache"
-    cache.mkdir(exist_ok=True)
-    train.enable_compilation_cache(str(cache))
-    e = dict(os.environ, CNNLAB_CACHE_DIR=str(cache))
-    e.pop("XLA_FLAGS", None)
-    return e
 
 
 @pytest.fixture(scope="module")

@@ -43,16 +43,6 @@ CONFIG_FILE = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "jax-cache"
-    cache.mkdir(exist_ok=True)
-    train.enable_compilation_cache(str(cache))
-    e = dict(os.environ, CNNLAB_CACHE_DIR=str(cache))
-    e.pop("XLA_FLAGS", None)
-    return e
-
-
-@pytest.fixture(scope="module")
 def config_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("config") / "tiny_resnet.py"
     path.write_text(CONFIG_FILE)
