@@ -207,7 +207,7 @@ def principles(near, far, ns_near, ns_far) -> list[str]:
 
 def plot(near, far, ns_near, ns_far, path) -> str:
     from cnnlab import plots
-    fig = plots._figure(11, 4)
+    fig = plots.figure(11, 4)
     styles = {"scratch": "k--o", "head": "C0-s", "last block": "C1-^", "all": "C2-D"}
     for ax, (title, s, ns) in zip(fig.subplots(1, 2), (
             ("near: Fashion-MNIST 5-9 (source: classes 0-4)", near, ns_near),
@@ -223,7 +223,7 @@ def plot(near, far, ns_near, ns_far, path) -> str:
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend()
-    return plots._save(fig, path)
+    return plots.save(fig, path)
 
 
 def main(argv=None) -> int:

@@ -13,7 +13,8 @@ import numpy as np
 from cnnlab import fileio
 
 
-def _figure(width: float, height: float):
+def figure(width: float, height: float):
+    """A matplotlib Figure on an Agg canvas (no pyplot state), ``width`` x ``height`` inches."""
     # matplotlib takes a few hundred ms to import: only runs that draw pay for it.
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - see above
     from matplotlib.figure import Figure  # noqa: PLC0415 - see above
@@ -22,7 +23,8 @@ def _figure(width: float, height: float):
     return fig
 
 
-def _save(fig, path: str) -> str:
+def save(fig, path: str) -> str:
+    """Write ``fig`` as a PNG at ``path``, atomically; returns ``path``."""
     with fileio.atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", bbox_inches="tight")
     return path
@@ -32,7 +34,7 @@ def training_curves(history: Sequence[dict], path: str) -> str:
     """Loss and accuracy per epoch, side by side, for every split the records have: ``train``,
     ``val`` (validation) and ``test`` (``history``: metrics.jsonl records with ``epoch`` and
     ``<split>_loss`` / ``<split>_accuracy``)."""
-    fig = _figure(10, 4)
+    fig = figure(10, 4)
     epochs = [r["epoch"] for r in history]
     splits = [s for s in ("train", "val", "test") if any(f"{s}_loss" in r for r in history)]
     styles = {"train": "o-", "val": "s--", "test": "^:"}
@@ -45,7 +47,7 @@ def training_curves(history: Sequence[dict], path: str) -> str:
         ax.set_title(what)
         ax.grid(alpha=0.3)
         ax.legend()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: str) -> str:
@@ -53,7 +55,7 @@ def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: str) 
     matrix = np.asarray(matrix)
     c = len(class_names)
     size = max(5.0, 0.6 * c + 2)
-    fig = _figure(size, size)
+    fig = figure(size, size)
     ax = fig.subplots()
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(c), class_names, rotation=45, ha="right")
@@ -69,10 +71,11 @@ def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: str) 
             for j in range(c):
                 ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=7,
                         color="white" if matrix[i, j] > threshold else "black")
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def _show(ax, image: np.ndarray, **kwargs) -> None:
+def show_image(ax, image: np.ndarray, **kwargs) -> None:
+    """Draw one image (H, W[, C]) on ``ax`` (grayscale when it has one channel), no ticks."""
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
@@ -89,18 +92,18 @@ def prediction_grid(images: np.ndarray, labels: Sequence[int], predictions: Sequ
     n = len(images)
     cols = min(5, n)
     rows = math.ceil(n / cols)
-    fig = _figure(2.2 * cols, 2.4 * rows)
+    fig = figure(2.2 * cols, 2.4 * rows)
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax in axes[n:]:
         ax.axis("off")
     for ax, image, y, p in zip(axes, images, labels, predictions):
-        _show(ax, image)
+        show_image(ax, image)
         ok = int(y) == int(p)
         title = class_names[int(p)]
         if not ok:
             title += f"\n(true: {class_names[int(y)]})"
         ax.set_title(title, fontsize=8, color="green" if ok else "red")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def filters(kernel: np.ndarray, path: str, *, title: str = "first-layer filters") -> str:
@@ -110,7 +113,7 @@ def filters(kernel: np.ndarray, path: str, *, title: str = "first-layer filters"
     kh, kw, cin, cout = kernel.shape
     cols = min(8, cout)
     rows = math.ceil(cout / cols)
-    fig = _figure(1.2 * cols, 1.2 * rows + 0.4)
+    fig = figure(1.2 * cols, 1.2 * rows + 0.4)
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for i, ax in enumerate(axes):
         if i >= cout:
@@ -119,9 +122,9 @@ def filters(kernel: np.ndarray, path: str, *, title: str = "first-layer filters"
         k = kernel[..., i]
         k = k if cin == 3 else k.mean(axis=-1, keepdims=True)
         k = (k - k.min()) / (np.ptp(k) or 1.0)
-        _show(ax, k, interpolation="nearest")
+        show_image(ax, k, interpolation="nearest")
     fig.suptitle(f"{title} ({cout} x {kh}x{kw}x{cin})")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def feature_maps(image: np.ndarray, layers: Sequence[tuple[str, np.ndarray]], path: str, *,
@@ -130,11 +133,11 @@ def feature_maps(image: np.ndarray, layers: Sequence[tuple[str, np.ndarray]], pa
     (``layers``: (name, activations (H, W, C)) in network order)."""
     cols = max_channels
     rows = len(layers) + 1
-    fig = _figure(1.1 * cols, 1.3 * rows)
+    fig = figure(1.1 * cols, 1.3 * rows)
     axes = np.asarray(fig.subplots(rows, cols)).reshape(rows, cols)
     for ax in axes.ravel():
         ax.axis("off")
-    _show(axes[0, 0], image)
+    show_image(axes[0, 0], image)
     axes[0, 0].axis("on")
     axes[0, 0].set_title("input", fontsize=8)
     for r, (name, act) in enumerate(layers, start=1):
@@ -142,7 +145,7 @@ def feature_maps(image: np.ndarray, layers: Sequence[tuple[str, np.ndarray]], pa
         for c in range(min(cols, act.shape[-1])):
             ax = axes[r, c]
             ax.axis("on")
-            _show(ax, act[..., c], interpolation="nearest", cmap="viridis")
+            show_image(ax, act[..., c], interpolation="nearest", cmap="viridis")
             if c == 0:
                 ax.set_ylabel(f"{name}\n{act.shape[0]}x{act.shape[1]}x{act.shape[2]}", fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)

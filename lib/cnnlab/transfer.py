@@ -605,7 +605,7 @@ def plot_lr_find(result: LRFind, path: str) -> str:
     Returns:
       ``path``.
     """
-    fig = plots._figure(6, 4)
+    fig = plots.figure(6, 4)
     ax = fig.subplots()
     ax.plot(result.lrs, result.raw_losses, color="0.8", lw=1, label="loss")
     ax.plot(result.lrs, result.losses, lw=2, label="smoothed loss")
@@ -621,7 +621,7 @@ def plot_lr_find(result: LRFind, path: str) -> str:
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title("learning-rate finder")
-    return plots._save(fig, path)
+    return plots.save(fig, path)
 
 
 def tta_probs(logits_fn: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:
@@ -699,16 +699,16 @@ def plot_top_losses(images: np.ndarray, rows: Sequence[Sequence], path: str) -> 
     n = max(len(rows), 1)
     cols = min(3, n)
     nrows = math.ceil(n / cols)
-    fig = plots._figure(3.0 * cols, 3.2 * nrows)
+    fig = plots.figure(3.0 * cols, 3.2 * nrows)
     axes = np.atleast_1d(fig.subplots(nrows, cols)).ravel()
     for ax in axes:
         ax.axis("off")
     for ax, image, (_, true, pred, loss, prob) in zip(axes, images, rows):
-        plots._show(ax, image)
+        plots.show_image(ax, image)
         ax.set_title(f"{pred} / {true}\nloss {loss:.2f} p {prob:.2f}", fontsize=8,
                      color="green" if pred == true else "red")
     fig.suptitle("top losses: predicted / true", fontsize=10)
-    return plots._save(fig, path)
+    return plots.save(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
