@@ -109,13 +109,18 @@ class _IdxBuilder(SourceFilesBuilder, skip_registration=True):
 
     FILES: Mapping[str, tuple[str, str]] = {}  # split -> (images file, labels file)
     CLASS_NAMES: tuple[str, ...] = ()
+    HOMEPAGE = CITATION = ""
 
-    def _features(self):
-        return tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8,
-                                          encoding=tfds.features.Encoding.BYTES),
-            "label": tfds.features.ClassLabel(names=self.CLASS_NAMES),
-        })
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8,
+                                              encoding=tfds.features.Encoding.BYTES),
+                "label": tfds.features.ClassLabel(names=self.CLASS_NAMES),
+            }),
+            supervised_keys=("image", "label"), disable_shuffling=True, homepage=self.HOMEPAGE,
+            citation=self.CITATION, metadata=tfds.core.MetadataDict(),
+        )
 
     def _split_generators(self, dl_manager):
         paths = self._source_paths(dl_manager)
@@ -130,15 +135,9 @@ class CnnlabFashionMnist(_IdxBuilder):
     FILES = fashion_mnist.FILES
     CLASS_NAMES = fashion_mnist.CLASS_NAMES
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"{fashion_mnist.HOW_TO_GET}."
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=self._features(), supervised_keys=("image", "label"), disable_shuffling=True,
-            homepage="https://github.com/zalandoresearch/fashion-mnist",
-            citation="Han Xiao, Kashif Rasul, Roland Vollgraf. Fashion-MNIST: a Novel Image Dataset "
-                     "for Benchmarking Machine Learning Algorithms. arXiv:1708.07747, 2017.",
-            metadata=tfds.core.MetadataDict(),
-        )
+    HOMEPAGE = "https://github.com/zalandoresearch/fashion-mnist"
+    CITATION = ("Han Xiao, Kashif Rasul, Roland Vollgraf. Fashion-MNIST: a Novel Image Dataset for "
+                "Benchmarking Machine Learning Algorithms. arXiv:1708.07747, 2017.")
 
 
 class CnnlabMnist(_IdxBuilder):
@@ -147,15 +146,9 @@ class CnnlabMnist(_IdxBuilder):
     FILES = mnist.FILES
     CLASS_NAMES = mnist.CLASS_NAMES
     DOWNLOADS = mnist.DOWNLOADS
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=self._features(), supervised_keys=("image", "label"), disable_shuffling=True,
-            homepage="http://yann.lecun.com/exdb/mnist/",
-            citation="Y. LeCun, L. Bottou, Y. Bengio, P. Haffner. Gradient-based learning applied to "
-                     "document recognition. Proceedings of the IEEE 86(11), 1998.",
-            metadata=tfds.core.MetadataDict(),
-        )
+    HOMEPAGE = "http://yann.lecun.com/exdb/mnist/"
+    CITATION = ("Y. LeCun, L. Bottou, Y. Bengio, P. Haffner. Gradient-based learning applied to "
+                "document recognition. Proceedings of the IEEE 86(11), 1998.")
 
 
 class CnnlabCifar10(SourceFilesBuilder):
