@@ -13,6 +13,7 @@ calls) in all seven modules of one submission, and grades only the planted exerc
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 from typing import NamedTuple
@@ -323,9 +324,7 @@ MUTANTS = [
     M("neurons", "leaky_relu", "if x >= 0:\n    return x\nreturn negative_slope * x",
       "jnp.where(x >= 0, a, b)", "must also work under jax.jit", absent=("Use a.any()",)),
     M("convolution", "conv2d",
-      "if isinstance(padding, str):\n"
-      "    pads = [padding_amounts(x.shape[i], w.shape[i], stride, padding.lower()) for i in (0, 1)]\n"
-      "else:\n    pads = [(padding, padding)] * 2\n"
+      "pads = padding.upper() if isinstance(padding, str) else [(padding, padding)] * 2\n"
       "return jax.lax.conv_general_dilated(x[None], w, (stride, stride), pads,\n"
       "    dimension_numbers=('NHWC', 'HWIO', 'NHWC'))[0] + b",
       "uses conv_general_dilated", "for every kernel offset", zero=True),
@@ -339,7 +338,11 @@ MUTANTS = [
       "output size (W - K + 2P) // S + 1"),
     M("convolution", "conv2d",
       "kh, kw = w.shape[:2]\np = padding if isinstance(padding, int) else 1\n"
-      "oh, ow = conv_output_size(x.shape[:2], (kh, kw), stride, p)\n"
+      "def size(n, k):  # a copy of conv_output_size, which raises when S does not divide\n"
+      "    if (n - k + 2 * p) % stride:\n"
+      "        raise ValueError(f'(W - K + 2P) / S = ({n} - {k} + 2*{p}) / {stride} is not an integer')\n"
+      "    return (n - k + 2 * p) // stride + 1\n"
+      "oh, ow = size(x.shape[0], kh), size(x.shape[1], kw)\n"
       "xp = jnp.pad(x, ((p, p), (p, p), (0, 0)))\n"
       "out = jnp.zeros((oh, ow, w.shape[3]))\nfor u in range(kh):\n    for v in range(kw):\n"
       "        out = out + xp[u:u + stride * (oh - 1) + 1:stride, v:v + stride * (ow - 1) + 1:stride] @ w[u, v]\n"
@@ -357,9 +360,13 @@ def _rounds() -> list[list[M]]:
     def calls(mut) -> set[str]:
         module, owner, body = mut[:3]
         fn = owner.split("@")[0]
-        # the function's own solution text plus the planted text
+        # what runs: the function's text around its solution block, and the planted text
+        lines = sources[module].splitlines()
+        tree = ast.parse(sources[module])
+        node = next(n for n in tree.body if getattr(n, "name", None) == fn)
         blk = [b for b in solution_blocks(sources[module]) if b[0] == owner][0]
-        text = "\n".join(sources[module].splitlines()[blk[1]:blk[2]]) + "\n" + body
+        kept = lines[node.lineno - 1:blk[1]] + lines[blk[2] + 1:node.end_lineno]
+        text = "\n".join(kept) + "\n" + body
         return {n for n in names[module] if n != fn and re.search(rf"\b{n}\(", text)}
 
     rounds: list[list[M]] = []
