@@ -21,7 +21,8 @@ HINT = re.compile(r"^\s*# HINT:\s*(.*)$")
 STUB = re.compile(r"^\s*# STUB:\s*(.*)$")
 DEF = re.compile(r"^\s*(?:def|class)\s+(\w+)")
 HEADER = ("# Lab {number} ({module}), generated from the reference solution. Fill in every\n"
-          "# `raise NotImplementedError(...)`, then grade one function with `make check EX={first}`\n"
+          "# `raise NotImplementedError(...)`, then grade one function with "
+          "`make check EX={first}`\n"
           "# (any function's name; EX={module} for the whole lab), here or in the folder above.\n")
 # exercises/Makefile: `make check EX=...` and `make grade` work in exercises/ as in the repository.
 FORWARDING_MAKEFILE = """\

@@ -1,8 +1,8 @@
 """``python -m grader``: grade exercises and print a scoreboard (students: ``make grade``).
 
     python -m grader                         grade every exercise in exercises/
-    python -m grader check conv_output_size  one exercise (or a lab: `check convolution`, `check 2`);
-                                             students: `make check EX=conv_output_size`
+    python -m grader check conv_output_size  one exercise (or a lab: `check convolution`, `check 2`)
+                                             (students: `make check EX=conv_output_size`)
     python -m grader --submission solutions  grade another folder with the same modules
     python -m grader --json results.json     also write Gradescope's results.json
     python -m grader --fail-under 80         exit 1 when the score is below 80 % (for CI)

@@ -139,7 +139,8 @@ def difference(expected: Any, actual: Any, *, path: str = "output", rtol: float 
         return None
     if expected is None or isinstance(expected, str):
         if actual != expected or type(actual) is not type(expected):
-            return Difference("value", f"{path}: expected {_fmt_value(expected)}, got {_describe(actual)}")
+            return Difference("value", f"{path}: expected {_fmt_value(expected)}, "
+                                       f"got {_describe(actual)}")
         return None
     # numbers: Python scalars and arrays
     ek, ak = _scalar_kind(expected), _scalar_kind(actual)
@@ -148,7 +149,8 @@ def difference(expected: Any, actual: Any, *, path: str = "output", rtol: float 
         if ak is None:
             return Difference("shape" if isinstance(actual, np.ndarray | list | tuple | dict)
                               else "type",
-                              f"{path}: expected {ek} {_fmt_value(expected)}, got {_describe(actual)}")
+                              f"{path}: expected {ek} {_fmt_value(expected)}, "
+                              f"got {_describe(actual)}")
         if ek != ak and not (ek == "float" and ak == "int"):
             hint = " (use // for integer division)" if ek == "int" and ak == "float" else ""
             return Difference("type", f"{path}: expected {ek} {_fmt_value(expected)}, got {ak} "

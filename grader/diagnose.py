@@ -131,8 +131,9 @@ def default_hint_on(mode: str, check: str, reference_raises: bool) -> tuple[str,
 
 
 def valid_hint_on(entry: str) -> bool:
+    """A failure kind, or ``error:<ExceptionName>``."""
     kind, _, exception = entry.partition(":")
-    return kind in FAILURE_KINDS and (not exception or (kind == "error" and exception.isidentifier()))
+    return kind in FAILURE_KINDS and (not exception or kind == "error" and exception.isidentifier())
 
 
 def hint_applies(hint_on: tuple[str, ...], kind: str | None, exception: str | None = None) -> bool:

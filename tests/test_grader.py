@@ -246,8 +246,9 @@ def test_printed_output_is_shown_under_its_case_capped_and_never_for_hidden_case
     sub = tmp_path / "sub"
     sub.mkdir()
     src = (SOLUTIONS / "neurons.py").read_text()
-    src = replace_block(src, "softmax", "print('softmax of', x.shape)\n"   # NaN at large logits
-                                        "e = jnp.exp(x)\nreturn e / e.sum(axis=axis, keepdims=True)")
+    src = replace_block(src, "softmax",  # prints, and NaN at large logits
+                        "print('softmax of', x.shape)\n"
+                        "e = jnp.exp(x)\nreturn e / e.sum(axis=axis, keepdims=True)")
     src = replace_block(src, "relu", "import sys\nfor i in range(100_000):\n    print('line', i)\n"
                                      "print('\\x1b[31mthe end\\x1b[0m', file=sys.stderr)\nreturn x")
     (sub / "neurons.py").write_text(src)
@@ -258,7 +259,7 @@ def test_printed_output_is_shown_under_its_case_capped_and_never_for_hidden_case
     text = softmax.output_text(max_cases=50)
     lines = text.splitlines()
     i = lines.index(next(ln for ln in lines if ln.startswith("- large logits")))
-    assert lines[i + 1] == "  your code printed (1 line):" and lines[i + 2] == "  │ softmax of (1, 3)"
+    assert lines[i + 1:i + 3] == ["  your code printed (1 line):", "  │ softmax of (1, 3)"]
     shown = [ln for ln in lines if "softmax of" in ln]
     assert all(ln.startswith("  │ ") for ln in shown)
     failed = [c for c in softmax.cases if not c.passed and not c.hidden]

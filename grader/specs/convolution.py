@@ -135,7 +135,8 @@ def _exercises() -> list[Exercise]:
         Exercise(M, "filter_image", 1.0, (
             Case("sharpen an 8x8 image", (img, f32([[0, -1, 0], [-1, 5, -1], [0, -1, 0]])),
                  hint="'same' output: pad KH // 2 zeros on each side", hint_on=("shape", "value")),
-            Case("gaussian blur 7x5", (randn(r, 7, 5), f32([[1, 2, 1], [2, 4, 2], [1, 2, 1]]) / 16)),
+            Case("gaussian blur 7x5",
+                 (randn(r, 7, 5), f32([[1, 2, 1], [2, 4, 2], [1, 2, 1]]) / 16)),
             Case("edge kernel on a constant image", (f32([[2.0] * 6] * 6),
                                                      f32([[-1, -1, -1], [-1, 8, -1], [-1, -1, -1]])),
                  hint="0 inside, non-zero only at the zero-padded border"),
