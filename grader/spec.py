@@ -48,13 +48,13 @@ class Case:
     options: dict = dataclasses.field(default_factory=dict)
     check: str = "match"
     hint: str | None = None          # shown when this case fails in a way of ``hint_on``
-    hint_on: tuple[str, ...] = ()    # failure kinds the hint addresses (grader.diagnose); ()
-                                     # for the default of the case's mode and check
     hidden: bool = False
     weight: float = 1.0
     rtol: float | None = None
     atol: float | None = None
     fn: str | None = None            # defaults to the exercise's name
+    hint_on: tuple[str, ...] = ()    # failure kinds the hint addresses (grader.diagnose); ()
+                                     # for the default of the case's mode and check
 
     def __post_init__(self):
         if self.check not in CHECKS:
