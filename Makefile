@@ -17,13 +17,14 @@ help:
 	@echo "make train   train the workshop CNN on Fashion-MNIST and print the test accuracy"
 	@echo "make bench   run the benchmarks in benchmarks/ (minutes; prints figures)"
 
+# setuptools notes, for every editable install of a package-dir layout, that folders named like
+# the packages may shadow them; here those folders are the packages: the note is silenced.
+$(STAMP): export PYTHONWARNINGS = ignore:Editable installation
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "cnnlab needs Python >= 3.11; run: make $(MAKECMDGOALS) PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	@# setuptools notes, for every editable install of a package-dir layout, that folders named
-	@# like the packages may shadow them; here those folders are the packages: silenced.
-	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
 test: $(STAMP)
