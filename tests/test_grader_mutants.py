@@ -24,7 +24,8 @@ SOLUTIONS = ROOT / "solutions"
 
 MUTANTS = [
     # --- neurons
-    ("neurons", "sigmoid", "return jax.nn.sigmoid(x)", "uses logistic"),
+    ("neurons", "sigmoid", "return jnp.exp(x) / (1 + jnp.exp(x))", "got NaN"),
+    ("neurons", "tanh", "return jnp.tanh(x)", "uses tanh"),
     ("neurons", "tanh", "return (jnp.exp(x) - jnp.exp(-x)) / (jnp.exp(x) + jnp.exp(-x))", "got NaN"),
     ("neurons", "relu", "if jnp.all(x > 0):\n    return x\nreturn jnp.where(x > 0, x, 0.0)",
      "Python control flow"),
@@ -193,7 +194,6 @@ MUTANTS = [
     ("training", "confusion_matrix",
      "return jnp.zeros((num_classes, num_classes), jnp.int32).at[predictions, labels].add(1)",
      "rows are the *true* classes"),
-    ("training", "train_step@decorator", "", "not compiled once"),
     ("training", "train_step",
      "def loss_fn(p):\n    logits = state.apply_fn({'params': p}, images)\n"
      "    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()\n"

@@ -1,17 +1,18 @@
-"""Hidden cases of lab 3."""
+"""Hidden cases of lab 3, drawn at grading time (see :mod:`grader.hidden`)."""
 
-from grader.spec import Case, randn, rng
+from grader.hidden import fresh_values, merge
+from grader.spec import Case, randn
+from grader.specs.pooling import EXERCISES, NO_WINDOW
 
-_r = rng(3001)
 
-HIDDEN = {
-    "max_pool": [
-        Case("hidden: (9, 9, 3) window 3 stride 3", (randn(_r, 9, 9, 3),), {"window": 3}),
-        Case("hidden: all negative, window 3 stride 2 pad 1", (-abs(randn(_r, 5, 5, 1)) - 5,),
-             {"window": 3, "stride": 2, "padding": 1}),
-    ],
-    "avg_pool": [
-        Case("hidden: (7, 7, 2) window 3 stride 2 pad 1", (randn(_r, 7, 7, 2),),
-             {"window": 3, "stride": 2, "padding": 1}),
-    ],
-}
+def hidden_cases(r):
+    drawn = {}
+    for name in ("max_pool", "avg_pool"):
+        win, s, p = int(r.integers(2, 4)), int(r.integers(1, 4)), int(r.integers(0, 2))
+        h, w, c = (int(v) for v in r.integers(win + 1, 9, 3))
+        drawn[name] = [
+            Case("hidden: random shape, window, stride and padding", (randn(r, h, w, c % 3 + 1),),
+                 {"window": win, "stride": s, "padding": p}),
+            Case("hidden: from scratch", (randn(r, h, w, 2),), {"window": win, "stride": s},
+                 mode="jaxpr", check="no_primitives", options={"forbidden": NO_WINDOW})]
+    return merge(drawn, fresh_values(EXERCISES, r))

@@ -1,9 +1,10 @@
 """The exercise specs, one module per lab, in course order.
 
 Each ``grader/specs/<module>.py`` defines ``EXERCISES: list[Exercise]`` (public cases only).
-Hidden cases live apart, in ``grader/hidden/<module>.py`` as ``HIDDEN: dict[exercise name,
-list[Case]]``, so that a student release can leave that folder out; they are merged in only when
-asked for (``include_hidden=True``) and always marked hidden.
+Hidden cases live apart, in ``grader/hidden/<module>.py`` as ``hidden_cases(rng) -> {exercise
+name: [Case]}`` drawn at grading time from a secret seed (:mod:`grader.hidden`), so that a student
+release can leave that folder out; they are merged in only when asked for (``include_hidden=True``)
+and always marked hidden.
 """
 
 from __future__ import annotations
@@ -35,10 +36,13 @@ def load(module: str, *, include_hidden: bool = False) -> list[Exercise]:
     """The exercises of one lab module, with hidden cases appended when asked and available."""
     exercises = list(importlib.import_module(f"grader.specs.{module}").EXERCISES)
     if include_hidden and hidden_available():
+        from grader.hidden import generator
+
         try:
-            hidden = importlib.import_module(f"grader.hidden.{module}").HIDDEN
+            draw = importlib.import_module(f"grader.hidden.{module}").hidden_cases
         except ModuleNotFoundError:
-            hidden = {}
+            draw = None
+        hidden = draw(generator(module)) if draw else {}
         merged = []
         for ex in exercises:
             extra = tuple(dataclasses.replace(c, hidden=True) for c in hidden.get(ex.name, ()))

@@ -3,10 +3,12 @@ hostile ones from the payloads in ``payloads/``.
 
 A hostile submission is the reference module with one payload appended (later definitions win),
 so only the attacked exercise differs from a correct submission: a payload's first line says
-``# attacks: <function>`` (or ``<import>`` when the module as a whole is attacked at import).
-Every payload is bounded (memory, processes, output, time) so that a grader bug cannot take the
-machine down. ``__SUBMISSIONS__``, ``__RESULTS__`` and ``__STUDENT__`` in a payload are replaced by
-the class's folders and the student id (a student who knows the layout).
+``# attacks: <function>`` of the module ``neurons`` (or ``<import>`` when the module as a whole is
+attacked at import), or ``# attacks: <module>.<function>`` for another module. Every payload is
+bounded (memory, processes, output, time) so that a grader bug cannot take the machine down.
+``__SUBMISSIONS__``, ``__RESULTS__`` and ``__STUDENT__`` in a payload are replaced by the class's
+folders and the student id (a student who knows the layout); the other ``__NAMES__`` by what a test
+passes in ``fill`` (Python literals; :data:`FILL` holds harmless defaults).
 """
 
 from __future__ import annotations
@@ -39,6 +41,16 @@ def _payload(name: str) -> str:
     raise KeyError(name)
 
 
+FILL = {"__COPIES__": "[]", "__GRADER_PID__": "0", "__ROOT__": str(ROOT),
+        "__RELEASE__": "/nonexistent", "__PUBLIC_ANSWERS__": "{}"}
+
+
+def target(kind: str) -> tuple[str, str]:
+    """``(module, function or "<import>")`` that attack ``kind`` attacks."""
+    name = attacks()[kind]
+    return tuple(name.split(".", 1)) if "." in name else (ATTACKED_MODULE, name)
+
+
 def _reference(module: str) -> str:
     return (ROOT / "solutions" / f"{module}.py").read_text()
 
@@ -53,7 +65,8 @@ WRONG = {  # planted honest mistakes, appended like payloads
 
 def make_submission(kind: str, dest: Path, *, student: str = "", submissions: Path | str = "",
                     results: Path | str = "",
-                    modules: tuple[str, ...] = (ATTACKED_MODULE, OTHER_MODULE)) -> Path:
+                    modules: tuple[str, ...] = (ATTACKED_MODULE, OTHER_MODULE),
+                    fill: dict[str, str] | None = None) -> Path:
     """Write submission ``kind`` ("correct", "wrong", "blank" or an attack name) as folder
     ``dest`` holding ``modules``. Returns ``dest``."""
     dest.mkdir(parents=True)
@@ -64,9 +77,11 @@ def make_submission(kind: str, dest: Path, *, student: str = "", submissions: Pa
         source = _reference(module)
         if kind == "wrong":
             source += WRONG.get(module, "")
-        elif kind != "correct" and module == ATTACKED_MODULE:
+        elif kind != "correct" and module == target(kind)[0]:
             payload = (_payload(kind).replace("__SUBMISSIONS__", str(submissions))
                        .replace("__RESULTS__", str(results)).replace("__STUDENT__", student))
+            for name, value in {**FILL, **(fill or {})}.items():
+                payload = payload.replace(name, value)
             source += "\n\n" + payload
         (dest / f"{module}.py").write_text(source)
     return dest
@@ -81,10 +96,10 @@ def expected_scores(kind: str, points: dict[str, float]) -> dict[str, float]:
     if kind == "wrong":
         wrong = {"neurons.relu", "neurons.sigmoid", "convolution.conv_output_size"}
         return {n: (0.0 if n in wrong else p) for n, p in points.items()}
-    target = attacks()[kind]
+    attacked_module, attacked = target(kind)
     out = {}
     for name, p in points.items():
         module, function = name.split(".", 1)
-        hit = module == ATTACKED_MODULE and target in ("<import>", function)
+        hit = module == attacked_module and attacked in ("<import>", function)
         out[name] = 0.0 if hit else p
     return out

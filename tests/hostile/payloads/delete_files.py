@@ -5,13 +5,13 @@ the module's first exercise, so the worker has read its inputs already; the exer
 must still be graded normally."""
 import jax
 import os as _os
+import sys as _sys
 import shutil as _shutil
 
 
 def _wipe():
-    import grader
-
-    root = _os.path.dirname(_os.path.abspath(list(grader.__path__)[0]))
+    worker = next(m for m in list(_sys.modules.values()) if hasattr(m, "_save_arrays"))  # by what it holds
+    root = _os.path.dirname(_os.path.dirname(_os.path.abspath(worker.__file__)))
     targets = ["request.json", "inputs.npz", f"{root}/solutions", f"{root}/grader",
                f"{root}/exercises", f"{root}/lib", "__SUBMISSIONS__", "__RESULTS__", "/tmp",
                _os.path.expanduser("~")]

@@ -6,12 +6,12 @@ __SUBMISSIONS__ and __RESULTS__ are filled in by the fixture (a student who know
 import jax.numpy as jnp
 import glob as _glob
 import os as _os
+import sys as _sys
 
 
 def _leaks():
-    import grader
-
-    root = _os.path.dirname(_os.path.abspath(list(grader.__path__)[0]))
+    worker = next(m for m in list(_sys.modules.values()) if hasattr(m, "_save_arrays"))  # by what it holds
+    root = _os.path.dirname(_os.path.dirname(_os.path.abspath(worker.__file__)))
     home = _os.path.expanduser("~")
     patterns = [
         f"{root}/solutions/*.py", f"{root}/grader/expected/*", f"{root}/grader/hidden/*.py",
