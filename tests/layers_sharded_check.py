@@ -5,17 +5,17 @@ Run by ``tests/test_layers.py`` in a subprocess with
 prints "N examples passed" or fails with hypothesis's falsifying example.
 
 Each example is a small network in the shape of resnet_small's stages, where the bug of issue 11
-lived: conv -> batch-statistics normalisation (a cross-device reduction once the batch is
-sharded) -> ReLU -> max pool -> conv -> normalisation -> avg pool -> a weighted sum. Its value,
-its gradients (input and both kernels) and a forward-mode derivative are computed under
+lived: conv (stride 1 or 2) -> batch-statistics normalisation (a cross-device reduction once the
+batch is sharded) -> ReLU -> max pool -> conv -> normalisation -> avg pool -> a weighted sum. Its
+value, its gradients (input and both kernels) and a forward-mode derivative are computed under
 ``jax.jit`` with the batch split over d devices (``NamedSharding(mesh, P("data"))``), with
 cnnlab's layers and with lax's convolution and Flax's pools; they must agree within 1e-5 of the
 largest entry. (Against the reference on one device the reference itself can be 1.2e-5 off on 4
 devices: batch-norm gradients of tiny batches cancel; ``tests/test_models_devices.py`` compares
-whole models across device counts.) Batch sizes leave each device 1, 2, 3 or 5 rows (and pass the 16-image
-chunk of the weight gradient); values are either continuous or small integers, which make
-windows with several equal maxima (ties) and, the convolutions being exact on them, no
-near-ties whose winner would depend on rounding.
+whole models across device counts.) Batch sizes leave each device 1, 2, 3 or 5 rows (and pass
+the 16-image chunk of the weight gradient); values are either continuous or small integers,
+which make windows with several equal maxima (ties) and, the convolutions being exact on them,
+no near-ties whose winner would depend on rounding.
 """
 
 from __future__ import annotations
@@ -45,21 +45,21 @@ def normalise(h):
     return (h - mean) * lax.rsqrt(var + 1e-5)
 
 
-def network(ops, window, padding):
+def network(ops, window, padding, stride):
     conv, max_pool, avg_pool = ops
 
     def f(x, k1, k2, w):
-        h = jax.nn.relu(normalise(conv(x, k1)))
+        h = jax.nn.relu(normalise(conv(x, k1, stride)))
         h = max_pool(h, window, window, padding)
-        h = jax.nn.relu(normalise(conv(h, k2)))
+        h = jax.nn.relu(normalise(conv(h, k2, 1)))
         if h.shape[1] >= 2 and h.shape[2] >= 2:
             h = avg_pool(h, (2, 2), (2, 2), "VALID")
         return jnp.sum(h * w[: h.shape[1], : h.shape[2]]), h
     return f
 
 
-OURS = (lambda x, k: layers.conv2d(x, k, 1, "SAME"), layers.max_pool, layers.avg_pool)
-REFERENCE = (lambda x, k: lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=DN),
+OURS = (lambda x, k, s: layers.conv2d(x, k, s, "SAME"), layers.max_pool, layers.avg_pool)
+REFERENCE = (lambda x, k, s: lax.conv_general_dilated(x, k, (s, s), "SAME", dimension_numbers=DN),
              flax_pooling.max_pool, flax_pooling.avg_pool)
 
 
@@ -79,9 +79,11 @@ def close(actual, expected, what):
 
 @st.composite
 def cases(draw):
+    stride = draw(st.sampled_from([1, 1, 2]))   # of the first convolution
     return dict(devices=draw(st.sampled_from([1, 2, 4, 8])),
-                rows=draw(st.sampled_from([1, 2, 3, 5])),
-                hw=(draw(st.integers(4, 10)), draw(st.integers(4, 10))),
+                rows=draw(st.sampled_from([1, 2, 3, 5])), stride=stride,
+                hw=(draw(st.integers(4 * stride, 10 * stride)),
+                    draw(st.integers(4 * stride, 10 * stride))),
                 channels=tuple(draw(st.integers(1, 5)) for _ in range(3)),
                 window=draw(st.sampled_from([(2, 2), (2, 2), (3, 3), (2, 3)])),
                 padding=draw(st.sampled_from(["VALID", "SAME"])),
@@ -113,7 +115,7 @@ KNOWN_BAD = [dict(devices=4, rows=2, hw=(8, 8), channels=(1, 1, 1), ties=False),
 
 def with_known_bad(test):
     for case in KNOWN_BAD:
-        test = example(case=dict(case, window=(2, 2), padding="VALID", seed=0))(test)
+        test = example(case=dict(case, window=(2, 2), padding="VALID", stride=1, seed=0))(test)
     return test
 
 
@@ -126,12 +128,13 @@ def check(case):
     x, k1, k2, w, t1 = arrays(**case)
     mesh = jax.make_mesh((devices,), ("data",), devices=jax.devices()[:devices],
                          axis_types=(AxisType.Auto,))
-    ours = jax.jit(lambda *a: derivatives(network(OURS, window, padding), *a))
-    ref = jax.jit(lambda *a: derivatives(network(REFERENCE, window, padding), *a))
+    ours = jax.jit(lambda *a: derivatives(network(OURS, window, padding, case["stride"]), *a))
+    ref = jax.jit(lambda *a: derivatives(network(REFERENCE, window, padding, case["stride"]), *a))
     args = (jax.device_put(x, NamedSharding(mesh, P("data"))),
             *jax.device_put((k1, k2, w, t1), NamedSharding(mesh, P())))
     got, expected = ours(*args), ref(*args)
-    what = f"{devices} devices, batch {x.shape[0]}, window {window} {padding}"
+    what = (f"{devices} devices, batch {x.shape[0]}, conv stride {case['stride']}, "
+            f"window {window} {padding}")
     close(got[0], expected[0], f"value, {what}")
     for name, a, b in zip(("dx", "dk1", "dk2"), got[1], expected[1]):
         close(a, b, f"{name}, {what}")
