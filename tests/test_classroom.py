@@ -169,7 +169,8 @@ def test_hostile_submission_scores_zero_only_where_it_attacks(batch, attack):
     ("infinite_loop", "relu", "timed out after 5 s"),
     ("hang_ignoring_alarm", "relu", "no progress for 20 s"),  # the heartbeat: 5 + 15 s
     ("memory_hog", "relu", "MemoryError"),
-    ("stack_overflow", "relu", "SIGSEGV"),
+    # the C stack overflows: SIGSEGV on Python 3.11; 3.12+ guards it with a RecursionError
+    ("stack_overflow", "relu", ("SIGSEGV", "RecursionError")),
     ("deep_recursion", "relu", "RecursionError"),
     ("fork_storm", "relu", "of 300 forks succeeded"),
     ("exit_at_import", "sigmoid", "could not be run"),
@@ -180,7 +181,8 @@ def test_hostile_submission_scores_zero_only_where_it_attacks(batch, attack):
 ])
 def test_failures_say_why(batch, attack, exercise, reason):
     test = next(t for t in results(batch, attack)["tests"] if t["name"] == f"neurons.{exercise}")
-    assert reason in test["output"], test["output"]
+    reasons = reason if isinstance(reason, tuple) else (reason,)  # one interpreter's way or another
+    assert test["score"] == 0 and any(r in test["output"] for r in reasons), test
 
 
 def test_nothing_outside_the_sandbox_changed(batch):
