@@ -603,7 +603,9 @@ class ClassGrader:
         self.out.mkdir(parents=True, exist_ok=True)
         os.chmod(self.out, 0o700)  # results are the instructor's
         work = self.out / WORK_DIR
-        shutil.rmtree(work, ignore_errors=True)  # leftovers of an interrupted run
+        shutil.rmtree(work, ignore_errors=True)  # leftovers of an interrupted run ...
+        for torn in [*self.out.glob(".*.tmp"), *self.out.glob("*/.*.tmp")]:
+            torn.unlink(missing_ok=True)  # ... and of atomic writes cut short by kill -9
         work.mkdir(mode=0o700)
         write_text(self.out / RUN_FILE, json.dumps({
             "version": 1, "shard": list(self.shard), "class_size": len(everyone),
@@ -801,7 +803,7 @@ class ClassGrader:
         if task.problem is not None:
             return f"REJECTED: {task.problem}"
         again = "; ".join(f"{r}: {len(n)} exercise(s)" if len(n) < len(self.chosen) else r
-                          for r, n in task.why.items() if r != "new")
+                          for r, n in task.why.items() if r not in ("new", "forced"))
         return (f"{data['score']:g}/{sum(t['max_score'] for t in data['tests']):g} points in "
                 f"{seconds:.1f} s" + (f" (re-graded: {again})" if again else ""))
 

@@ -10,11 +10,13 @@ starter code of ``exercises/`` is boilerplate: what every student received match
 an untouched starter file is not compared at all.
 
 For a pair of files, ``similarity_a`` is the share of A's fingerprinted code found in B, and
-``similarity_b`` the other way round. A pair is *flagged* when both shares reach
-:data:`FLAG_BOTH` or one reaches :data:`FLAG_ONE` on at least :data:`FLAG_MIN_TOKENS` shared
-tokens: identical and near-identical files (renamed, reordered, re-commented). Honest solutions
-of a short exercise can look alike; a flag is a reason to read the two files (the HTML report
-highlights the shared passages), never a verdict.
+``similarity_b`` the other way round (``shared_tokens``: copydetect's count of the shared
+filtered code). A pair is *flagged* when both shares reach :data:`FLAG_BOTH`, or one reaches
+:data:`FLAG_ONE`, and they share at least :data:`FLAG_MIN_TOKENS`: identical and near-identical
+files (renamed, reordered, re-commented). Below that much code there is no telling: two students
+who both wrote only ``return x.reshape(x.shape[0], -1)`` have identical files (the CSV says so)
+and are not flagged. Honest solutions of a short exercise can look alike; a flag is a reason to
+read the two files (the HTML report highlights the shared passages), never a verdict.
 
 Written: ``similarity.csv`` (the most similar pairs of every lab, most similar first, with the
 flag) and ``similarity-<lab>.html`` (copydetect's report of the pairs above
@@ -48,7 +50,7 @@ GUARANTEE_T = 30      # every match this long is found (window = GUARANTEE_T - N
 SHOW_THRESHOLD = 0.3  # pairs listed in the CSV and the HTML: one side shares at least this much
 FLAG_BOTH = 0.6       # flagged: both sides share at least this much ...
 FLAG_ONE = 0.9        # ... or one side shares this much ...
-FLAG_MIN_TOKENS = 150  # ... of at least this many shared tokens
+FLAG_MIN_TOKENS = 100  # ... and at least this many tokens are shared
 TOP_PAIRS = 50        # pairs per lab in the CSV
 
 
@@ -78,8 +80,8 @@ def _is_starter(source: bytes, starter: bytes) -> bool:
 
 
 def flagged(sim_a: float, sim_b: float, tokens: int) -> bool:
-    return (min(sim_a, sim_b) >= FLAG_BOTH
-            or (max(sim_a, sim_b) >= FLAG_ONE and tokens >= FLAG_MIN_TOKENS))
+    return tokens >= FLAG_MIN_TOKENS and (min(sim_a, sim_b) >= FLAG_BOTH
+                                          or max(sim_a, sim_b) >= FLAG_ONE)
 
 
 def similarity_report(out: Path, students: Mapping[str, str], *, starter_dir: Path = STARTER_DIR,
@@ -107,17 +109,17 @@ def similarity_report(out: Path, students: Mapping[str, str], *, starter_dir: Pa
             write_bytes(out / f"similarity-{module}.html", (stage / f"{module}.html").read_bytes())
     rows = []
     for module in sorted(pairs):
-        listed = sorted(pairs[module],
-                        key=lambda p: (-max(p[2], p[3]), -min(p[2], p[3]), p[0], p[1]))
-        rows += [(module, *p) for p in listed[:TOP_PAIRS]]
+        rows += [(module, *p) for p in listed_pairs(pairs[module])]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["lab", "student_a", "student_b", "similarity_a", "similarity_b",
-                "shared_tokens", "flagged"])
+                "shared_tokens", "identical", "flagged"])
     flags = []
     for module, a, b, sa, sb, tokens in rows:
         flag = flagged(sa, sb, tokens)
-        w.writerow([module, a, b, f"{sa:.3f}", f"{sb:.3f}", tokens, "yes" if flag else ""])
+        same = sources[module][a].split() == sources[module][b].split()  # whitespace aside
+        w.writerow([module, a, b, f"{sa:.3f}", f"{sb:.3f}", tokens, "yes" if same else "",
+                    "yes" if flag else ""])
         if flag:
             flags.append({"module": module, "student_a": a, "student_b": b,
                           "similarity_a": round(sa, 3), "similarity_b": round(sb, 3),
@@ -127,6 +129,15 @@ def similarity_report(out: Path, students: Mapping[str, str], *, starter_dir: Pa
           f"{len(rows)} pair(s) listed in similarity.csv, {len(flags)} flagged", file=stream)
     return {"flagged": flags, "pairs_listed": len(rows), "compared": compared,
             "thresholds": {"both": FLAG_BOTH, "one": FLAG_ONE, "min_tokens": FLAG_MIN_TOKENS}}
+
+
+def listed_pairs(pairs: list) -> list:
+    """The pairs of one lab for the CSV, most similar first: every flagged pair, and the
+    :data:`TOP_PAIRS` most similar of the rest at or above :data:`SHOW_THRESHOLD`."""
+    ranked = sorted(pairs, key=lambda p: (-max(p[2], p[3]), -min(p[2], p[3]), p[0], p[1]))
+    shown = [p for p in ranked if max(p[2], p[3]) >= SHOW_THRESHOLD]
+    keep = {id(p) for p in shown[:TOP_PAIRS]} | {id(p) for p in shown if flagged(*p[2:])}
+    return [p for p in shown if id(p) in keep]
 
 
 def _detect(stage: Path, modules: list[str]) -> dict[str, list[tuple]]:
@@ -169,6 +180,9 @@ def _detect_here(stage: Path, modules: list[str]) -> None:
                     pairs.append([Path(fa).stem, Path(fb).stem, float(sims[i, j, 0]),
                                   float(sims[i, j, 1]), int(overlap[i, j])])
         result[module] = pairs
+        listed = listed_pairs(pairs)  # the HTML shows about the pairs of the CSV, not thousands
+        if listed:
+            det.conf.display_t = max(SHOW_THRESHOLD, min(max(p[2], p[3]) for p in listed) - 1e-9)
         det.generate_html_report()
     Path("pairs.json").write_text(json.dumps(result))
 
