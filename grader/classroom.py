@@ -662,11 +662,10 @@ class ClassGrader:
         self.version = grader_version()
 
     def _forced(self, mine: Sequence[Entry]) -> set[str]:
-        """The ids re-graded whatever their state: all with --force, else those of --students."""
-        if self.force:
-            return {e.sid for e in mine}
+        """The ids re-graded whatever their state: those of --students (then only those), else
+        all with --force."""
         if not self.students:
-            return set()
+            return {e.sid for e in mine} if self.force else set()
         known = {unicodedata.normalize("NFC", e.sid): e.sid for e in mine}
         wanted = {unicodedata.normalize("NFC", s.strip()) for s in self.students if s.strip()}
         unknown = sorted(wanted - set(known))
@@ -699,7 +698,7 @@ class ClassGrader:
         sha = tree_sha256(folder)
         single = entry.path.is_file() and entry.path.suffix.lower() == ".py"
         labs = {p.stem for p in folder.glob("*.py")} if single else None
-        done = record.get("exercises") or {} if record.get("status") == "graded" else {}
+        done = (record.get("exercises") or {}) if record.get("status") == "graded" else {}
         why: dict[str, list[str]] = {}
         for ex in self.chosen:
             if labs is not None and ex.module not in labs:

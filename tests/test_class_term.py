@@ -187,7 +187,7 @@ def selective_regrading(subs: Path, out: Path) -> None:
     assert r.returncode == 0 and "grading 8 of 8 submissions" in r.stdout, r.stdout + r.stderr
     assert "  forced: " + ", ".join(sorted(GRADED)) + "\n" in r.stdout, r.stdout
     assert (out / "grades.csv").read_text(encoding="utf-8") == table  # nothing else lost
-    r = grade(subs, out, "--students", f"ben,{JOSE}")
+    r = grade(subs, out, "--students", f"ben,{JOSE}", "--force")  # --force: still only those
     assert r.returncode == 0 and sorted(regraded(r.stdout)) == sorted(["ben", JOSE]), r.stdout
     r = grade(subs, out, "--students", "nobody")
     assert r.returncode == 2 and r.stderr.startswith("grader: error: --students: no submission")
