@@ -618,9 +618,10 @@ class ClassGrader:
                      f"{len(everyone)} submissions")
         tasks, idle = [], {}
         for entry in mine:
-            if self._stop.is_set():
-                idle[entry.sid] = "not graded yet (interrupted)"
-                continue
+            if self._stop.is_set() or (self.students and entry.sid not in forced):
+                if self._stop.is_set() or not (self.out / entry.folder / "results.json").is_file():
+                    idle[entry.sid] = "not graded yet" + " (interrupted)" * self._stop.is_set()
+                continue  # stopped, or not one of --students
             task = self._plan(entry, entry.sid in forced)
             if task is not None:
                 tasks.append(task)
@@ -681,8 +682,6 @@ class ClassGrader:
         record = reports.meta(previous) if previous else {}
         if record.get("student") != entry.sid:
             previous, record = None, {}  # absent, torn, foreign, or written by an older grader
-        if self.students and not forced:
-            return None  # --students: only those
         stage = self.out / WORK_DIR / entry.folder
         modules, by_module = course_layout()
         try:
