@@ -292,22 +292,27 @@ class SubmissionResult:
                                    "after_due_date"))
             else:
                 tests.append(_test(e, e.qualname, e.score, e.points, e.output_text(), "visible"))
-        if split:
-            ps, pm = (round(sum(t["score"] for t in tests if t["visibility"] == "visible"), 4),
-                      round(sum(t["max_score"] for t in tests if t["visibility"] == "visible"), 4))
-            summary = (f"{ps:g} / {pm:g} points on the public cases; hidden cases were graded "
-                       "too and show after the due date")
-        else:
-            summary = f"{self.score:g} / {self.max_score:g} points ({self.percent:.0f}%)"
         return {
             "score": self.score,
             "max_score": self.max_score,
             "execution_time": round(self.execution_time, 2),
-            "output": summary + "".join(f"\nwarning: {w}" for w in self.warnings),
+            "output": points_line(tests) + "".join(f"\nwarning: {w}" for w in self.warnings),
             "visibility": "visible",
             "stdout_visibility": "hidden",
             "tests": tests,
         }
+
+
+def points_line(tests: list[dict]) -> str:
+    """The first line of a results.json's top-level output, always shown to the student: the
+    points of Gradescope ``tests``, and only the public ones when some test is not visible yet."""
+    visible = [t for t in tests if t["visibility"] == "visible"]
+    score = round(sum(t["score"] for t in visible), 4)
+    max_score = round(sum(t["max_score"] for t in visible), 4)
+    if len(visible) < len(tests):
+        return (f"{score:g} / {max_score:g} points on the public cases; hidden cases were graded "
+                "too and show after the due date")
+    return f"{score:g} / {max_score:g} points ({100 * score / max_score if max_score else 0:.0f}%)"
 
 
 def _test(e: ExerciseResult, name: str, score: float, max_score: float, output: str,
