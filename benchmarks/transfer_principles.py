@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnlab import data, models, train, transfer
+from cnnlab import data, models, train, transfer, xla_cpu
 from cnnlab.train import TrainConfig
 
 MODEL = "workshop_cnn"
@@ -237,6 +237,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.report:
         return report(args.report, args.out)
+    xla_cpu.use_multithreaded_convolutions()  # as cnnlab train does
     # train_head/train_blocks build their steps per call: the persistent cache compiles each
     # distinct program once across the many draws.
     train.enable_compilation_cache()

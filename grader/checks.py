@@ -1,11 +1,12 @@
 """How a case's outcome is judged: the registry of checks a :class:`grader.spec.Case` names.
 
-``CHECKS`` maps each name to a function ``(case, expected, out, info, context) -> message |
+``CHECKS`` maps each name to a function ``(case, expected, out, info, context) -> Difference |
 None``: ``expected`` is the reference outcome (``{"ok", "out" | "error"}``), ``out`` and
 ``info`` the student's result and the worker's notes about it, ``context`` what else a check may
 need (:class:`Context`: the case's inputs, what :mod:`grader.verify` found). ``None`` means the
-case passed; a message says what is wrong. A new kind of check is one function here and one
-entry in ``CHECKS``; ``Case`` accepts exactly these names.
+case passed; a :class:`~grader.compare.Difference` says what is wrong and its failure kind
+(:data:`grader.diagnose.FAILURE_KINDS`), which decides the hints that fit. A new kind of check is
+one function here and one entry in ``CHECKS``; ``Case`` accepts exactly these names.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from grader.compare import compare, exactly_equal
+from grader.compare import Difference, compare, difference, exactly_equal
 from grader.verify import OPAQUE_OPS, STABLEHLO_OPS
 
 PRIMITIVE_SOURCES = {  # what a student wrote that shows up as a forbidden jaxpr primitive
@@ -49,8 +50,10 @@ def _short(out) -> str:
 
 
 def _uses(used) -> str:
-    return "uses " + ", ".join(f"{u} ({PRIMITIVE_SOURCES[u]})" if u in PRIMITIVE_SOURCES else u
-                               for u in used)
+    def source(u: str) -> str:  # "conv_general_dilated (from lax.conv, ... or jax.scipy.signal)"
+        where = PRIMITIVE_SOURCES[u].rsplit(", ", 1)
+        return f"{u} (from {' or '.join(where)})"
+    return "uses " + ", ".join(source(u) if u in PRIMITIVE_SOURCES else u for u in used)
 
 
 def decidable(case) -> list[str]:
@@ -58,15 +61,22 @@ def decidable(case) -> list[str]:
     return [f for f in case.options.get("forbidden", ()) if f in STABLEHLO_OPS]
 
 
-def check_match(case, expected: dict, out, info: dict, context: Context) -> str | None:
+def check_match(case, expected: dict, out, info: dict, context: Context) -> Difference | None:
     """The same values as the reference, within the dtype's tolerance."""
     if not expected["ok"]:
-        return f"expected {expected['error'].get('kind')} to be raised, but it returned " \
-               f"{_short(out)}"
-    return compare(expected["out"], out, rtol=case.rtol, atol=case.atol)
+        return Difference("raises", f"expected {expected['error'].get('kind')} to be raised, but "
+                                    f"it returned {_short(out)}")
+    return difference(expected["out"], out, rtol=case.rtol, atol=case.atol)
 
 
-def check_from_scratch(case, expected: dict, out, info: dict, context: Context) -> str | None:
+def check_from_scratch(case, expected: dict, out, info: dict,
+                       context: Context) -> Difference | None:
+    """:func:`from_scratch_problem` as a failure of kind ``from_scratch``."""
+    problem = from_scratch_problem(case, expected, out, context)
+    return Difference("from_scratch", problem) if problem else None
+
+
+def from_scratch_problem(case, expected: dict, out, context: Context) -> str | None:
     """Why a "from scratch" case fails, or None. Decided by the grader from the program it ran
     itself (:mod:`grader.verify`): no forbidden operation in it, no opaque one, and the
     reference's values on this case's inputs. A forbidden primitive the program cannot show
@@ -100,48 +110,50 @@ def check_from_scratch(case, expected: dict, out, info: dict, context: Context) 
     return None
 
 
-def check_pure(case, expected: dict, out, info: dict, context: Context) -> str | None:
+def check_pure(case, expected: dict, out, info: dict, context: Context) -> Difference | None:
     """Two calls with the same inputs agree exactly, and with the reference."""
     if not isinstance(out, dict) or set(out) != {"first", "second"}:
-        return "malformed purity outcome"
+        return Difference("value", "malformed purity outcome")
     if not exactly_equal(out["first"], out["second"]):
-        return "two calls with the same inputs (and key) gave different results: depend only " \
-               "on the arguments (no global state or counters, no new PRNG keys)"
-    return compare(expected["out"]["first"], out["first"], rtol=case.rtol, atol=case.atol)
+        return Difference("impure", "two calls with the same inputs (and key) gave different "
+                                    "results: depend only on the arguments (no global state or "
+                                    "counters, no new PRNG keys)")
+    return difference(expected["out"]["first"], out["first"], rtol=case.rtol, atol=case.atol)
 
 
-def check_grads(case, expected: dict, out, info: dict, context: Context) -> str | None:
+def check_grads(case, expected: dict, out, info: dict, context: Context) -> Difference | None:
     """``jax.test_util.check_grads`` passed in the student's process (feedback only)."""
     if isinstance(out, dict) and out.get("ok") is True:
         return None
     message = out.get("message", "") if isinstance(out, dict) else ""
-    return f"jax.test_util.check_grads: your backward pass is not the derivative of your loss: " \
-           f"{str(message)[:300]} ({OWN_PROCESS})"
+    return Difference("grads", f"jax.test_util.check_grads: your backward pass is not the "
+                               f"derivative of your loss: {str(message)[:300]} ({OWN_PROCESS})")
 
 
-def check_traced_once(case, expected: dict, out, info: dict, context: Context) -> str | None:
+def check_traced_once(case, expected: dict, out, info: dict,
+                      context: Context) -> Difference | None:
     """The reference's values (whether it compiled once is a separate note of the runner)."""
-    return compare(expected["out"], out, rtol=case.rtol, atol=case.atol)
+    return difference(expected["out"], out, rtol=case.rtol, atol=case.atol)
 
 
-def check_unchanged(case, expected: dict, out, info: dict, context: Context) -> str | None:
+def check_unchanged(case, expected: dict, out, info: dict, context: Context) -> Difference | None:
     """The blocks named in ``options["frozen"]`` are bit for bit the input's, and the rest
     matches the reference."""
     args, _ = context.inputs()
     before = args[0]
     after = out.get("params") if isinstance(out, dict) else None
     if not isinstance(after, dict):
-        return "the result holds no parameter dict"
+        return Difference("value", "the result holds no parameter dict")
     for block in case.options.get("frozen", ()):
         if block not in after:
-            return f"block {block!r} is missing from the parameters"
+            return Difference("value", f"block {block!r} is missing from the parameters")
         msg = compare(before[block], after[block], path=f"params[{block!r}]", rtol=0.0, atol=0.0)
         if msg:
-            return f"frozen parameters moved — {msg}"
-    return compare(expected["out"], out, rtol=case.rtol, atol=case.atol)
+            return Difference("value", f"frozen parameters moved — {msg}")
+    return difference(expected["out"], out, rtol=case.rtol, atol=case.atol)
 
 
-CHECKS: dict[str, Callable[..., str | None]] = {
+CHECKS: dict[str, Callable[..., Difference | None]] = {
     "match": check_match,
     "no_primitives": check_from_scratch,
     "pure": check_pure,
@@ -151,6 +163,10 @@ CHECKS: dict[str, Callable[..., str | None]] = {
 }
 
 
-def judge(case, expected: dict, out: Any, info: dict, context: Context) -> str | None:
-    """Run the check ``case.check`` names (see :data:`CHECKS`)."""
+def judge(case, expected: dict, out: Any, info: dict, context: Context) -> Difference | None:
+    """Run the check ``case.check`` names (see :data:`CHECKS`); a function that modified its
+    input fails whatever the check (kind ``mutated``)."""
+    if info.get("mutated"):
+        return Difference("mutated", f"your function modified its input at {info['mutated']}: "
+                                     f"build new arrays/dicts instead (e.g. new = dict(params))")
     return CHECKS[case.check](case, expected, out, info, context)

@@ -41,11 +41,13 @@ from pathlib import Path
 
 import numpy as np
 
+from grader import names as names_of
 from grader import specs as spec_registry
 from grader.codec import CodecError, decode, encode, load_arrays, read_json, save_arrays, write_json
+from grader.capture import printed_of
 from grader.checks import OWN_PROCESS, Context, decidable, judge
 from grader.delegation import delegations
-from grader.diagnose import describe_error
+from grader.diagnose import case_hint, describe_error, error_kind
 from grader.results import CaseResult, ExerciseResult, SubmissionResult
 from grader.sandbox import LaunchResult
 from grader.spec import Case, Exercise
@@ -536,23 +538,12 @@ def open_reference(reference: str | Path | None = None):
 # --- selection ---------------------------------------------------------------------------------------
 
 def select_exercises(names: Sequence[str] | None) -> list[Exercise]:
-    """Exercises named by function (``conv2d``), ``module.function``, module or lab number."""
-    every = spec_registry.load_all()
-    if not names:
-        return every
-    chosen: list[Exercise] = []
-    for name in names:
-        n = name.strip()
-        if n.lower().startswith("lab"):
-            n = n[3:].strip()
-        if n.isdigit() and 1 <= int(n) <= len(spec_registry.MODULES):
-            n = spec_registry.MODULES[int(n) - 1]
-        hits = [e for e in every if n in (e.name, e.qualname, e.module)]
-        if not hits:
-            valid = ", ".join([m for m in spec_registry.MODULES] + [e.name for e in every])
-            raise GraderError(f"unknown exercise {name!r}; valid names: {valid}")
-        chosen += [h for h in hits if h not in chosen]
-    return [e for e in every if e in chosen]
+    """Exercises named by function (``conv2d``), ``module.function``, module or lab number, in
+    any case (:mod:`grader.names`); a :class:`GraderError` saying what is valid otherwise."""
+    try:
+        return names_of.select_exercises(names, spec_registry.load_all(), spec_registry.MODULES)
+    except names_of.UnknownName as e:
+        raise GraderError(str(e)) from None
 
 
 # --- grading ------------------------------------------------------------------------------------------
@@ -561,10 +552,10 @@ def _check_case(ex: Exercise, case: Case, cid: str, plan: ModulePlan, raw, array
                 verified: dict | None = None) -> CaseResult:
     """Compare one student outcome with the reference outcome; a student-facing message.
     ``verified``: what the grader's verifier found in the program of a "from scratch" case."""
-    res = CaseResult(case.name, passed=False, weight=case.weight, hidden=case.hidden)
+    res = CaseResult(case.name, passed=False, weight=case.weight, hidden=case.hidden,
+                     printed=printed_of(raw))
     if case.check == "check_grads" or (case.check == "no_primitives" and not decidable(case)):
         res.weight = 0.0  # only the student's own process can tell: feedback, no points
-    hint = f" Hint: {case.hint}" if case.hint else ""
     actual = decode_outcome(raw, arrays) if raw is not None else \
         {"ok": False, "error": {"kind": "Error", "message": "no result"}}
     expected = plan.expected.get(cid)
@@ -578,16 +569,20 @@ def _check_case(ex: Exercise, case: Case, cid: str, plan: ModulePlan, raw, array
                 err.get("kind") == expected["error"].get("kind"):
             res.passed = True
             return res
-        res.message = describe_error(err) + ("" if res.not_attempted else hint)
+        res.message = describe_error(err)
+        res.kind = error_kind(err)
+        if not expected["ok"] and case.check == "match" and not res.not_attempted:
+            res.kind = "raises"
+            res.message = f"expected {expected['error'].get('kind')}, but it raised {res.message}"
+        res.hint = case_hint(case, res.kind, reference_raises=not expected["ok"],
+                             exception=err.get("kind"))
         return res
     out, info = actual["out"], actual["info"]
-    if info.get("mutated"):
-        res.message = f"your function modified its input at {info['mutated']}: build new " \
-                      f"arrays/dicts instead (e.g. new = dict(params)).{hint}"
-        return res
-    msg = judge(case, expected, out, info, Context(lambda: plan.inputs_of(cid), verified))
-    if msg:
-        res.message = msg + "." * (not msg.endswith(".")) + hint
+    found = judge(case, expected, out, info, Context(lambda: plan.inputs_of(cid), verified))
+    if found:
+        res.message = found.text + "." * (not found.text.endswith("."))
+        res.kind = found.kind
+        res.hint = case_hint(case, res.kind, reference_raises=not expected["ok"])
     else:
         res.passed = True
     return res

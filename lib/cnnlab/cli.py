@@ -35,7 +35,7 @@ import sys
 import warnings
 
 from cnnlab import config as config_lib
-from cnnlab import configs
+from cnnlab import configs, xla_cpu
 from cnnlab.config import FinetuneConfig, TrainConfig
 from cnnlab.errors import CnnlabError, Interrupted
 
@@ -372,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        # After parsing (it imports jax: --help stays instant), before JAX starts its backend.
+        xla_cpu.use_multithreaded_convolutions()  # CNNLAB_XLA_FLAGS=off: not
         from cnnlab.compilation import enable_compilation_cache  # noqa: PLC0415 - see top
         enable_compilation_cache()
         status = args.func(args)

@@ -1,4 +1,5 @@
-"""Data sets for cnnlab: Fashion-MNIST, its embedded subset, scikit-learn digits, TFDS catalog.
+"""Data sets for cnnlab: Fashion-MNIST (and its embedded subset), MNIST, CIFAR-10, scikit-learn
+digits, image folders, the TFDS catalog.
 
 ``load("fashion_mnist")`` gives the full data when found, else the embedded subset; ``source``
 says which, and from where.
@@ -18,14 +19,22 @@ says which, and from where.
 >>> data.to_float(x).dtype                        # float32 in [0, 1]
 dtype('float32')
 
-Modules: :mod:`~cnnlab.data.loading` (``load``), :mod:`~cnnlab.data.fashion_mnist` (where the IDX
-files are looked up), :mod:`~cnnlab.data.idx` (the IDX reader), :mod:`~cnnlab.data.builders`
-(the TFDS builders; imported lazily because TFDS takes a second to import),
+Modules, each importing only those listed before it:
+:mod:`~cnnlab.data.dataset` (``Split``, ``Dataset``, ``read_split``: the core),
+:mod:`~cnnlab.data.sources` (source files and the checksum fingerprint that keys a prepared copy),
+:mod:`~cnnlab.data.idx` and :mod:`~cnnlab.data.cifar10` (the file formats),
+:mod:`~cnnlab.data.fashion_mnist`, :mod:`~cnnlab.data.mnist`, :mod:`~cnnlab.data.cifar10` (where
+the files are looked up or downloaded from), :mod:`~cnnlab.data.builders` (the TFDS builders),
+:mod:`~cnnlab.data.preparation` (prepare once, never over a good copy),
+:mod:`~cnnlab.data.image_folder` (your own images), :mod:`~cnnlab.data.loading` (``load``),
 :mod:`~cnnlab.data.pipeline` (batches, the validation hold-out and augmentation),
-:mod:`~cnnlab.data.feeding` (batches to the devices: sharding, prefetch).
+:mod:`~cnnlab.data.feeding` (batches to the devices: sharding, prefetch). The modules that import
+TFDS (``builders``, ``preparation``, ``image_folder``) are imported lazily by ``loading``, because
+TFDS takes a second to import.
 """
 
-from cnnlab.data.loading import Dataset, Split, default_tfds_dir, load, load_fashion_mnist, names, read_split
+from cnnlab.data.dataset import Dataset, Split, default_tfds_dir, read_split
+from cnnlab.data.loading import load, load_fashion_mnist, names
 from cnnlab.data.pipeline import (augment, batch_indices, batch_mask, epoch_permutation, holdout,
                                   normalize, random_crop, random_flip, to_float)
 from cnnlab.data.feeding import BatchFeeder, eval_batches, prefetch
