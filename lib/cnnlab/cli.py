@@ -300,6 +300,26 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
                         "fields: --set model_kwargs.widths=[32,64,128]")
 
 
+def _add_import(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--import", dest="imports", action="append", default=[],
+                        metavar="MODULE", help="import MODULE (a module name from the current "
+                        "directory or sys.path, or a FILE.py) first: it registers your models "
+                        "with cnnlab.models.register; repeatable. A run records it in run.json, "
+                        "so evaluate/predict/visualize/finetune find the model again")
+
+
+def _import_models(args) -> None:
+    """``--import`` (and a ``--config FILE.py`` that may register models) before anything
+    looks a model up."""
+    specs = list(getattr(args, "imports", []))
+    config = getattr(args, "config", None)
+    if args.command == "train" and config and config.endswith(".py") and os.path.isfile(config):
+        specs.append(config)
+    if specs:
+        from cnnlab import models  # noqa: PLC0415 - JAX only for subcommands (see top)
+        models.import_models(specs)
+
+
 def _train_parser(sub) -> None:
     t = sub.add_parser("train", help="train a model, validating after every epoch",
                        description="Flags override single fields of the config (a preset, or "
@@ -318,6 +338,7 @@ def _train_parser(sub) -> None:
     t.add_argument("--coordinator", help="multi-process: HOST:PORT of process 0")
     t.add_argument("--num-processes", type=int)
     t.add_argument("--process-id", type=int)
+    _add_import(t)
     t.set_defaults(func=cmd_train)
 
 
@@ -328,6 +349,7 @@ def _finetune_parser(sub) -> None:
     f.add_argument("--workdir", help="where metrics, checkpoints and plots go "
                    "(default runs/finetune)")
     f.add_argument("--overwrite", action="store_true", help="delete an earlier run in --workdir")
+    _add_import(f)
     f.set_defaults(func=cmd_finetune)
 
 
@@ -342,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=2000)
     e.add_argument("--data-dir")
     e.add_argument("--tfds-dir")
+    _add_import(e)
     e.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="top-k classes of image files (PNG, JPEG, any size)")
@@ -352,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--invert", default="auto",
                    help="auto (invert light-background grayscale images), yes or no")
     p.add_argument("images", nargs="*", metavar="IMAGE")
+    _add_import(p)
     p.set_defaults(func=cmd_predict)
 
     v = sub.add_parser("visualize", help="first-layer filters and feature maps as PNG files")
@@ -360,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--invert", default="auto")
     v.add_argument("image", nargs="?", metavar="IMAGE",
                    help="image file (default: the first test image)")
+    _add_import(v)
     v.set_defaults(func=cmd_visualize)
 
     _finetune_parser(sub)
@@ -376,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         xla_cpu.use_multithreaded_convolutions()  # CNNLAB_XLA_FLAGS=off: not
         from cnnlab.compilation import enable_compilation_cache  # noqa: PLC0415 - see top
         enable_compilation_cache()
+        _import_models(args)
         status = args.func(args)
         return int(status or 0)
     except CnnlabError as e:

@@ -504,8 +504,26 @@ def _setup(config: TrainConfig) -> _Setup:
         class_names=tuple(ds.class_names), input_shape=input_shape, dataset=config.dataset,
         source=ds.source, train_examples=n_train, val_examples=n_val, test_examples=n_test,
         param_count=models.param_count(abstract_params), devices=jax.device_count(),
-        processes=jax.process_count(), mesh=dict(mesh.shape), steps_per_epoch=steps_per_epoch)
+        processes=jax.process_count(), mesh=dict(mesh.shape), steps_per_epoch=steps_per_epoch,
+        imports=_model_imports(config.model))
     return _Setup(ds, train_rows, val_rows, mesh, model, steps_per_epoch, eval_bs, info)
+
+
+def _model_imports(name: str) -> list[dict] | None:
+    """What ``run.json`` records so that a later process finds model ``name`` again."""
+    source = models.source_of(name)
+    return [source] if source else None
+
+
+def _import_recorded(wd: Workdir) -> None:
+    """Import what a run's ``run.json`` says its model needs (a model of yours)."""
+    if wd.is_run() and wd.read_run_info().imports:
+        try:
+            models.import_models(wd.read_run_info().imports)
+        except CnnlabError as e:
+            raise CnnlabError(f"the run in {wd.path} trained a model of yours, registered by "
+                              f"{wd.read_run_info().imports}, which does not import now: {e}; "
+                              "pass --import MODULE with the module that registers it") from None
 
 
 def _restore_or_create(wd: Workdir, ckpts: Checkpoints, create, state_sharding, init_key, *,
@@ -560,6 +578,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
       Interrupted: SIGTERM or SIGINT (the current step is saved first).
     """
     t_start = time.time()
+    if resume:
+        _import_recorded(Workdir(workdir))
     models.check_name(config.model)  # before any data is loaded
     main = distributed.is_main_process()
     reporter = reporter if (reporter is not None and main) else Reporter()
@@ -782,6 +802,8 @@ def load_run(workdir: str, *, step: int | str | None = None, optimizer: bool = F
     wd = Workdir(workdir)
     wd.require_run()
     config, info = wd.read_config(), wd.read_run_info()
+    if config.model not in models.names():
+        _import_recorded(wd)
     model = models.get(config.model, num_classes=info.num_classes, **dict(config.model_kwargs))
     tx = optimizer_from_config(config, info.steps_per_epoch)[0] if optimizer else None
     abstract = jax.eval_shape(functools.partial(

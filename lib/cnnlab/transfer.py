@@ -908,7 +908,8 @@ def _start_finetuning(config: FinetuneConfig, workdir: str, *, overwrite: bool,
         source=ds.source, train_examples=n_train, val_examples=n_val, test_examples=n_val,
         param_count=models.param_count(bb.variables["params"]), devices=1, processes=1,
         mesh={"data": 1, "model": 1}, steps_per_epoch=spe, backbone=bb.description,
-        blocks=[[name, layers] for name, layers in groups]))
+        blocks=[[name, layers] for name, layers in groups],
+        imports=[src] if (src := models.source_of(bb.model_name)) else None))
     reporter.note(f"fine-tuning {bb.description} on {ds.source}; {ds.num_classes} classes, "
                   f"blocks {', '.join(name for name, _ in groups)}")
     return _Finetuning(config, wd, ds, bb, groups, batch_size, spe, reporter)

@@ -121,6 +121,8 @@ class RunInfo:
     steps_per_epoch: int
     backbone: str | None = None                  # cnnlab finetune: what was transferred
     blocks: list | None = None                   # cnnlab finetune: [[block, [layers]], ...]
+    imports: list | None = None                  # where a model of yours was registered from
+                                                 # (cnnlab.models.import_models takes it back)
 
     @property
     def num_classes(self) -> int:
