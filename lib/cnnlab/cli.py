@@ -161,7 +161,7 @@ def _print_final(final: dict, config: TrainConfig, workdir: str) -> None:
         print(f"checkpoint: step {final['checkpoint_step']:,}, the lowest validation loss "
               f"({final['val_loss']:.4f}, validation accuracy {final['val_accuracy']:.2%}){stopped}")
     print(f"data: {final['source']}")
-    print(f"workdir: {workdir} (metrics.jsonl, checkpoints/, plots/)")
+    print(f"workdir: {workdir} (metrics.jsonl, checkpoints/, plots/, tensorboard/)")
 
 
 # ---------------------------------------------------------------------- evaluate / predict
@@ -355,33 +355,37 @@ def _finetune_parser(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnlab", description="Train, evaluate and look inside CNNs (JAX/Flax).")
+    parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     _train_parser(sub)
 
     e = sub.add_parser("evaluate", help="test metrics of a run's selected checkpoint")
-    e.add_argument("--workdir")
-    e.add_argument("--batch-size", type=int, default=2000)
-    e.add_argument("--data-dir")
-    e.add_argument("--tfds-dir")
+    e.add_argument("--workdir", help="the workdir of a cnnlab train (or finetune) run")
+    e.add_argument("--batch-size", type=int, default=2000,
+                   help="images per evaluation batch (default %(default)s)")
+    e.add_argument("--data-dir", help="where the data set's files are (default: the run's)")
+    e.add_argument("--tfds-dir", help="TFDS data dir (default: the run's)")
     _add_import(e)
     e.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="top-k classes of image files (PNG, JPEG, any size)")
-    p.add_argument("--workdir")
+    p.add_argument("--workdir", help="the workdir of a cnnlab train (or finetune) run")
     p.add_argument("--model", help="resnet50 or vgg16: ImageNet predictions (with --weights)")
     p.add_argument("--weights", help="Keras ImageNet .h5 file for --model")
-    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--top-k", type=int, default=3,
+                   help="classes shown per image (default %(default)s)")
     p.add_argument("--invert", default="auto",
-                   help="auto (invert light-background grayscale images), yes or no")
-    p.add_argument("images", nargs="*", metavar="IMAGE")
+                   help="auto (invert light-background grayscale images), yes or no "
+                   "(default %(default)s)")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="PNG or JPEG files, any size")
     _add_import(p)
     p.set_defaults(func=cmd_predict)
 
     v = sub.add_parser("visualize", help="first-layer filters and feature maps as PNG files")
-    v.add_argument("--workdir")
+    v.add_argument("--workdir", help="the workdir of a cnnlab train (or finetune) run")
     v.add_argument("--out", help="output directory (default WORKDIR/plots)")
-    v.add_argument("--invert", default="auto")
+    v.add_argument("--invert", default="auto", help="as for predict (default %(default)s)")
     v.add_argument("image", nargs="?", metavar="IMAGE",
                    help="image file (default: the first test image)")
     _add_import(v)
@@ -389,6 +393,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     _finetune_parser(sub)
     return parser
+
+
+def version_text() -> str:
+    """``cnnlab 0.1.0 (jax ..., flax ..., Python ...)``: read from the installed packages'
+    metadata, without importing them."""
+    from importlib import metadata  # noqa: PLC0415 - only for --version
+
+    import cnnlab  # noqa: PLC0415 - the package's own version, one source of truth
+
+    def v(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+    return (f"cnnlab {cnnlab.__version__} (jax {v('jax')}, flax {v('flax')}, Python "
+            f"{sys.version.split()[0]})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -260,6 +260,8 @@ class TrainConfig(_Checked):
     data_on_device: bool | None = _field(None, Accepts("bool", optional=True),
                                          "whole data set on device (default: when it fits)")
     plots: bool = _field(True, _BOOL, "write PNG plots")
+    profile: int = _field(0, _int(0), "write a jax.profiler trace of this many steps (from the "
+                          "second, after compilation) to WORKDIR/tensorboard (0 = off)")
 
     def check_together(self) -> None:
         if self.early_stopping and not self.val_fraction:

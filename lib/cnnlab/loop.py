@@ -13,7 +13,12 @@ phases, :mod:`cnnlab.transfer`) train through it, so everything a loop does is w
   checkpoint; the lowest validation loss is tracked (the selected checkpoint, always kept) and
   early stopping ends the run after ``early_stopping`` epochs without improvement;
 - checkpoints also every ``checkpoint_every_steps`` steps, and on SIGTERM/SIGINT at the current
-  step, after which :class:`~cnnlab.errors.Interrupted` is raised (resuming is bit-identical).
+  step, after which :class:`~cnnlab.errors.Interrupted` is raised (resuming is bit-identical);
+- with a workdir, TensorBoard event files (:meth:`cnnlab.workdir.Workdir.log_scalars`): every
+  step's ``train/loss``, ``train/accuracy`` and ``train/learning_rate``, every epoch's record
+  (``val/loss``, ``val/accuracy``, ``epoch/train_loss``, ...); and with
+  ``LoopSpec.profile_steps`` a :mod:`jax.profiler` trace of that many steps (after the first,
+  which compiles) beside them.
 
 Example: a loop of your own pieces on tiny data (no workdir, no checkpoints):
 
@@ -81,6 +86,8 @@ class LoopSpec:
         ``factor`` x the phase's first loss (when that is positive) for ``steps`` steps in a
         row (factor 0 = off).
       phase: a name written into every record and checkpoint (e.g. "head").
+      profile_steps: trace this many steps with :func:`jax.profiler.start_trace` into the
+        workdir's ``tensorboard/`` (TensorBoard's profile tab, Perfetto); 0 = off.
     """
 
     epochs: int
@@ -96,6 +103,7 @@ class LoopSpec:
     divergence_factor: float = 10.0
     divergence_steps: int = 20
     phase: str | None = None
+    profile_steps: int = 0
 
     @property
     def last_step(self) -> int:
@@ -223,6 +231,7 @@ class _Tracker:
         for (step, _), v in zip(self.pending, values):
             self._check(step, float(v["loss"]))
             self.sums.add(float(v["loss"]), float(v["accuracy"]))
+            self._log_step(step, v)
         now = time.time()
         ips = self.window_steps * self.spec.batch_size / max(now - self.window_start, 1e-9)
         self.window_start, self.window_steps = now, 0
@@ -233,6 +242,18 @@ class _Tracker:
             * self.spec.steps_per_epoch,
             {"loss": float(values[-1]["loss"]), "accuracy": self.sums.means()[1],
              "images_per_second": ips})
+
+    def _log_step(self, step: int, values: dict) -> None:
+        """Step ``step``'s metrics into the event files, at global step ``step + 1`` (the
+        step count after it, as the epoch records and checkpoints count)."""
+        wd = self.loop.workdir
+        if wd is None:
+            return
+        scalars = {"train/loss": float(values["loss"]),
+                   "train/accuracy": float(values["accuracy"])}
+        if self.loop.lr_at is not None:
+            scalars["train/learning_rate"] = self.loop.lr_at(step - self.spec.first_step)
+        wd.log_scalars(step + 1, scalars)
 
     def _epoch_index(self, step: int) -> int:
         return (step - self.spec.first_step) // self.spec.steps_per_epoch
@@ -363,8 +384,12 @@ def fit(state, loop: Loop, *, history: Sequence[dict] = (),
         result.stopped_early = True
         return result
     batches = None
-    with _StopSignals(spec.log_every_steps) as stop:
+    if loop.workdir is not None:
+        loop.workdir.open_events(start)
+    profiler = _Profiler(loop, start)
+    with _StopSignals(spec.log_every_steps) as stop, profiler:
         for step in range(start, spec.last_step):
+            profiler.before(step, state)
             epoch, i = divmod(step - spec.first_step, spec.steps_per_epoch)
             epoch += spec.first_epoch
             if stop.requested(step):
@@ -396,6 +421,8 @@ def fit(state, loop: Loop, *, history: Sequence[dict] = (),
             if loop.workdir is not None:
                 # Metrics line first, checkpoint second: a resume drops lines past its checkpoint.
                 loop.workdir.log_epochs(history)
+                loop.workdir.log_scalars(done, epoch_scalars(record))
+                loop.workdir.flush_events()
             _save(loop, tracker, state, done, epoch + 1, mid_epoch=False,
                   val_loss=record.get("val_loss"))
             loop.reporter.epoch_end(record)
@@ -406,8 +433,54 @@ def fit(state, loop: Loop, *, history: Sequence[dict] = (),
                                    f"{tracker.best_step})")
                 result.stopped_early = True
                 break
+        profiler.stop(state)  # a run shorter than the trace: its last steps finish inside it
     result.state, result.history = state, history
     return result
+
+
+def epoch_scalars(record: dict) -> dict[str, float]:
+    """An epoch's (or the final) record as TensorBoard tags: ``val_loss`` -> ``val/loss``,
+    ``test_accuracy`` -> ``test/accuracy``, anything else ``epoch/<key>`` (``epoch/train_loss``,
+    ``epoch/learning_rate``, ``epoch/images_per_second``, ...)."""
+    out = {}
+    for key, value in record.items():
+        if key in ("epoch", "step", "final", "checkpoint_step"):
+            continue
+        split, _, rest = key.partition("_")
+        out[f"{split}/{rest}" if split in ("val", "test", "epoch") else f"epoch/{key}"] = value
+    return out
+
+
+class _Profiler:
+    """A :mod:`jax.profiler` trace of ``spec.profile_steps`` steps, from the second step this
+    process runs (the first compiles), into the workdir's ``tensorboard/``."""
+
+    def __init__(self, loop: Loop, start: int):
+        self.steps = loop.spec.profile_steps if loop.workdir is not None else 0
+        self.dir = loop.workdir.tensorboard_dir if loop.workdir is not None else None
+        self.first = start + 1 if loop.spec.last_step - start > 1 else start
+        self.running = False
+
+    def __enter__(self) -> _Profiler:
+        return self
+
+    def before(self, step: int, state) -> None:
+        if self.steps and step == self.first:
+            jax.block_until_ready(state)
+            jax.profiler.start_trace(self.dir)
+            self.running = True
+        elif self.running and step == self.first + self.steps:
+            self.stop(state)
+
+    def stop(self, state=None) -> None:
+        if self.running:
+            if state is not None:
+                jax.block_until_ready(state)
+            jax.profiler.stop_trace()
+            self.running = False
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 def _epoch_record(loop: Loop, tracker: _Tracker, state, epoch: int, done: int) -> dict:

@@ -46,7 +46,7 @@ from cnnlab.compilation import TRACE_COUNTS, enable_compilation_cache
 from cnnlab.config import OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 from cnnlab.data.feeding import BatchFeeder, eval_batches
 from cnnlab.errors import CnnlabError
-from cnnlab.loop import FitResult, Loop, LoopSpec, Reporter, fit
+from cnnlab.loop import FitResult, Loop, LoopSpec, Reporter, epoch_scalars, fit
 from cnnlab.workdir import CheckpointMeta, RunInfo, Workdir
 
 __all__ = [
@@ -628,7 +628,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
                           checkpoint_every_steps=config.checkpoint_every_steps,
                           early_stopping=config.early_stopping, select_best=has_val,
                           divergence_factor=config.divergence_factor,
-                          divergence_steps=config.divergence_steps))
+                          divergence_steps=config.divergence_steps,
+                          profile_steps=config.profile))
         reporter.run_start({"model": config.model, "dataset": config.dataset,
                             "source": ds.source, "devices": jax.device_count(),
                             "mesh": dict(mesh.shape), "param_count": setup.info.param_count,
@@ -652,11 +653,14 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
                      dataset=config.dataset, source=ds.source, devices=jax.device_count(),
                      precision=config.precision, seconds=round(time.time() - t_start, 2))
         wd.log_epochs(result.history + [final])
+        wd.log_scalars(final["step"], epoch_scalars(
+            {key: v for key, v in final.items() if key.startswith("test_")}))
         if config.plots:
             _write_plots(wd, model, chosen, ds, result.history, test, config)
         ckpts.wait()
         return chosen, final
     finally:
+        wd.close_events()
         ckpts.close()
 
 

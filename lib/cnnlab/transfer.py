@@ -1054,6 +1054,7 @@ def finetune(config: FinetuneConfig, workdir: str, *, overwrite: bool = False,
         ft.checkpoints.wait()
         return final
     finally:
+        ft.wd.close_events()
         ft.checkpoints.close()
 
 

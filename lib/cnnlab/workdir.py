@@ -8,11 +8,16 @@
     workdir/checkpoints/N/   orbax checkpoints (cnnlab.checkpoints) whose "meta" item is a
                              CheckpointMeta
     workdir/plots/*.png      curves.png, confusion_matrix.png, predictions.png, ...
+    workdir/tensorboard/     TensorBoard event files (tensorboardX, no TensorFlow): every
+                             step's train/loss, train/accuracy, train/learning_rate; every
+                             epoch's val/*, epoch/*; the final test/*; and with --profile a
+                             jax.profiler trace under plugins/profile/
 
 ``cnnlab finetune`` adds ``finetune.json`` and ``interpretation.json``. :func:`cnnlab.train.fit`
 (the one training loop) and the two commands write through a :class:`Workdir`; only process 0
 writes files, except checkpoints, which every process writes its shards of. Another writer of
-per-epoch or per-step records (event files, say) belongs here, beside :meth:`Workdir.log_epochs`.
+per-epoch or per-step records belongs here, beside :meth:`Workdir.log_epochs` and
+:meth:`Workdir.log_scalars` (the event files).
 
 Example:
 
@@ -37,6 +42,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from tensorboardX import SummaryWriter
 
 from cnnlab import distributed, fileio, plots
 from cnnlab.checkpoints import Checkpoints
@@ -44,7 +50,7 @@ from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError
 
 RUN_FILES = ("config.json", "run.json", "metrics.jsonl", "checkpoints", "plots", "finetune.json",
-             "interpretation.json")
+             "interpretation.json", "tensorboard")
 
 
 @dataclasses.dataclass
@@ -155,6 +161,7 @@ class Workdir:
     def __init__(self, path: str | os.PathLike, *, main: bool | None = None):
         self.path = os.path.abspath(os.fspath(path))
         self.main = distributed.is_main_process() if main is None else main
+        self._events: SummaryWriter | None = None
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -251,6 +258,43 @@ class Workdir:
         if self.main:
             fileio.write_text(self.file("metrics.jsonl"),
                               "".join(json.dumps(r) + "\n" for r in records))
+
+    # -- TensorBoard event files -----------------------------------------------------------
+
+    @property
+    def tensorboard_dir(self) -> str:
+        return self.file("tensorboard")
+
+    def open_events(self, first_step: int) -> None:
+        """Start (or continue) the event files at ``first_step`` (process 0 only; once per run).
+
+        A resumed run passes its checkpoint's step: TensorBoard then discards what the earlier
+        process wrote past it (``purge_step``: steps after ``first_step``), as
+        ``metrics.jsonl`` drops those lines.
+        """
+        if self.main and self._events is None:
+            self._events = SummaryWriter(self.tensorboard_dir,
+                                         purge_step=first_step + 1 if first_step else None,
+                                         flush_secs=30)
+
+    def log_scalars(self, step: int, values: Mapping[str, float]) -> None:
+        """Write ``{tag: value}`` at global ``step`` to the event files (after
+        :meth:`open_events`; non-numbers and non-finite values are left out)."""
+        if self._events is None:
+            return
+        for tag, value in values.items():
+            if isinstance(value, (int, float, np.number)) and not isinstance(value, bool) \
+                    and np.isfinite(value):
+                self._events.add_scalar(tag, float(value), int(step))
+
+    def flush_events(self) -> None:
+        if self._events is not None:
+            self._events.flush()
+
+    def close_events(self) -> None:
+        if self._events is not None:
+            self._events.close()
+            self._events = None
 
     # -- checkpoints and plots -------------------------------------------------------------
 
