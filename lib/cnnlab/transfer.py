@@ -33,6 +33,7 @@ import math
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -512,7 +513,10 @@ class LRFind:
 
     ``suggestion`` is ``minimum / 10`` (fast.ai's "lr_min": a tenth of the rate with the lowest
     smoothed loss, safely before the divergence); ``steepest`` is where the smoothed loss falls
-    fastest (``d loss / d log lr`` most negative).
+    fastest (``d loss / d log lr`` most negative). Both are looked for after the first
+    ``skip_start`` points (where the moving average rests on a few losses only) and before the
+    last ``skip_end``. ``warning`` says why the suggestion may be too high (the loss was still
+    falling at the end of the sweep), else None.
     """
 
     lrs: np.ndarray
@@ -522,12 +526,14 @@ class LRFind:
     steepest: float
     suggestion: float
     plot: str | None = None
+    warning: str | None = None
 
 
 def lr_find(loss_fn: Callable[[Any, Any], jax.Array], params, batches: Sequence, *,
             start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100,
             optimizer: Callable[..., optax.GradientTransformation] = optax.adam,
-            smoothing: float = 0.98, diverge: float = 4.0, plot: str | None = None) -> LRFind:
+            smoothing: float = 0.98, diverge: float = 4.0, skip_start: int = 10,
+            skip_end: int = 5, plot: str | None = None) -> LRFind:
     """fast.ai's learning-rate finder (Smith 2015): train with an exponentially growing learning
     rate and watch the loss.
 
@@ -545,13 +551,23 @@ def lr_find(loss_fn: Callable[[Any, Any], jax.Array], params, batches: Sequence,
         ``optax.inject_hyperparams``).
       smoothing: of the exponential moving average of the loss (bias-corrected).
       diverge: stop once the smoothed loss exceeds this many times its minimum.
+      skip_start, skip_end: points left out at the start (the moving average's start-up: a
+        "steepest" fall there is the average filling up, not learning) and at the end (the
+        blow-up) when looking for the minimum and the steepest point (fast.ai's defaults).
       plot: if given, a PNG path: loss vs learning rate (log scale) with the suggestions marked.
 
     Returns:
-      An :class:`LRFind` (the sweep, ``minimum``, ``steepest``, ``suggestion``, ``plot``).
+      An :class:`LRFind` (the sweep, ``minimum``, ``steepest``, ``suggestion``, ``plot``,
+      ``warning``).
 
     Raises:
-      CnnlabError: no batches, or a loss that diverged at once.
+      CnnlabError: no batches, or a loss that diverged before ``skip_start + skip_end + 3``
+        points (lower ``start_lr``).
+
+    Warns:
+      UserWarning: when the minimum sits at the end of the sweep (the loss was still falling at
+        ``end_lr``, so the minimum, and the suggestion with it, may be too high; raise
+        ``end_lr`` or lower the rate).
     """
     if not batches:
         raise CnnlabError("lr_find needs at least one batch")
@@ -582,14 +598,22 @@ def lr_find(loss_fn: Callable[[Any, Any], jax.Array], params, batches: Sequence,
         if i > 5 and s > diverge * best:
             break
     n = len(smooth)
-    if n < 3:
-        raise CnnlabError("lr_find: the loss diverged at once; lower start_lr")
+    if n < skip_start + skip_end + 3:
+        raise CnnlabError(f"lr_find: the loss diverged after {n} of {num_steps} steps, before "
+                          "the sweep said anything; lower start_lr")
     lrs, smooth, raw = lrs[:n], np.array(smooth), np.array(raw)
-    i_min = int(np.argmin(smooth))
+    stop = n - skip_end if n < num_steps else n  # a sweep that blew up: leave the blow-up out
+    i_min = skip_start + int(np.argmin(smooth[skip_start:stop]))
     grads = np.gradient(smooth, np.log(lrs))
-    i_steep = int(np.argmin(grads[:max(i_min, 1) + 1]))
+    i_steep = skip_start + int(np.argmin(grads[skip_start:i_min + 1]))
+    warning = None
+    if n == num_steps and i_min >= n - max(skip_end, 2):  # never turned up: no blow-up seen
+        warning = (f"lr_find: the loss was still falling at the end of the sweep "
+                   f"(lr {lrs[n - 1]:.2g}); its minimum, and the suggestion {lrs[i_min] / 10:.2g} "
+                   "with it, may be too high: sweep further (end_lr) or take a lower rate")
+        warnings.warn(warning, stacklevel=2)
     result = LRFind(lrs, smooth, raw, float(lrs[i_min]), float(lrs[i_steep]),
-                    float(lrs[i_min] / 10))
+                    float(lrs[i_min] / 10), warning=warning)
     if plot:
         result = dataclasses.replace(result, plot=plot_lr_find(result, plot))
     return result
