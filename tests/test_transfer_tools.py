@@ -5,6 +5,9 @@ small CNN without diverging; finetune runs on N devices, resumes exactly, and ta
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import warnings
 
 import jax
@@ -13,7 +16,9 @@ import numpy as np
 import optax
 import pytest
 
-from cnnlab import data, models, train, transfer
+from cnnlab import cli, data, models, train, transfer
+from cnnlab.config import TrainConfig
+from test_image_folder import make_folder
 
 
 def _quadratic(p, batch):
@@ -75,3 +80,61 @@ def test_lr_finds_suggestion_trains_a_small_cnn_without_diverging():
     assert np.all(np.isfinite(losses))
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10]), losses
     assert max(losses[10:]) < 2 * losses[0]  # no blow-up along the way
+
+
+# ------------------------------------------------------------------------------- finetune
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """A short real run: the workshop CNN on scikit-learn's 8x8 digits."""
+    workdir = str(tmp_path_factory.mktemp("digits_run"))
+    config = TrainConfig(model="workshop_cnn", dataset="digits", epochs=1, batch_size=64,
+                         plots=False, tfds_dir=str(tmp_path_factory.mktemp("tfds")))
+    train.train_and_evaluate(config, workdir)
+    return workdir
+
+
+def _finetune_argv(backbone, folder, workdir, tfds):
+    return ["finetune", "--backbone", backbone, "--data-dir", str(folder), "--freeze-epochs",
+            "2", "--epochs", "2", "--batch-size", "8", "--no-plots", "--no-tta", "--workdir",
+            str(workdir), "--tfds-dir", str(tfds)]
+
+
+@pytest.mark.slow
+def test_finetune_runs_on_8_devices_like_on_one(digits_run, tmp_path, env):
+    folder = make_folder(tmp_path / "stripes", per_class=8, broken=False, kind="stripes")
+    records = {}
+    for devices in (1, 8):
+        e = dict(env, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+        workdir = tmp_path / f"ft{devices}"
+        r = subprocess.run([sys.executable, "-m", "cnnlab", *_finetune_argv(
+            digits_run, folder, workdir, tmp_path / "tfds")], env=e, capture_output=True,
+            text=True, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+        info = json.loads((workdir / "run.json").read_text())
+        assert info["devices"] == devices and info["mesh"]["data"] == devices
+        records[devices] = train.read_metrics(str(workdir))
+    one, eight = records[1], records[8]
+    assert [r["phase"] for r in eight[:-1]] == ["head", "head", "finetune", "finetune"]
+    for a, b in zip(one, eight):  # the same run, summed in another order
+        for key in ("train_loss", "val_loss", "val_accuracy"):
+            if key not in a:  # the final record: validation only
+                continue
+            assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-5), (key, a, b)
+
+
+def test_finetune_takes_weights_none_for_the_imagenet_backbones(tmp_path, capsys):
+    folder = make_folder(tmp_path / "colours", per_class=6, broken=False)
+    argv = ["finetune", "--backbone", "vgg16", "--data-dir", str(folder), "--image-size", "32",
+            "--freeze-epochs", "2", "--epochs", "0", "--batch-size", "4", "--no-plots",
+            "--no-tta", "--tfds-dir", str(tmp_path / "tfds")]
+    assert cli.main(argv + ["--workdir", str(tmp_path / "a")]) == 2
+    assert "or --weights none for a random initialisation" in capsys.readouterr().err
+    assert cli.main(argv + ["--weights", "none", "--workdir", str(tmp_path / "b")]) == 0
+    info = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert info["backbone"] == "vgg16 with random initialisation (--weights none)"
+    assert info["input_shape"] == [32, 32, 3]
+    # It is a real, readable run: a VGG16 (random, seeded) with a 3-class head.
+    run = train.load_run(str(tmp_path / "b"))
+    assert run.state.params["predictions"]["kernel"].shape == (512, 3)
+    assert run.logits(np.zeros((1, 32, 32, 3), np.uint8)).shape == (1, 3)

@@ -65,6 +65,7 @@ class Accepts:
     choices: tuple[str, ...] = ()
     optional: bool = False
     off: float | None = None
+    literal: tuple[str, ...] = ()   # words an optional field keeps as text (not None)
 
     def describe(self) -> str:
         """What is accepted, in words (completes "FIELD must be ...")."""
@@ -122,7 +123,7 @@ class Accepts:
 
     def parse(self, text: str) -> Any:
         """A command-line string -> a value (the type check comes after, in the dataclass)."""
-        if self.optional and text.lower() in ("none", "null"):
+        if self.optional and text.lower() in ("none", "null") and text.lower() not in self.literal:
             return None
         if self.kind == "int":
             return int(text)
@@ -275,8 +276,9 @@ class FinetuneConfig(_Checked):
     backbone: str = _field(dataclasses.MISSING, _STR,
                            "resnet50, vgg16 (with --weights) or the workdir of a cnnlab run")
     data_dir: str = _field(dataclasses.MISSING, _STR, "image folder ROOT/<class>/<images>")
-    weights: str | None = _field(None, _PATH, "Keras ImageNet .h5 file (full or _notop) for "
-                                 "resnet50/vgg16")
+    weights: str | None = _field(None, Accepts("str", optional=True, literal=("none",)),
+                                 "Keras ImageNet .h5 file (full or _notop) for resnet50/vgg16, "
+                                 "or none: random initialisation (training from scratch)")
     freeze_epochs: int = _field(2, _int(0), "epochs training only the new head, on cached "
                                 "features")
     epochs: int = _field(2, _int(0), "epochs fine-tuning the last --unfreeze blocks + head")

@@ -373,10 +373,19 @@ class DenseHead(nn.Module):
         return nn.Dense(self.num_classes, name=HEAD)(x)
 
 
-def _one_device_mesh():
-    # Fine-tuning runs on one device for now (issue 16.6 brings it to N devices); everything
-    # else of the loop (sharded steps, feeders) already takes the mesh.
-    return distributed.make_mesh(devices=jax.devices()[:1])
+def fitting_batch_size(batch_size: int, num_examples: int) -> int:
+    """The largest batch size <= ``batch_size`` and <= ``num_examples`` that splits evenly over
+    the data-parallel devices (fine-tuning runs on every device, like ``cnnlab train``).
+
+    Raises:
+      CnnlabError: fewer examples than devices.
+    """
+    n = distributed.data_size(distributed.make_mesh())
+    size = min(batch_size, num_examples) // n * n
+    if size < n:
+        raise CnnlabError(f"{num_examples} training images cannot fill a batch over {n} devices; "
+                          "add images or run on fewer devices")
+    return size
 
 
 def _phase(state: TrainState, images, labels, spec: LoopSpec, *, options: StepOptions,
@@ -385,7 +394,7 @@ def _phase(state: TrainState, images, labels, spec: LoopSpec, *, options: StepOp
            to_checkpoint=None) -> FitResult:
     """One training phase of ``state`` on in-memory ``(images, labels)`` through
     :func:`cnnlab.loop.fit`, validating on ``val`` after every epoch."""
-    mesh = _one_device_mesh()
+    mesh = distributed.make_mesh()
     sharding = distributed.state_shardings(state, mesh)
     state = jax.device_put(state, sharding)
     feeder = data.BatchFeeder(data.Split(np.asarray(images), np.asarray(labels, np.int32)), mesh)
@@ -394,7 +403,8 @@ def _phase(state: TrainState, images, labels, spec: LoopSpec, *, options: StepOp
         val_feeder = data.BatchFeeder(data.Split(np.asarray(val[0]),
                                                  np.asarray(val[1], np.int32)), mesh)
         eval_fn = train.make_eval_step(options=options, mesh=mesh, state_sharding=sharding)
-        eval_bs = min(256, len(val[1]))
+        shards = distributed.data_size(mesh)
+        eval_bs = -(-min(256, len(val[1])) // shards) * shards  # padded and masked
 
         def evaluate_epoch(s):
             m = train.evaluate(s, val_feeder, eval_fn, eval_bs, top_k=options.top_k)
@@ -430,7 +440,7 @@ def train_head(head_params: Mapping, features: np.ndarray, labels: np.ndarray, *
       ``val_loss``, ``val_accuracy``, ``val_top{k}_accuracy``.
     """
     n = len(labels)
-    batch_size = min(batch_size, n)
+    batch_size = fitting_batch_size(batch_size, n)
     spe = n // batch_size
     schedule = one_cycle(epochs * spe, lr)
     num_classes = np.shape(head_params["kernel"])[1]
@@ -468,7 +478,7 @@ def train_blocks(model: nn.Module, variables: Mapping, groups: Sequence[tuple[st
       ``train_accuracy``, ``learning_rate``, ``epoch_seconds``, ``images_per_second``, and with
       ``val`` the ``val_*`` metrics).
     """
-    batch_size = min(batch_size, len(labels))
+    batch_size = fitting_batch_size(batch_size, len(labels))
     spec = LoopSpec(epochs=epochs, steps_per_epoch=len(labels) // batch_size,
                     batch_size=batch_size, seed=seed, select_best=False)
     state, lr_at = _blocks_state(model, variables, groups, unfreeze=unfreeze, lr=lr,
@@ -754,14 +764,16 @@ class Backbone:
 
 def imagenet_backbone(name: str, weights: str | os.PathLike | None, num_classes: int, *,
                       image_size: int, key: jax.Array) -> Backbone:
-    """ResNet50 / VGG16 with Keras ImageNet weights (full or ``_notop`` file) and a fresh head.
+    """ResNet50 / VGG16 with Keras ImageNet weights (full or ``_notop`` file) and a fresh head,
+    or randomly initialised (``weights="none"``).
 
     The model takes [0, 1] RGB (``preprocess="caffe"`` inside); VGG16 uses the light
     ``classifier="avg"`` top (global average pool + dense), so any ``image_size`` >= 32 works.
 
     Args:
       name: "resnet50" or "vgg16".
-      weights: the ``.h5`` file.
+      weights: the ``.h5`` file, or "none": Flax's initialisation, seeded by ``key`` (train it
+        all: ``unfreeze=-1``).
       num_classes: of the new head.
       image_size: the square input size.
       key: PRNG key of the new head.
@@ -782,11 +794,21 @@ def imagenet_backbone(name: str, weights: str | os.PathLike | None, num_classes:
         kwargs["classifier"] = "avg"
     model = models.get(name, num_classes=num_classes, **kwargs)
     shape = (image_size, image_size, 3)
+    if is_none(weights):
+        variables = dict(jax.jit(lambda k: model.init(k, jnp.zeros((1, *shape)), train=False))(
+            key))
+        return Backbone(name, kwargs, model, variables, shape,
+                        f"{name} with random initialisation (--weights none)")
     variables = dict(keras_h5.load_model_weights(weights, model, shape, keep=("predictions",)))
     variables["params"] = replace_head(variables["params"], num_classes, key,
                                        name="predictions")
     return Backbone(name, kwargs, model, variables, shape,
                     f"{name} with Keras weights {os.fspath(weights)}")
+
+
+def is_none(weights) -> bool:
+    """``--weights none``: random initialisation instead of a weights file."""
+    return isinstance(weights, str) and weights.lower() == "none"
 
 
 def checkpoint_backbone(workdir: str, num_classes: int, *, key: jax.Array) -> Backbone:
@@ -832,9 +854,10 @@ def _backbone_input(config: FinetuneConfig) -> tuple[int, int]:
     if config.backbone in IMAGENET_BACKBONES:
         if not config.weights:
             raise CnnlabError(f"--backbone {config.backbone} needs --weights FILE.h5 (ImageNet "
-                              "weights, full or _notop): "
+                              "weights, full or _notop; or --weights none for a random "
+                              "initialisation): "
                               + keras_h5.weights_help(config.backbone, include_top=False))
-        if not os.path.isfile(config.weights):
+        if not is_none(config.weights) and not os.path.isfile(config.weights):
             raise CnnlabError(f"weights file {config.weights} does not exist; "
                               + keras_h5.weights_help(config.backbone, include_top=False))
         return config.image_size or 224, 3
@@ -913,10 +936,10 @@ def _start_finetuning(config: FinetuneConfig, workdir: str, *, overwrite: bool,
     bb = _load_backbone(config, ds.num_classes, jax.random.key(config.seed), size)
     groups = blocks(layer_order(bb.model, (1, *bb.input_shape)), bb.variables["params"])
     n_train, n_val = len(ds.train), len(ds.test)
-    batch_size = min(config.batch_size, n_train)
+    batch_size = fitting_batch_size(config.batch_size, n_train)
     if batch_size < config.batch_size:
-        reporter.note(f"batch size {config.batch_size} > {n_train} training images: using "
-                      f"{batch_size}")
+        reporter.note(f"batch size {batch_size} instead of {config.batch_size} ({n_train} "
+                      f"training images, {jax.device_count()} device(s))")
     spe = n_train // batch_size
     spec = dataset_spec(config.data_dir, image_size=size, val_fraction=config.val_fraction,
                         seed=config.seed, channels=bb.input_shape[-1])
@@ -930,8 +953,9 @@ def _start_finetuning(config: FinetuneConfig, workdir: str, *, overwrite: bool,
     wd.write_run_info(RunInfo(
         class_names=tuple(ds.class_names), input_shape=tuple(bb.input_shape), dataset=spec,
         source=ds.source, train_examples=n_train, val_examples=n_val, test_examples=n_val,
-        param_count=models.param_count(bb.variables["params"]), devices=1, processes=1,
-        mesh={"data": 1, "model": 1}, steps_per_epoch=spe, backbone=bb.description,
+        param_count=models.param_count(bb.variables["params"]), devices=jax.device_count(),
+        processes=jax.process_count(), mesh=dict(distributed.make_mesh().shape),
+        steps_per_epoch=spe, backbone=bb.description,
         blocks=[[name, layers] for name, layers in groups],
         imports=[src] if (src := models.source_of(bb.model_name)) else None))
     reporter.note(f"fine-tuning {bb.description} on {ds.source}; {ds.num_classes} classes, "
@@ -1023,7 +1047,8 @@ def _final_report(ft: _Finetuning, params: dict, history: list[dict], t_start: f
     if "files" in report:
         os.replace(report["files"]["interpretation"], ft.wd.file("interpretation.json"))
     final.update(most_confused=report["most_confused"][:10], model=ft.bb.model_name,
-                 backbone=ft.bb.description, dataset=ds.name, source=ds.source, devices=1,
+                 backbone=ft.bb.description, dataset=ds.name, source=ds.source,
+                 devices=jax.device_count(),
                  precision="f32", seconds=round(time.time() - t_start, 2))
     ft.wd.log_epochs(history + [final])
     if config.plots and history:
