@@ -6,6 +6,9 @@ small CNN without diverging; finetune runs on N devices, resumes exactly, and ta
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
 import warnings
@@ -17,7 +20,8 @@ import optax
 import pytest
 
 from cnnlab import cli, data, models, train, transfer
-from cnnlab.config import TrainConfig
+from cnnlab.config import FinetuneConfig, TrainConfig
+from cnnlab.errors import Interrupted
 from test_image_folder import make_folder
 
 
@@ -138,3 +142,60 @@ def test_finetune_takes_weights_none_for_the_imagenet_backbones(tmp_path, capsys
     run = train.load_run(str(tmp_path / "b"))
     assert run.state.params["predictions"]["kernel"].shape == (512, 3)
     assert run.logits(np.zeros((1, 32, 32, 3), np.uint8)).shape == (1, 3)
+
+
+class _InterruptAfter(transfer._Printer):
+    """SIGINT to this process at the end of global epoch ``epoch`` (as Ctrl-C would)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def epoch_end(self, record: dict) -> None:
+        super().epoch_end(record)
+        if record["epoch"] == self.epoch:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.parametrize("lose_newest", [False, True], ids=["mid-finetune", "from-head"])
+def test_an_interrupted_finetune_resumes_bit_identically(digits_run, tmp_path, lose_newest,
+                                                          capsys):
+    folder = make_folder(tmp_path / "stripes", per_class=8, broken=False, kind="stripes")
+    config = FinetuneConfig(backbone=digits_run, data_dir=str(folder), freeze_epochs=2,
+                            epochs=2, batch_size=4, plots=False, tta=False,
+                            tfds_dir=str(tmp_path / "tfds"))
+    whole = transfer.finetune(config, str(tmp_path / "whole"))
+    with pytest.raises(Interrupted) as stopped:
+        transfer.finetune(config, str(tmp_path / "cut"), reporter=_InterruptAfter(3))
+    assert stopped.value.saved
+    if lose_newest:  # as if the process had died before the first fine-tuning checkpoint:
+        # the newest is then the head phase's
+        ckpts = sorted(int(p.name) for p in (tmp_path / "cut" / "checkpoints").iterdir()
+                       if p.name.isdigit())
+        shutil.rmtree(tmp_path / "cut" / "checkpoints" / str(ckpts[-1]))
+    capsys.readouterr()
+    resumed = transfer.finetune(config, str(tmp_path / "cut"), resume=True)
+    # 18 training images in batches of 4: 4 steps per epoch; the head phase saved step 8, the
+    # first fine-tuning epoch step 12.
+    out = capsys.readouterr().out
+    assert f"resuming from step {8 if lose_newest else 12} " in out, out
+    assert ("[head" in out) is False  # the head phase did not run again
+
+    a, b = (train.load_run(str(tmp_path / w), step="latest") for w in ("whole", "cut"))
+    assert a.step == b.step == whole["step"]
+    jax.tree.map(np.testing.assert_array_equal, a.state.params, b.state.params)
+    records = [train.read_metrics(str(tmp_path / w)) for w in ("whole", "cut")]
+    drop = ("epoch_seconds", "images_per_second", "seconds")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in records[0]] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in records[1]]
+    assert resumed["val_loss"] == whole["val_loss"]
+
+
+def test_resume_refuses_other_settings(digits_run, tmp_path, capsys):
+    folder = make_folder(tmp_path / "stripes", per_class=4, broken=False, kind="stripes")
+    argv = _finetune_argv(digits_run, folder, tmp_path / "ft", tmp_path / "tfds")
+    argv[argv.index("--epochs") + 1] = "0"
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    argv[argv.index("--freeze-epochs") + 1] = "3"
+    assert cli.main(argv + ["--resume"]) == 2
+    assert "these differ: freeze_epochs" in capsys.readouterr().err

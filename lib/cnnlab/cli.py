@@ -266,9 +266,10 @@ def cmd_finetune(args) -> int:
         warnings.simplefilter("default")
         warnings.showwarning = _warning_printer(warnings.showwarning)
         try:
-            final = finetune(config, workdir, overwrite=args.overwrite)
+            final = finetune(config, workdir, overwrite=args.overwrite, resume=args.resume)
         except Interrupted as e:
-            e.hint = "fine-tuning does not resume yet: run the command again with --overwrite"
+            e.hint = ("continue with the same command and --resume" if e.saved else
+                      "nothing was saved yet; run the command again with --overwrite")
             raise
     tta = (f", with flip TTA {final['val_accuracy_tta']:.2%}"
            if "val_accuracy_tta" in final else "")
@@ -348,7 +349,10 @@ def _finetune_parser(sub) -> None:
     _add_set(f)
     f.add_argument("--workdir", help="where metrics, checkpoints and plots go "
                    "(default runs/finetune)")
-    f.add_argument("--overwrite", action="store_true", help="delete an earlier run in --workdir")
+    g = f.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", help="continue the run in --workdir from its "
+                   "newest checkpoint (same settings)")
+    g.add_argument("--overwrite", action="store_true", help="delete an earlier run in --workdir")
     _add_import(f)
     f.set_defaults(func=cmd_finetune)
 

@@ -49,6 +49,7 @@ from cnnlab.data.image_folder import dataset_spec, load_image_folder
 from cnnlab.errors import CnnlabError
 from cnnlab.models import layer_order
 from cnnlab.loop import FitResult, Loop, LoopSpec, Reporter, fit
+from cnnlab.checkpoints import abstract_like
 from cnnlab.train import StepOptions, TrainState
 from cnnlab.workdir import CheckpointMeta, RunInfo, Workdir
 
@@ -391,7 +392,7 @@ def fitting_batch_size(batch_size: int, num_examples: int) -> int:
 def _phase(state: TrainState, images, labels, spec: LoopSpec, *, options: StepOptions,
            val: tuple[np.ndarray, np.ndarray] | None, key: jax.Array, lr_at, history=(),
            reporter=None, workdir: Workdir | None = None, checkpoints=None,
-           to_checkpoint=None) -> FitResult:
+           to_checkpoint=None, meta: CheckpointMeta | None = None) -> FitResult:
     """One training phase of ``state`` on in-memory ``(images, labels)`` through
     :func:`cnnlab.loop.fit`, validating on ``val`` after every epoch."""
     mesh = distributed.make_mesh()
@@ -415,7 +416,7 @@ def _phase(state: TrainState, images, labels, spec: LoopSpec, *, options: StepOp
                 feeder=feeder, spec=spec, run_key=key, evaluate=evaluate_epoch, lr_at=lr_at,
                 workdir=workdir, checkpoints=checkpoints, to_checkpoint=to_checkpoint,
                 reporter=reporter or Reporter())
-    return fit(state, loop, history=history)
+    return fit(state, loop, history=history, meta=meta)
 
 
 def train_head(head_params: Mapping, features: np.ndarray, labels: np.ndarray, *,
@@ -921,7 +922,7 @@ class _Finetuning:
                                              phase=phase).to_json())
 
 
-def _start_finetuning(config: FinetuneConfig, workdir: str, *, overwrite: bool,
+def _start_finetuning(config: FinetuneConfig, workdir: str, *, overwrite: bool, resume: bool,
                       reporter) -> _Finetuning:
     """Check the backbone, prepare the workdir, load the images and the backbone, write
     ``config.json`` (a :class:`TrainConfig`, so ``cnnlab evaluate/predict`` read the run),
@@ -930,7 +931,13 @@ def _start_finetuning(config: FinetuneConfig, workdir: str, *, overwrite: bool,
     size, channels = _backbone_input(config)  # checks backbone and weights before any work
     if os.path.isdir(config.backbone) and os.path.abspath(config.backbone) == wd.path:
         raise CnnlabError(f"--workdir {wd.path} is the backbone's run; give another --workdir")
-    wd.prepare(resume=False, overwrite=overwrite)
+    wd.prepare(resume=resume, overwrite=overwrite)
+    if resume and os.path.exists(wd.file("finetune.json")):
+        saved = wd.read_json("finetune.json")
+        changed = sorted(k for k, v in config.to_dict().items() if saved.get(k) != v)
+        if changed:
+            raise CnnlabError(f"--resume continues the run in {wd.path} with its own settings; "
+                              f"these differ: {', '.join(changed)} (see its finetune.json)")
     ds = load_image_folder(config.data_dir, image_size=size, val_fraction=config.val_fraction,
                            seed=config.seed, tfds_dir=config.tfds_dir, channels=channels)
     bb = _load_backbone(config, ds.num_classes, jax.random.key(config.seed), size)
@@ -998,10 +1005,11 @@ def _head_phase(ft: _Finetuning, params: dict) -> tuple[dict, list[dict]]:
     return params, result.history
 
 
-def _finetune_phase(ft: _Finetuning, params: dict, history: list[dict]
+def _finetune_phase(ft: _Finetuning, params: dict, history: list[dict], *, resume_step=None
                     ) -> tuple[dict, list[dict]]:
     """Phase "finetune": the last ``unfreeze`` blocks and the head, with flips, discriminative
-    learning rates on one-cycle schedules, batch norm in inference mode."""
+    learning rates on one-cycle schedules, batch norm in inference mode; from the checkpoint
+    ``resume_step`` of this phase when given."""
     config, ds = ft.config, ft.ds
     first_step = config.freeze_epochs * ft.steps_per_epoch
     spec = LoopSpec(epochs=config.epochs, steps_per_epoch=ft.steps_per_epoch,
@@ -1016,12 +1024,20 @@ def _finetune_phase(ft: _Finetuning, params: dict, history: list[dict]
     def to_checkpoint(s: TrainState) -> dict:
         return {**s.arrays(), "step": first_step + s.step}
 
+    meta = None
+    if resume_step is not None:
+        one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        arrays = jax.eval_shape(state.arrays)
+        arrays, meta = ft.checkpoints.restore(
+            abstract_like(arrays, jax.tree.map(lambda _: one, arrays)), resume_step)
+        state = state.replace(**{**arrays, "step": arrays["step"] - first_step})
+        meta = CheckpointMeta.from_json(meta)
     result = _phase(state, ds.train.images, ds.train.labels, spec,
                     options=_blocks_options(config.augment_flip, config.top_k),
                     val=(ds.test.images, ds.test.labels),
                     key=jax.random.fold_in(jax.random.key(config.seed), 1), lr_at=lr_at,
                     history=history, reporter=ft.reporter, workdir=ft.wd,
-                    checkpoints=ft.checkpoints, to_checkpoint=to_checkpoint)
+                    checkpoints=ft.checkpoints, to_checkpoint=to_checkpoint, meta=meta)
     return result.state.params, result.history
 
 
@@ -1058,8 +1074,32 @@ def _final_report(ft: _Finetuning, params: dict, history: list[dict], t_start: f
     return final
 
 
+def _resume_point(ft: _Finetuning) -> tuple[dict | None, list[dict], int | None]:
+    """Where a resumed fine-tuning continues: ``(params after the head phase or None, the
+    records so far, the fine-tuning checkpoint's step or None)``. Nothing saved yet (the head
+    phase checkpoints at its end only; it is cheap): ``(None, [], None)``, a fresh start."""
+    step = ft.checkpoints.latest_step()
+    if step is None:
+        ft.reporter.note(f"nothing saved in {ft.wd.path} yet: starting from the beginning")
+        return None, [], None
+    meta = CheckpointMeta.from_json(ft.checkpoints.read_meta(step))
+    history = [r for r in ft.wd.read_metrics()
+               if not r.get("final") and r["epoch"] <= meta.epochs_done]
+    ft.reporter.note(f"resuming from step {step} ({meta.phase} phase) in {ft.wd.path}")
+    if meta.phase == "finetune":
+        return None, history, step
+    params = dict(ft.bb.variables["params"])
+    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = {"step": jax.ShapeDtypeStruct((), jnp.int32),
+              "params": jax.eval_shape(lambda: params), "batch_stats": jax.eval_shape(
+                  lambda: ft.stats)}
+    arrays, _ = ft.checkpoints.restore(abstract_like(target, jax.tree.map(lambda _: one, target)),
+                                       step)
+    return dict(arrays["params"]), history, None
+
+
 def finetune(config: FinetuneConfig, workdir: str, *, overwrite: bool = False,
-             reporter=None) -> dict:
+             resume: bool = False, reporter=None) -> dict:
     """Fine-tune ``config.backbone`` on the image folder ``config.data_dir`` into ``workdir``.
 
     Phase "head" (``freeze_epochs``): the backbone runs once over the training and validation
@@ -1075,12 +1115,15 @@ def finetune(config: FinetuneConfig, workdir: str, *, overwrite: bool = False,
     ``predictions.png``), plus ``finetune.json``, ``plots/top_losses.png``,
     ``interpretation.json`` and with ``lr_find`` ``plots/lr_find.png``; ``cnnlab predict
     --workdir W IMAGE`` and ``cnnlab evaluate`` read it like any run. Checkpoints come at the end
-    of the head phase and after every fine-tuning epoch.
+    of the head phase and after every fine-tuning epoch (and at the current step on
+    SIGTERM/SIGINT); ``resume`` continues from the newest, bit-identical to a run that did not
+    stop (an unfinished head phase runs again: it saves at its end only).
 
     Args:
       config: the settings (:class:`cnnlab.config.FinetuneConfig`).
       workdir: where everything goes.
       overwrite: replace an earlier run in ``workdir``.
+      resume: continue the run in ``workdir`` (same settings).
       reporter: progress callbacks (default: one printed line per epoch).
 
     Returns:
@@ -1091,14 +1134,18 @@ def finetune(config: FinetuneConfig, workdir: str, *, overwrite: bool = False,
       Interrupted: SIGTERM or SIGINT while fine-tuning (the current step is saved first).
     """
     t_start = time.time()
-    ft = _start_finetuning(config, workdir, overwrite=overwrite, reporter=reporter or _Printer())
+    ft = _start_finetuning(config, workdir, overwrite=overwrite, resume=resume,
+                           reporter=reporter or _Printer())
     ft.checkpoints = ft.wd.checkpoints(keep=config.keep_checkpoints)
     try:
-        params, history = dict(ft.bb.variables["params"]), []
-        if config.freeze_epochs:
-            params, history = _head_phase(ft, params)
+        params, history, resume_step = _resume_point(ft) if resume else (None, [], None)
+        if params is None and resume_step is None:
+            params, history = dict(ft.bb.variables["params"]), []
+            if config.freeze_epochs:
+                params, history = _head_phase(ft, params)
         if config.epochs:
-            params, history = _finetune_phase(ft, params, history)
+            params, history = _finetune_phase(ft, params or dict(ft.bb.variables["params"]),
+                                              history, resume_step=resume_step)
         final = _final_report(ft, params, history, t_start)
         ft.checkpoints.wait()
         return final
