@@ -42,3 +42,13 @@ def env(tmp_path_factory):
     e = dict(os.environ, CNNLAB_CACHE_DIR=str(cache))
     e.pop("XLA_FLAGS", None)
     return e
+
+
+@pytest.fixture(scope="session")
+def write_config(tmp_path_factory):
+    """``write_config(name, text)``: a ``--config FILE.py`` with ``text``, in a folder of its own."""
+    def write(name: str, text: str) -> Path:
+        path = tmp_path_factory.mktemp("config") / name
+        path.write_text(text)
+        return path
+    return write

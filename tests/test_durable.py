@@ -43,10 +43,8 @@ DROP = ("epoch_seconds", "images_per_second", "seconds")
 
 
 @pytest.fixture(scope="module")
-def config_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("config") / "durable.py"
-    path.write_text(CONFIG_FILE)
-    return path
+def config_file(write_config) -> Path:
+    return write_config("durable.py", CONFIG_FILE)
 
 
 @pytest.fixture(scope="module")

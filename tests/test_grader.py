@@ -329,3 +329,23 @@ def test_a_hint_shows_only_for_the_failure_it_addresses():
     assert _one_exercise(error).exercises[0].hints() == []   # its message is the teaching
     wrong = CaseResult("random", False, message="output[0]: expected 1, got 2.", kind="value")
     assert [h for _, h in _one_exercise(wrong).exercises[0].hints()] == ["the general hint"]
+
+
+def test_cases_accept_exactly_the_registered_checks_and_every_one_is_used():
+    from grader.checks import CHECKS, Context, judge
+    from grader.diagnose import FAILURE_KINDS
+    from grader.spec import Case
+
+    assert {c.check for ex in load_all() for c in ex.cases} == set(CHECKS)
+    with pytest.raises(ValueError, match="unknown check 'nope'; checks: match, no_primitives"):
+        Case("c", check="nope")
+    # A wrong outcome fails every check with a failure kind the hints know.
+    wrong = {"first": 1.0, "second": 2.0, "params": {}, "ok": False}
+    for name in CHECKS:
+        case = Case("c", check=name,
+                    options={"frozen": ("conv",), "forbidden": ("conv_general_dilated",)})
+        found = judge(case, {"ok": True, "out": {"first": 0.0, "value": 0.0}}, wrong, {},
+                      Context(lambda: (({"conv": 0.0},), {}), {"ok": False}))
+        assert found and found.kind in FAILURE_KINDS, (name, found)
+    mutated = judge(Case("c"), {"ok": True, "out": 1.0}, 1.0, {"mutated": "x[0]"}, Context(tuple))
+    assert mutated.kind == "mutated" and "x[0]" in mutated.text

@@ -43,10 +43,8 @@ CONFIG_FILE = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def config_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("config") / "tiny_resnet.py"
-    path.write_text(CONFIG_FILE)
-    return path
+def config_file(write_config) -> Path:
+    return write_config("tiny_resnet.py", CONFIG_FILE)
 
 
 @pytest.fixture(scope="module")

@@ -212,8 +212,10 @@ class TrainConfig(_Checked):
         None, Accepts("mapping"), "model options, e.g. --set model_kwargs.widths=[32,64,128]",
         factory=dict)
     dataset: str = _field("fashion_mnist", _STR,
-                          "fashion_mnist, fashion_mnist_subset, digits or a TFDS name")
-    data_dir: str | None = _field(None, _PATH, "directory with the Fashion-MNIST IDX .gz files")
+                          "fashion_mnist, fashion_mnist_subset, mnist, cifar10, digits, "
+                          "folder:PATH or a TFDS catalog name")
+    data_dir: str | None = _field(None, _PATH, "directory with the original files of "
+                                  "fashion_mnist or mnist (IDX .gz) or cifar10 (python batches)")
     tfds_dir: str | None = _field(None, _PATH,
                                   "TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     epochs: int = _field(3, _int(1), "passes over the training split")

@@ -219,7 +219,7 @@ def digits_arrays(*, seed: int, test_size: int):
     and fixed by ``seed``; each split keeps the original order of the examples.
     """
     from sklearn.datasets import load_digits  # noqa: PLC0415 - scikit-learn only for this data set
-    from sklearn.model_selection import train_test_split  # noqa: PLC0415
+    from sklearn.model_selection import train_test_split  # noqa: PLC0415 - same
 
     digits = load_digits()
     images = np.rint(digits.images * (255 / 16)).astype(np.uint8)[..., None]
