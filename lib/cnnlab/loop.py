@@ -441,7 +441,17 @@ def fit(state, loop: Loop, *, history: Sequence[dict] = (),
 def epoch_scalars(record: dict) -> dict[str, float]:
     """An epoch's (or the final) record as TensorBoard tags: ``val_loss`` -> ``val/loss``,
     ``test_accuracy`` -> ``test/accuracy``, anything else ``epoch/<key>`` (``epoch/train_loss``,
-    ``epoch/learning_rate``, ``epoch/images_per_second``, ...)."""
+    ``epoch/learning_rate``, ``epoch/images_per_second``, ...).
+
+    Args:
+      record: a record of ``metrics.jsonl``.
+
+    Returns:
+      ``{tag: value}`` (``epoch``, ``step`` and other bookkeeping keys left out).
+
+    >>> epoch_scalars({"epoch": 1, "step": 10, "train_loss": 0.5, "val_accuracy": 0.9})
+    {'epoch/train_loss': 0.5, 'val/accuracy': 0.9}
+    """
     out = {}
     for key, value in record.items():
         if key in ("epoch", "step", "final", "checkpoint_step"):

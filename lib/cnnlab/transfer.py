@@ -378,6 +378,13 @@ def fitting_batch_size(batch_size: int, num_examples: int) -> int:
     """The largest batch size <= ``batch_size`` and <= ``num_examples`` that splits evenly over
     the data-parallel devices (fine-tuning runs on every device, like ``cnnlab train``).
 
+    Args:
+      batch_size: the batch size asked for.
+      num_examples: training examples (a batch never exceeds them).
+
+    Returns:
+      The batch size to use.
+
     Raises:
       CnnlabError: fewer examples than devices.
     """
@@ -808,7 +815,14 @@ def imagenet_backbone(name: str, weights: str | os.PathLike | None, num_classes:
 
 
 def is_none(weights) -> bool:
-    """``--weights none``: random initialisation instead of a weights file."""
+    """``--weights none``: random initialisation instead of a weights file.
+
+    Args:
+      weights: the ``weights`` setting (a path, "none" or None).
+
+    Returns:
+      Whether it asks for a random initialisation.
+    """
     return isinstance(weights, str) and weights.lower() == "none"
 
 
