@@ -56,8 +56,11 @@ def test_a_model_of_yours_goes_through_every_subcommand_from_anywhere(tmp_path, 
     env = dict(env, TFDS_DATA_DIR=str(tmp_path / "tfds"))
     workdir = str(tmp_path / "run")
     out = run(["train", "--import", "my_models", "--model", "tiny_user", "--dataset", "digits",
-               "--epochs", "1", "--batch-size", "64", "--no-plots", "--workdir", workdir],
-              cwd=lab, env=env)
+               "--epochs", "1", "--batch-size", "64", "--no-plots", "--workdir", workdir,
+               "--tfds-dir", "tfds"], cwd=lab, env=env)
+    # Paths given relative to where the run started are recorded absolute.
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["tfds_dir"] == \
+        str(lab / "tfds")
     assert "training tiny_user" in out
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["imports"] == [{"module": "my_models", "path": str(lab)}]

@@ -50,6 +50,7 @@ def test_lr_find_warns_when_the_minimum_sits_at_the_end_of_the_sweep():
         short = transfer.lr_find(_quadratic, params, [jnp.float32(1.0)], start_lr=1e-7,
                                  end_lr=1e-4, num_steps=60)
     assert short.warning and short.minimum == pytest.approx(short.lrs[-1])
+    assert short.suggestion == min(short.minimum / 10, short.steepest)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a sweep that reaches the blow-up: no warning
         full = transfer.lr_find(_quadratic, params, [jnp.float32(1.0)], start_lr=1e-7,

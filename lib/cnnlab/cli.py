@@ -62,7 +62,10 @@ def _train_config(args) -> TrainConfig:
     else:
         config = configs.get(args.config or DEFAULT_CONFIG)
     config = config.replace(**config_lib.given_arguments(args, TrainConfig))
-    return config_lib.apply_overrides(config, args.set)
+    config = config_lib.apply_overrides(config, args.set)
+    # Absolute, so that evaluate/visualize of the run work from any directory.
+    return config.replace(**{name: os.path.abspath(path) for name in ("data_dir", "tfds_dir")
+                             if (path := getattr(config, name))})
 
 
 class RichReporter:

@@ -531,7 +531,8 @@ class LRFind:
 
     ``suggestion`` is ``minimum / 10`` (fast.ai's "lr_min": a tenth of the rate with the lowest
     smoothed loss, safely before the divergence); ``steepest`` is where the smoothed loss falls
-    fastest (``d loss / d log lr`` most negative). Both are looked for after the first
+    fastest (``d loss / d log lr`` most negative). When the minimum is only the end of a sweep
+    that never turned up, ``suggestion`` is the lower of the two. Both are looked for after the first
     ``skip_start`` points (where the moving average rests on a few losses only) and before the
     last ``skip_end``. ``warning`` says why the suggestion may be too high (the loss was still
     falling at the end of the sweep), else None.
@@ -624,14 +625,18 @@ def lr_find(loss_fn: Callable[[Any, Any], jax.Array], params, batches: Sequence,
     i_min = skip_start + int(np.argmin(smooth[skip_start:stop]))
     grads = np.gradient(smooth, np.log(lrs))
     i_steep = skip_start + int(np.argmin(grads[skip_start:i_min + 1]))
-    warning = None
+    warning, suggestion = None, float(lrs[i_min] / 10)
     if n == num_steps and i_min >= n - max(skip_end, 2):  # never turned up: no blow-up seen
+        # The smoothed loss lags the raw one: at the sweep's end it may still fall while the
+        # raw loss already climbs, so min/10 is not known to be safe; the steepest point is.
+        suggestion = min(suggestion, float(lrs[i_steep]))
         warning = (f"lr_find: the loss was still falling at the end of the sweep "
-                   f"(lr {lrs[n - 1]:.2g}); its minimum, and the suggestion {lrs[i_min] / 10:.2g} "
-                   "with it, may be too high: sweep further (end_lr) or take a lower rate")
+                   f"(lr {lrs[n - 1]:.2g}), so its minimum is only the sweep's end; suggesting "
+                   f"the steepest point {suggestion:.2g} instead of minimum/10 "
+                   f"{lrs[i_min] / 10:.2g}; sweep further (end_lr) to see the minimum")
         warnings.warn(warning, stacklevel=2)
-    result = LRFind(lrs, smooth, raw, float(lrs[i_min]), float(lrs[i_steep]),
-                    float(lrs[i_min] / 10), warning=warning)
+    result = LRFind(lrs, smooth, raw, float(lrs[i_min]), float(lrs[i_steep]), suggestion,
+                    warning=warning)
     if plot:
         result = dataclasses.replace(result, plot=plot_lr_find(result, plot))
     return result
@@ -1002,7 +1007,7 @@ def _head_phase(ft: _Finetuning, params: dict) -> tuple[dict, list[dict]]:
             plot=os.path.join(ft.wd.plots_dir, "lr_find.png") if config.plots else None)
         head_lr = found.suggestion
         ft.reporter.note(f"lr_find: suggestion {found.suggestion:.2g} (minimum "
-                         f"{found.minimum:.2g} / 10; steepest {found.steepest:.2g})"
+                         f"{found.minimum:.2g}; steepest {found.steepest:.2g})"
                          + (f"; plot {found.plot}" if found.plot else ""))
     schedule = one_cycle(config.freeze_epochs * ft.steps_per_epoch, head_lr)
     state = TrainState.create(apply_fn=DenseHead(ds.num_classes).apply, tx=optax.adam(schedule),
