@@ -3,7 +3,7 @@
     XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/models_devices_check.py \
         --models mlp workshop_cnn ... [--steps 3] [--batch 16] [--no-threefry-partitionable]
 
-For each model: the train step of ``cnnlab.train`` (``make_step_fns``: augmentation on, dropout
+For each model: the train step of ``cnnlab.train`` (``make_train_step``: augmentation on, dropout
 and batch norm in training mode where the model has them), a few momentum-SGD steps from the
 same initial state on the same batches of the embedded Fashion-MNIST subset (28x28x1; random RGB
 32x32 images for the ImageNet backbones), once on a mesh of 1 device and once with the batch
@@ -52,7 +52,7 @@ def train_on(devices, model, tx, input_shape, feed) -> dict:
     shardings = distributed.state_shardings(abstract, mesh)
     state = jax.jit(create, out_shardings=shardings)(jax.random.key(0))
     options = train.StepOptions(augment=True)
-    train_fn, _ = train.make_step_fns(options, mesh, shardings)
+    train_fn = train.make_train_step(options=options, mesh=mesh, state_sharding=shardings)
     rows = distributed.batch_sharding(mesh)
     run_key = jax.device_put(jax.random.key(1), distributed.replicated(mesh))
     for images, labels in feed:

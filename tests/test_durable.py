@@ -156,6 +156,26 @@ def test_when_no_checkpoint_restores_it_is_one_error(config_file, tmp_path):
         train.train_and_evaluate(config.replace(epochs=2), str(workdir), resume=True)
 
 
+def test_resuming_past_a_damaged_checkpoint_prints_one_line_and_no_traceback(
+        config_file, env, tmp_path):
+    """The command as a user runs it: the note is the only word about the damage (tensorstore's
+    abandoned reads would print a traceback each, seconds later, without the fix)."""
+    config = configs.get(str(config_file)).replace(epochs=1, max_steps_per_epoch=5)
+    workdir = tmp_path / "damaged_cli"
+    train.train_and_evaluate(config, str(workdir))
+    train.train_and_evaluate(config.replace(epochs=2), str(workdir), resume=True)
+    _damage_data(workdir / "checkpoints" / "10")
+    r = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--workdir", str(workdir),
+                        "--resume"], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr and "Event loop is closed" not in r.stderr, r.stderr
+    assert not r.stderr.strip(), r.stderr
+    notes = [ln for ln in r.stdout.splitlines() if "checkpoint step 10" in ln]
+    assert len(notes) == 1 and notes[0].startswith("note: checkpoint step 10 does not restore (") \
+        and "/checkpoints/10/state/d/" in notes[0], r.stdout
+    assert "note: resuming from step 5 " in r.stdout, r.stdout
+
+
 def test_saving_a_step_again_never_fails(tmp_path):
     with Checkpoints(str(tmp_path / "ckpt"), keep=2) as ckpts:
         state = {"step": np.int32(3), "params": {"w": np.ones(4, np.float32)}, "batch_stats": {},

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -211,6 +212,7 @@ class Checkpoints:
         if not steps:
             raise CnnlabError(f"no complete checkpoint in {self.directory}")
         skipped = []
+        _quiet_abandoned_reads()
         for step in steps:
             try:
                 problem = self.mismatch(abstract, step)
@@ -308,3 +310,22 @@ def abstract_like(tree, shardings) -> Any:
     """
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                         tree, shardings)
+
+
+def _ignore_closed_loop(previous: Callable) -> Callable:
+    def hook(unraisable) -> None:
+        error = unraisable.exc_value
+        if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+            return
+        previous(unraisable)
+    hook.cnnlab_closed_loop = True
+    return hook
+
+
+def _quiet_abandoned_reads() -> None:
+    """When a restore fails, tensorstore still finishes the reads orbax gave up on; their
+    callbacks find orbax's event loop closed and report ``RuntimeError('Event loop is closed')``
+    through :data:`sys.unraisablehook`, a traceback each on stderr around the one-line note.
+    Exactly those are dropped from then on; anything else reaches the previous hook."""
+    if not getattr(sys.unraisablehook, "cnnlab_closed_loop", False):
+        sys.unraisablehook = _ignore_closed_loop(sys.unraisablehook)
