@@ -228,7 +228,9 @@ def _collect(job: ModuleJob, names: Sequence[str], out: Path) -> dict[str, dict]
     if (out / "import_error.json").exists():
         err = _safe_json(out / "import_error.json") or {"kind": "ImportError"}
         reason = f"{job.module}.py could not be imported: {describe_error(err)}"
-        return {n: {"failure": reason, "status": "error"} for n in names}
+        return {n: {"failure": reason, "status": "error", "printed_on_import": printed_of(err)}
+                for n in names}
+    on_import = printed_of(_safe_json(out / "import.json"))  # None when nothing was printed
     results: dict[str, dict] = {}
     for n in names:
         f = out / f"{n}.json"
@@ -241,7 +243,8 @@ def _collect(job: ModuleJob, names: Sequence[str], out: Path) -> dict[str, dict]
             results[n] = {"failure": f"unreadable outputs: {e}", "status": "error"}
             continue
         if rec is not None and isinstance(rec.get("outcomes"), dict):
-            results[n] = {"outcomes": rec["outcomes"], "arrays": arrs}
+            results[n] = {"outcomes": rec["outcomes"], "arrays": arrs,
+                          "printed_on_import": on_import}
         else:
             results[n] = {"failure": "the worker wrote malformed results", "status": "error"}
     return results
@@ -762,7 +765,7 @@ def score_module(plan: ModulePlan, exercises: Sequence[Exercise],
                      for c in ex.cases]
             results.append(ExerciseResult(plan.module, ex.name, lab, _points(ex, cases), cases,
                                           status=r.get("status", "error"), reason=r["failure"],
-                                          hint=ex.hint))
+                                          hint=ex.hint, printed_on_import=r.get("printed_on_import")))
             continue
         cases = []
         for c in ex.cases:
@@ -772,9 +775,11 @@ def score_module(plan: ModulePlan, exercises: Sequence[Exercise],
             if c.check == "traced_once":
                 cases += [n for n in [_compiled_once(c, raw)] if n is not None]
         reason = _zero_if_not_from_scratch(ex, cases)
+        on_import = r.get("printed_on_import")
         if reason:
             results.append(ExerciseResult(plan.module, ex.name, lab, _points(ex, cases), cases,
-                                          status="failed", reason=reason, hint=ex.hint))
+                                          status="failed", reason=reason, hint=ex.hint,
+                                          printed_on_import=on_import))
             continue
         if all(c.passed for c in cases):
             status = "passed"
@@ -784,7 +789,7 @@ def score_module(plan: ModulePlan, exercises: Sequence[Exercise],
         else:
             status = "failed"
         results.append(ExerciseResult(plan.module, ex.name, lab, _points(ex, cases), cases,
-                                      status=status, hint=ex.hint))
+                                      status=status, hint=ex.hint, printed_on_import=on_import))
     return results
 
 

@@ -329,3 +329,29 @@ def test_a_hint_shows_only_for_the_failure_it_addresses():
     assert _one_exercise(error).exercises[0].hints() == []   # its message is the teaching
     wrong = CaseResult("random", False, message="output[0]: expected 1, got 2.", kind="value")
     assert [h for _, h in _one_exercise(wrong).exercises[0].hints()] == ["the general hint"]
+
+
+def test_what_a_module_prints_when_imported_is_shown_once_and_with_an_import_error(tmp_path):
+    """print() at a module's top level (run when the grader imports it) is shown with that
+    module's results: once in ``check``'s details however many of its exercises fail, in
+    Gradescope's output, and with the import error when the module then fails to import."""
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    src = (SOLUTIONS / "pooling.py").read_text()
+    src = src.replace("\ndef ", "\nprint('pooling: loaded', 42)\n\ndef ", 1)
+    src = replace_block(src, "global_avg_pool", "return x.mean(axis=0)")     # wrong axes
+    src = replace_block(src, "flatten", "return x")
+    (sub / "pooling.py").write_text(src)
+    (sub / "neurons.py").write_text("print('about to fail')\nimport numpyy\n")
+    out = tmp_path / "results.json"
+    p = _cli("check", "pooling", "sigmoid", "--submission", str(sub), "--json", str(out))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.count("your code printed when pooling.py was imported (1 line):") == 1, \
+        p.stdout
+    assert p.stdout.count("│ pooling: loaded 42") == 1
+    assert "could not be imported: ModuleNotFoundError" in p.stdout
+    assert "your code printed when neurons.py was imported (1 line):\n│ about to fail" in p.stdout
+    gs = {t["name"]: t["output"] for t in json.loads(out.read_text())["tests"]}
+    assert "│ pooling: loaded 42" in gs["pooling.global_avg_pool"]
+    assert "│ about to fail" in gs["neurons.sigmoid"]
+    assert "pooling: loaded" not in gs["pooling.max_pool"]   # passed: nothing to debug there
