@@ -765,7 +765,8 @@ def score_module(plan: ModulePlan, exercises: Sequence[Exercise],
                      for c in ex.cases]
             results.append(ExerciseResult(plan.module, ex.name, lab, _points(ex, cases), cases,
                                           status=r.get("status", "error"), reason=r["failure"],
-                                          hint=ex.hint, printed_on_import=r.get("printed_on_import")))
+                                          hint=ex.hint,
+                                          printed_on_import=r.get("printed_on_import")))
             continue
         cases = []
         for c in ex.cases:
