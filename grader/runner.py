@@ -381,9 +381,29 @@ def _digest(request: dict, arrays: dict[str, np.ndarray], source: bytes) -> str:
         h.update(a.tobytes())
     h.update(source)
     h.update(_versions().encode())
-    h.update(Path(__file__).with_name("drivers.py").read_bytes())
+    for code in WORKER_CODE:  # how the reference's outcomes are computed and written
+        h.update(Path(__file__).with_name(code).read_bytes())
     h.update(fast_compile_flags().encode())  # the reference's compiler flags
     return h.hexdigest()[:24]
+
+
+WORKER_CODE = ("worker.py", "drivers.py", "codec.py", "capture.py")
+
+
+def _reference_failure(module: str, exercises: Sequence[Exercise], raw: dict) -> str | None:
+    """Why reference outcomes ``raw`` (by call id) cannot grade ``exercises``, or None: a case
+    missing, or one that raised where the case compares a returned value (only a ``"match"``
+    case may expect an exception)."""
+    for ex in exercises:
+        for case in ex.cases:
+            outcome = raw.get(call_id(ex, case))
+            if not isinstance(outcome, dict):
+                return f"no reference outcome for {module}.{ex.name}, case {case.name!r}"
+            if case.check != "match" and outcome.get("ok") is not True:
+                err = outcome.get("error") if isinstance(outcome.get("error"), dict) else {}
+                return (f"the reference failed on {module}.{ex.name}, case {case.name!r}: "
+                        f"{err.get('kind', 'Error')}: {str(err.get('message', ''))[:300]}")
+    return None
 
 
 class ReferenceStore:
@@ -430,6 +450,8 @@ class ReferenceStore:
                 out_arrays = load_arrays(cnpz)
             except CodecError:
                 raw = None
+            if raw is not None and _reference_failure(module, exercises, raw):
+                raw = None  # written by another version of the grader, or damaged: computed anew
         if raw is None:
             res = run_modules([job], launcher=subprocess_launcher, timeout_s=120.0)[module]
             raw, out_arrays = {}, {}
@@ -439,6 +461,9 @@ class ReferenceStore:
                 for cid, outcome in r["outcomes"].items():
                     skel = _rename(outcome.get("out"), r["arrays"], out_arrays)
                     raw[cid] = {**outcome, "out": skel} if outcome.get("ok") else outcome
+            failure = _reference_failure(module, exercises, raw)
+            if failure:
+                raise GraderError(failure)
             if self.use_cache:
                 cdir.mkdir(parents=True, exist_ok=True)
                 save_arrays(cnpz, out_arrays)
