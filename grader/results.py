@@ -22,7 +22,8 @@ from grader.capture import CUT_RE
 STATUSES = ("passed", "failed", "not attempted", "missing", "error", "timeout")
 # Failures for which the exercise's general hint helps (the code ran and computed something else);
 # an error or a tracer error is explained by its own message.
-GENERAL_HINT_KINDS = ("value", "shape", "type", "nonfinite", "raises")
+# "from_scratch": a library routine was called where the formula is to be written out.
+GENERAL_HINT_KINDS = ("value", "shape", "type", "nonfinite", "raises", "from_scratch")
 PRINTED_LINES = 10            # lines of a case's printed output shown at its head and at its tail
 PRINTED_WIDTH = 200           # characters per printed line shown
 PRINTED_BUDGET = 3000         # characters of printed output in one exercise's text (Gradescope)

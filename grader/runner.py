@@ -46,7 +46,7 @@ from grader import specs as spec_registry
 from grader.codec import CodecError, decode, encode, load_arrays, read_json, save_arrays, write_json
 from grader.capture import printed_of
 from grader.compare import Difference, compare, difference, exactly_equal
-from grader.delegation import delegations
+from grader.delegation import delegations, library_calls
 from grader.diagnose import case_hint, describe_error, error_kind
 from grader.results import CaseResult, ExerciseResult, SubmissionResult
 from grader.spec import Case, Exercise
@@ -786,8 +786,8 @@ def score_module(plan: ModulePlan, exercises: Sequence[Exercise],
     for ex in todo:
         r = runs.get(ex.name, {"failure": "not run", "status": "error"})
         if "failure" in r:
-            cases = [CaseResult(c.name, False, c.weight, c.hidden, message=r["failure"])
-                     for c in ex.cases]
+            cases = [CaseResult(c.name, False, c.weight, c.hidden, message=r["failure"],
+                                kind=r.get("kind")) for c in ex.cases]
             results.append(ExerciseResult(plan.module, ex.name, lab, _points(ex, cases), cases,
                                           status=r.get("status", "error"), reason=r["failure"],
                                           hint=ex.hint,
@@ -909,9 +909,15 @@ def grade_submission(submission_dir: str | Path, *, exercises: Sequence[str] | N
         present = [m for m in modules if (sub / f"{m}.py").is_file()]
         # exercises that call the course's code or answers: 0 with the reason, never run
         barred = {m: delegations(sub, m, [e.name for e in mine[m]]) for m in present}
+        # and "from scratch" exercises that call the library routine they teach: 0, never run
+        scratch = {m: library_calls(sub, m, {e.name: e.not_allowed for e in mine[m]})
+                   for m in present}
         runs: dict[str, dict[str, dict]] = {
-            m: {name: {"failure": why, "status": "failed"} for name, why in barred[m].items()}
+            m: {**{name: {"failure": why, "status": "failed", "kind": "from_scratch"}
+                   for name, why in scratch[m].items()},
+                **{name: {"failure": why, "status": "failed"} for name, why in barred[m].items()}}
             for m in present}
+        barred = {m: {**scratch[m], **barred[m]} for m in present}
         work = [ModuleJob(m, sub / f"{m}.py",
                           [e for e in plans[m].exercises
                            if e.name in {x.name for x in mine[m]} and e.name not in barred[m]],
