@@ -150,7 +150,8 @@ def delegations(folder: str | Path, module: str, exercises: Iterable[str]) -> di
 
 def _imported_as(tree: ast.Module) -> dict[str, str]:
     """Local name -> the dotted name it was imported as (``jnp`` -> ``jax.numpy``, ``sm`` ->
-    ``jax.nn.softmax`` after ``from jax.nn import softmax as sm``), from every import in ``tree``."""
+    ``jax.nn.softmax`` after ``from jax.nn import softmax as sm``), from every import in
+    ``tree``."""
     names: dict[str, str] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
