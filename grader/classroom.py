@@ -367,9 +367,9 @@ def spec_digests(exercises, reference) -> dict[str, str]:
     """Per exercise (``module.function``) a hash of what its grading is defined by: its points,
     every case as graded (inputs, hidden cases drawn from the term's seed included, how it is
     called and checked, tolerances, weights), the library routines it may not call, and the
-    reference it is compared with (the lab's solution source, or its saved expected outputs). The reference's *outputs* are left out on
-    purpose: they differ in the last bits between CPUs, and grading compares them with a
-    tolerance."""
+    reference it is compared with (the lab's solution source, or its saved expected outputs).
+    The reference's *outputs* are left out on purpose: they differ in the last bits between
+    CPUs, and grading compares them with a tolerance."""
     out = {}
     sources: dict[str, bytes] = {}
     for ex in exercises:
