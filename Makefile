@@ -6,6 +6,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 EX     ?=
+# The folder the command was typed in (`make -C DIR` keeps the shell's $PWD; exercises/Makefile
+# passes it on) and this repository: the grader grades this repository's exercises/ and prints
+# its commands for that folder.
+CNNLAB_CWD ?= $(if $(wildcard $(PWD)/.),$(PWD),$(CURDIR))
+GRADER := CNNLAB_CWD="$(CNNLAB_CWD)" CNNLAB_ROOT="$(CURDIR)" $(BIN)/python -m grader
 
 .PHONY: help test test-exhaustive grade check train bench clean
 
@@ -34,12 +39,12 @@ test-exhaustive: $(STAMP)
 	$(BIN)/python -m pytest -m exhaustive $(ARGS)
 
 grade: $(STAMP)
-	@$(BIN)/python -m grader $(ARGS)
+	@$(GRADER) $(ARGS)
 
 # EX: exercise names (sigmoid), labs (convolution) or lab numbers (2); ARGS=-v also shows passed cases
 check: $(STAMP)
 	@test -n "$(EX)" || { echo "usage: make check EX=NAME  (an exercise such as sigmoid, a lab such as convolution, or a lab number 1-7)" >&2; exit 2; }
-	@$(BIN)/python -m grader check $(EX) $(ARGS)
+	@$(GRADER) check $(EX) $(ARGS)
 
 train: $(STAMP)
 	$(BIN)/cnnlab train $(ARGS)

@@ -27,14 +27,16 @@ HEADER = ("# Lab {number} ({module}), generated from the reference solution. Fil
 # exercises/Makefile: `make check EX=...` and `make grade` work in exercises/ as in the repository.
 FORWARDING_MAKEFILE = """\
 # Every target runs in the repository (one folder up), so that `make check EX=sigmoid` and
-# `make grade` work here too; CNNLAB_CWD tells the grader to print paths and commands for this
-# folder. Written with the lab files.
+# `make grade` work here too; CNNLAB_CWD tells the grader the folder the command was typed in
+# (the shell's $PWD, which `make -C exercises` keeps) to print paths and commands for it.
+# Written with the lab files.
+CNNLAB_CWD ?= $(if $(wildcard $(PWD)/.),$(PWD),$(CURDIR))
 .PHONY: grade forward
 grade:
-\t@CNNLAB_CWD="$(CURDIR)" $(MAKE) --no-print-directory -C .. grade
+\t@CNNLAB_CWD="$(CNNLAB_CWD)" $(MAKE) --no-print-directory -C .. grade
 Makefile: ;
 %: forward
-\t@CNNLAB_CWD="$(CURDIR)" $(MAKE) --no-print-directory -C .. $@
+\t@CNNLAB_CWD="$(CNNLAB_CWD)" $(MAKE) --no-print-directory -C .. $@
 forward: ;
 """
 

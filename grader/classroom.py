@@ -366,10 +366,10 @@ def _reference_files(reference, module: str) -> list[Path]:
 def spec_digests(exercises, reference) -> dict[str, str]:
     """Per exercise (``module.function``) a hash of what its grading is defined by: its points,
     every case as graded (inputs, hidden cases drawn from the term's seed included, how it is
-    called and checked, tolerances, weights) and the reference it is compared with (the lab's
-    solution source, or its saved expected outputs). The reference's *outputs* are left out on
-    purpose: they differ in the last bits between CPUs, and grading compares them with a
-    tolerance."""
+    called and checked, tolerances, weights), the library routines it may not call, and the
+    reference it is compared with (the lab's solution source, or its saved expected outputs).
+    The reference's *outputs* are left out on purpose: they differ in the last bits between
+    CPUs, and grading compares them with a tolerance."""
     out = {}
     sources: dict[str, bytes] = {}
     for ex in exercises:
@@ -380,6 +380,8 @@ def spec_digests(exercises, reference) -> dict[str, str]:
             sources[ex.module] = h.digest()
         h = hashlib.sha256(sources[ex.module])
         _feed(h, [ex.qualname, float(ex.points)])
+        if ex.not_allowed:  # library routines it may not call (left out when none: stable)
+            _feed(h, list(ex.not_allowed))
         for case in ex.cases:
             _feed(h, {f.name: getattr(case, f.name) for f in dataclasses.fields(case)
                       if f.name != "hint"})

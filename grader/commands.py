@@ -23,8 +23,12 @@ NEEDED = ("numpy", "rich", "jax", "cnnlab")      # what grading imports; cnnlab 
 
 
 def find_root(start: Path | None = None) -> Path:
-    """The repository the user works in: the nearest folder at or above ``start`` (the current
+    """The repository the user works in: ``$CNNLAB_ROOT`` when the repository's Makefile ran the
+    grader (``make -C path/to/repo``); else the nearest folder at or above ``start`` (the current
     folder) holding ``exercises/`` and a ``Makefile``; else the checkout of this grader."""
+    given = os.environ.get("CNNLAB_ROOT", "")
+    if given and (Path(given) / "exercises").is_dir():
+        return Path(os.path.abspath(given))
     here = _abs(start)
     for folder in [here, *here.parents]:
         if (folder / "exercises").is_dir() and (folder / "Makefile").is_file():
@@ -37,8 +41,9 @@ def default_submission() -> Path:
 
 
 def user_cwd() -> Path:
-    """The folder the user typed the command in: ``$CNNLAB_CWD`` when ``exercises/Makefile``
-    forwarded it to the repository's Makefile, else the current folder."""
+    """The folder the user typed the command in: ``$CNNLAB_CWD`` when a Makefile of the
+    repository ran the grader (its ``$PWD``: ``make -C`` changes folder), else the current
+    folder."""
     forwarded = os.environ.get("CNNLAB_CWD", "")
     return Path(forwarded) if forwarded and os.path.isdir(forwarded) else Path.cwd()
 

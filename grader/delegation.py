@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 FORBIDDEN = ("cnnlab", "grader", "solutions")
@@ -82,15 +82,18 @@ def _top_level(body: list[ast.stmt]) -> Iterable[ast.stmt]:
             yield stmt
 
 
-def tainted_names(tree: ast.Module, siblings: dict[str, set[str]]) -> dict[str, str]:
+def tainted_names(tree: ast.Module, siblings: dict[str, set[str]],
+                  offence: Callable[[ast.AST], str | None] | None = None) -> dict[str, str]:
     """Module-level names that reach forbidden code, each with the first reason found; "*" too
-    when a module-level statement that binds no name does (code run at import)."""
+    when a module-level statement that binds no name does (code run at import). ``offence``:
+    why a node itself is forbidden (default: it reaches the course's code, :func:`_offence`)."""
+    offence = offence or (lambda node: _offence(node, siblings))
     docs = _docstrings(tree)
     stmts = list(_top_level(tree.body))
     direct: dict[int, str] = {}
     for stmt in stmts:
         why = next((w for n in ast.walk(stmt) if id(n) not in docs
-                    for w in [_offence(n, siblings)] if w), None)
+                    for w in [offence(n)] if w), None)
         if why:
             direct[id(stmt)] = why
     tainted: dict[str, str] = {}
@@ -141,3 +144,63 @@ def delegations(folder: str | Path, module: str, exercises: Iterable[str]) -> di
     return {name: f"{name} {tainted[name]}: an exercise must be implemented by the submission "
                   "itself, not by the course's library, the grader, the reference or the "
                   "expected outputs" for name in exercises if name in tainted}
+
+
+# --- library routines a "from scratch" exercise must not call ------------------------------------
+
+def _imported_as(tree: ast.Module) -> dict[str, str]:
+    """Local name -> the dotted name it was imported as (``jnp`` -> ``jax.numpy``, ``sm`` ->
+    ``jax.nn.softmax`` after ``from jax.nn import softmax as sm``), from every import in
+    ``tree``."""
+    names: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:  # `import jax.nn` binds `jax`
+                top = a.name.split(".")[0]
+                names[a.asname or top] = a.name if a.asname else top
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            for a in node.names:
+                names[a.asname or a.name] = f"{node.module}.{a.name}"
+    return names
+
+
+def _dotted(node: ast.AST, imported: dict[str, str]) -> str | None:
+    """``jax.nn.softmax`` for the expression ``nn.softmax`` after ``from jax import nn``."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name) and node.id in imported:
+        return ".".join([imported[node.id], *reversed(parts)])
+    return None
+
+
+def library_calls(folder: str | Path, module: str,
+                  not_allowed: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """``{exercise: why}`` for the exercises of ``folder/<module>.py`` that reach a library
+    routine their spec does not allow (``{"softmax": ["jax.nn.softmax"]}``): in the function
+    itself or in the module-level helpers and names it uses. Read from the source (``ast``),
+    like :func:`delegations`: what the routine compiles to may be the very formula asked for
+    (``jax.nn.softmax``), and a derivative taken by ``jax.grad`` leaves no mark in the program."""
+    tree = _parse(Path(folder) / f"{module}.py")
+    if tree is None:
+        return {}
+    imported = _imported_as(tree)
+    found = {}
+    for name, routines in not_allowed.items():
+        if not routines:
+            continue
+
+        def offence(node, routines=tuple(routines)) -> str | None:
+            if not isinstance(node, ast.Attribute | ast.Name):
+                return None
+            dotted = _dotted(node, imported)
+            hit = next((r for r in routines if dotted and (dotted == r or
+                                                           dotted.startswith(r + "."))), None)
+            return f"calls {hit} (line {node.lineno})" if hit else None
+
+        why = tainted_names(tree, {}, offence).get(name)
+        if why:
+            found[name] = (f"{name} {why}: this exercise is to write it yourself, without the "
+                           "library routine that does it (see its docstring)")
+    return found

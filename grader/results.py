@@ -22,7 +22,8 @@ from grader.capture import CUT_RE
 STATUSES = ("passed", "failed", "not attempted", "missing", "error", "timeout")
 # Failures for which the exercise's general hint helps (the code ran and computed something else);
 # an error or a tracer error is explained by its own message.
-GENERAL_HINT_KINDS = ("value", "shape", "type", "nonfinite", "raises")
+# "from_scratch": a library routine was called where the formula is to be written out.
+GENERAL_HINT_KINDS = ("value", "shape", "type", "nonfinite", "raises", "from_scratch")
 PRINTED_LINES = 10            # lines of a case's printed output shown at its head and at its tail
 PRINTED_WIDTH = 200           # characters per printed line shown
 PRINTED_BUDGET = 3000         # characters of printed output in one exercise's text (Gradescope)
@@ -49,9 +50,10 @@ def shorten(text: str, width: int) -> str:
     return textwrap.shorten(text, width=width, placeholder=" …") if width > 0 else ""
 
 
-def printed_block(text: str, *, indent: str = "  ") -> list[str]:
+def printed_block(text: str, *, indent: str = "  ", when: str = "") -> list[str]:
     """What a case printed, as lines marked ``│``: control characters and terminal escapes
-    removed, long lines cut, and only the first and last :data:`PRINTED_LINES` of a long output."""
+    removed, long lines cut, and only the first and last :data:`PRINTED_LINES` of a long output.
+    ``when``: said after "your code printed" (e.g. "when neurons.py was imported")."""
     clean = _CONTROL.sub("?", _ANSI.sub("", text.replace("\r\n", "\n").replace("\r", "\n")))
     cut = CUT_RE.search(clean)  # the worker kept only the head and the tail of a long output
     if cut:
@@ -74,7 +76,9 @@ def printed_block(text: str, *, indent: str = "  ") -> list[str]:
     if _TRACER.search(clean):
         note = " — printed while JAX traced your function: arrays are tracers then, without " \
                "values; jax.debug.print shows the values"
-    return [f"{indent}your code printed ({size}){note}:"] + [f"{indent}│ {ln}" for ln in lines]
+    when = f" {when}" if when else ""
+    return [f"{indent}your code printed{when} ({size}){note}:"] + \
+        [f"{indent}│ {ln}" for ln in lines]
 
 
 @dataclasses.dataclass
@@ -87,6 +91,7 @@ class ExerciseResult:
     status: str = "failed"
     reason: str | None = None        # exercise-level failure (import error, crash, timeout, ...)
     hint: str = ""                   # the spec's general hint
+    printed_on_import: str | None = None  # what the module's top-level code printed
 
     @property
     def qualname(self) -> str:
@@ -173,10 +178,12 @@ class ExerciseResult:
         return f"{hint} — {shorten(finding, width - len(hint) - 3)}"
 
     def output_text(self, *, max_cases: int = 8, hidden: bool = True, verbose: bool = False,
-                    printed_budget: int | None = PRINTED_BUDGET) -> str:
+                    printed_budget: int | None = PRINTED_BUDGET, on_import: bool = True) -> str:
         """What the student reads about this exercise (hidden cases only as counts, and not at
         all with ``hidden=False``). ``verbose``: also the passed cases that printed something.
-        ``printed_budget``: characters of printed output at most (None: no limit)."""
+        ``printed_budget``: characters of printed output at most (None: no limit).
+        ``on_import``: what the module printed when imported too, unless the exercise passed
+        (without ``verbose``)."""
         lines = []
         if self.reason:
             lines.append(self.reason)
@@ -187,6 +194,9 @@ class ExerciseResult:
         hints = self.hints()
         if hints:
             lines.append(f"hint: {hints[0][1]}")
+        if on_import and self.printed_on_import and (verbose or self.status != "passed"):
+            lines += printed_block(self.printed_on_import, indent="",
+                                   when=f"when {self.module}.py was imported")
         hint_of = {id(c): h for c, h in hints[1:] if c is not None}
         failed = [c for c in pub if not c.passed]
         printed = _PrintedBudget(printed_budget)

@@ -46,7 +46,7 @@ from grader import specs as spec_registry
 from grader.codec import CodecError, decode, encode, load_arrays, read_json, save_arrays, write_json
 from grader.capture import printed_of
 from grader.checks import OWN_PROCESS, Context, decidable, judge
-from grader.delegation import delegations
+from grader.delegation import delegations, library_calls
 from grader.diagnose import case_hint, describe_error, error_kind
 from grader.results import CaseResult, ExerciseResult, SubmissionResult
 from grader.sandbox import LaunchResult
@@ -212,7 +212,9 @@ def _collect(job: ModuleJob, names: Sequence[str], out: Path) -> dict[str, dict]
     if (out / "import_error.json").exists():
         err = _safe_json(out / "import_error.json") or {"kind": "ImportError"}
         reason = f"{job.module}.py could not be imported: {describe_error(err)}"
-        return {n: {"failure": reason, "status": "error"} for n in names}
+        return {n: {"failure": reason, "status": "error", "printed_on_import": printed_of(err)}
+                for n in names}
+    on_import = printed_of(_safe_json(out / "import.json"))  # None when nothing was printed
     results: dict[str, dict] = {}
     for n in names:
         f = out / f"{n}.json"
@@ -225,7 +227,8 @@ def _collect(job: ModuleJob, names: Sequence[str], out: Path) -> dict[str, dict]
             results[n] = {"failure": f"unreadable outputs: {e}", "status": "error"}
             continue
         if rec is not None and isinstance(rec.get("outcomes"), dict):
-            results[n] = {"outcomes": rec["outcomes"], "arrays": arrs}
+            results[n] = {"outcomes": rec["outcomes"], "arrays": arrs,
+                          "printed_on_import": on_import}
         else:
             results[n] = {"failure": "the worker wrote malformed results", "status": "error"}
     return results
@@ -362,9 +365,29 @@ def _digest(request: dict, arrays: dict[str, np.ndarray], source: bytes) -> str:
         h.update(a.tobytes())
     h.update(source)
     h.update(_versions().encode())
-    h.update(Path(__file__).with_name("drivers.py").read_bytes())
+    for code in WORKER_CODE:  # how the reference's outcomes are computed and written
+        h.update(Path(__file__).with_name(code).read_bytes())
     h.update(fast_compile_flags().encode())  # the reference's compiler flags
     return h.hexdigest()[:24]
+
+
+WORKER_CODE = ("worker.py", "drivers.py", "codec.py", "capture.py")
+
+
+def _reference_failure(module: str, exercises: Sequence[Exercise], raw: dict) -> str | None:
+    """Why reference outcomes ``raw`` (by call id) cannot grade ``exercises``, or None: a case
+    missing, or one that raised where the case compares a returned value (only a ``"match"``
+    case may expect an exception)."""
+    for ex in exercises:
+        for case in ex.cases:
+            outcome = raw.get(call_id(ex, case))
+            if not isinstance(outcome, dict):
+                return f"no reference outcome for {module}.{ex.name}, case {case.name!r}"
+            if case.check != "match" and outcome.get("ok") is not True:
+                err = outcome.get("error") if isinstance(outcome.get("error"), dict) else {}
+                return (f"the reference failed on {module}.{ex.name}, case {case.name!r}: "
+                        f"{err.get('kind', 'Error')}: {str(err.get('message', ''))[:300]}")
+    return None
 
 
 class ReferenceStore:
@@ -411,6 +434,8 @@ class ReferenceStore:
                 out_arrays = load_arrays(cnpz)
             except CodecError:
                 raw = None
+            if raw is not None and _reference_failure(module, exercises, raw):
+                raw = None  # written by another version of the grader, or damaged: computed anew
         if raw is None:
             res = run_modules([job], launcher=subprocess_launcher, timeout_s=120.0)[module]
             raw, out_arrays = {}, {}
@@ -420,6 +445,9 @@ class ReferenceStore:
                 for cid, outcome in r["outcomes"].items():
                     skel = _rename(outcome.get("out"), r["arrays"], out_arrays)
                     raw[cid] = {**outcome, "out": skel} if outcome.get("ok") else outcome
+            failure = _reference_failure(module, exercises, raw)
+            if failure:
+                raise GraderError(failure)
             if self.use_cache:
                 cdir.mkdir(parents=True, exist_ok=True)
                 save_arrays(cnpz, out_arrays)
@@ -637,11 +665,12 @@ def score_module(plan: ModulePlan, exercises: Sequence[Exercise],
     for ex in todo:
         r = runs.get(ex.name, {"failure": "not run", "status": "error"})
         if "failure" in r:
-            cases = [CaseResult(c.name, False, c.weight, c.hidden, message=r["failure"])
-                     for c in ex.cases]
+            cases = [CaseResult(c.name, False, c.weight, c.hidden, message=r["failure"],
+                                kind=r.get("kind")) for c in ex.cases]
             results.append(ExerciseResult(plan.module, ex.name, lab, _points(ex, cases), cases,
                                           status=r.get("status", "error"), reason=r["failure"],
-                                          hint=ex.hint))
+                                          hint=ex.hint,
+                                          printed_on_import=r.get("printed_on_import")))
             continue
         cases = []
         for c in ex.cases:
@@ -651,9 +680,11 @@ def score_module(plan: ModulePlan, exercises: Sequence[Exercise],
             if c.check == "traced_once":
                 cases += [n for n in [_compiled_once(c, raw)] if n is not None]
         reason = _zero_if_not_from_scratch(ex, cases)
+        on_import = r.get("printed_on_import")
         if reason:
             results.append(ExerciseResult(plan.module, ex.name, lab, _points(ex, cases), cases,
-                                          status="failed", reason=reason, hint=ex.hint))
+                                          status="failed", reason=reason, hint=ex.hint,
+                                          printed_on_import=on_import))
             continue
         if all(c.passed for c in cases):
             status = "passed"
@@ -663,7 +694,7 @@ def score_module(plan: ModulePlan, exercises: Sequence[Exercise],
         else:
             status = "failed"
         results.append(ExerciseResult(plan.module, ex.name, lab, _points(ex, cases), cases,
-                                      status=status, hint=ex.hint))
+                                      status=status, hint=ex.hint, printed_on_import=on_import))
     return results
 
 
@@ -757,9 +788,15 @@ def grade_submission(submission_dir: str | Path, *, exercises: Sequence[str] | N
         present = [m for m in modules if (sub / f"{m}.py").is_file()]
         # exercises that call the course's code or answers: 0 with the reason, never run
         barred = {m: delegations(sub, m, [e.name for e in mine[m]]) for m in present}
+        # and "from scratch" exercises that call the library routine they teach: 0, never run
+        scratch = {m: library_calls(sub, m, {e.name: e.not_allowed for e in mine[m]})
+                   for m in present}
         runs: dict[str, dict[str, dict]] = {
-            m: {name: {"failure": why, "status": "failed"} for name, why in barred[m].items()}
+            m: {**{name: {"failure": why, "status": "failed", "kind": "from_scratch"}
+                   for name, why in scratch[m].items()},
+                **{name: {"failure": why, "status": "failed"} for name, why in barred[m].items()}}
             for m in present}
+        barred = {m: {**scratch[m], **barred[m]} for m in present}
         work = [ModuleJob(m, sub / f"{m}.py",
                           [e for e in plans[m].exercises
                            if e.name in {x.name for x in mine[m]} and e.name not in barred[m]],

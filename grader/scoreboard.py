@@ -100,10 +100,15 @@ def print_results(result: SubmissionResult, *, detailed: bool, verbose: bool,
             console = Console(width=120)
     console.print(_table(result, collapse=not detailed))
     if detailed:
+        imported_shown: set[str] = set()  # what a module printed on import: shown once
         for e in result.exercises:
-            text = e.output_text(max_cases=50, verbose=verbose, printed_budget=None)
-            if e.status == "passed" and not (verbose and any(c.printed for c in e.cases)):
+            if e.status == "passed" and not (verbose and (any(c.printed for c in e.cases)
+                                                          or e.printed_on_import)):
                 continue
+            text = e.output_text(max_cases=50, verbose=verbose, printed_budget=None,
+                                 on_import=e.module not in imported_shown)
+            if e.printed_on_import:
+                imported_shown.add(e.module)
             console.rule(Text(f"{e.qualname}  {e.score:g}/{e.points:g}  {e.status}"))
             console.print(Text(text))
     for w in result.warnings:

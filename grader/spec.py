@@ -72,6 +72,9 @@ class Exercise:
     points: float
     cases: tuple[Case, ...]
     hint: str = ""                   # the general hint when something fails without a case hint
+    # library routines (dotted names) it must not call: found in the source by the grader, and
+    # the exercise scores 0 (grader.delegation.library_calls)
+    not_allowed: tuple[str, ...] = ()
 
     @property
     def qualname(self) -> str:

@@ -6,7 +6,9 @@ modules are importable beside it), reads its inputs ``REQUEST_DIR/inputs/<module
 every requested call, and writes per exercise ``REQUEST_DIR/out/<module>/<exercise>.json``
 (outcomes: output skeleton or error kind, message and the student's line; what the call printed,
 :mod:`grader.capture`) and ``.npz`` (the output
-arrays); a module that cannot be imported gets ``out/<module>/import_error.json`` instead. Before
+arrays); a module that cannot be imported gets ``out/<module>/import_error.json`` instead, and
+what a module's top-level code printed goes to ``out/<module>/import.json`` (or into its
+``import_error.json``), as ``"printed"``. Before
 each import and each exercise it writes ``out/progress.json`` (module, exercise, stage): the
 sandbox's heartbeat watches it, and the grader reads from it whether a worker that died was
 importing a module or running an exercise (which exercise follows from the results written).
@@ -380,11 +382,13 @@ def main(argv: list[str] | None = None) -> int:
         if student_dir not in sys.path:
             sys.path.insert(0, student_dir)
         error = None
+        printed = CaseOutput()  # what the module's top-level code prints: shown with its results
         try:
             in_arrays = load_arrays(request_dir / job["inputs"])
             _start_alarm(timeout)  # the module's top-level code gets one exercise's time
             try:
-                module = _import_student(name, module_file)
+                with printed:
+                    module = _import_student(name, module_file)
             finally:
                 _stop_alarm()
         except ExerciseTimeout:
@@ -395,9 +399,11 @@ def main(argv: list[str] | None = None) -> int:
         except BaseException as exc:  # noqa: BLE001 - SyntaxError, ImportError, SystemExit, ...
             error = _error_record(exc, student_dir)
         if error is not None:
-            _write_json(out_dir / "import_error.json", error)
+            _write_json(out_dir / "import_error.json", printed.attach(error))
             _end_children()
             continue
+        if printed.buffer.total:
+            _write_json(out_dir / "import.json", printed.attach({}))
         skip = set(job.get("skip", []))
         run_exercises(module, [ex for ex in job["exercises"] if ex["name"] not in skip],
                       in_arrays, out_dir, progress, timeout, student_dir)

@@ -397,6 +397,8 @@ def test_spec_digest_changes_with_what_grading_depends_on():
     tol = dataclasses.replace(case, rtol=0.5)
     assert classroom.spec_digests([dataclasses.replace(ex, cases=(tol, *ex.cases[1:]))],
                                   ref)[ex.qualname] != base
+    assert classroom.spec_digests([dataclasses.replace(ex, not_allowed=("jax.numpy.ravel",))],
+                                  ref)[ex.qualname] != base
     hint = dataclasses.replace(case, hint="another hint")
     assert classroom.spec_digests([dataclasses.replace(ex, cases=(hint, *ex.cases[1:]))],
                                   ref)[ex.qualname] == base  # wording is not grading

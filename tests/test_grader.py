@@ -349,3 +349,64 @@ def test_cases_accept_exactly_the_registered_checks_and_every_one_is_used():
         assert found and found.kind in FAILURE_KINDS, (name, found)
     mutated = judge(Case("c"), {"ok": True, "out": 1.0}, 1.0, {"mutated": "x[0]"}, Context(tuple))
     assert mutated.kind == "mutated" and "x[0]" in mutated.text
+
+
+def test_what_a_module_prints_when_imported_is_shown_once_and_with_an_import_error(tmp_path):
+    """print() at a module's top level (run when the grader imports it) is shown with that
+    module's results: once in ``check``'s details however many of its exercises fail, in
+    Gradescope's output, and with the import error when the module then fails to import."""
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    src = (SOLUTIONS / "pooling.py").read_text()
+    src = src.replace("\ndef ", "\nprint('pooling: loaded', 42)\n\ndef ", 1)
+    src = replace_block(src, "global_avg_pool", "return x.mean(axis=0)")     # wrong axes
+    src = replace_block(src, "flatten", "return x")
+    (sub / "pooling.py").write_text(src)
+    (sub / "neurons.py").write_text("print('about to fail')\nimport numpyy\n")
+    out = tmp_path / "results.json"
+    p = _cli("check", "pooling", "sigmoid", "--submission", str(sub), "--json", str(out))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.count("your code printed when pooling.py was imported (1 line):") == 1, \
+        p.stdout
+    assert p.stdout.count("│ pooling: loaded 42") == 1
+    assert "could not be imported: ModuleNotFoundError" in p.stdout
+    assert "your code printed when neurons.py was imported (1 line):\n│ about to fail" in p.stdout
+    gs = {t["name"]: t["output"] for t in json.loads(out.read_text())["tests"]}
+    assert "│ pooling: loaded 42" in gs["pooling.global_avg_pool"]
+    assert "│ about to fail" in gs["neurons.sigmoid"]
+    assert "pooling: loaded" not in gs["pooling.max_pool"]   # passed: nothing to debug there
+
+
+def test_a_stale_or_damaged_reference_cache_is_computed_anew_and_a_failing_reference_is_named(
+        tmp_path, monkeypatch):
+    """The shared cache of reference outcomes (``~/.cache/cnnlab/expected``) may hold what
+    another version of the grader wrote: an outcome that raised where the case needs a value
+    (e.g. a "from scratch" program) is never used to grade; it is computed again. A reference
+    that really fails is a one-line GraderError naming the exercise and case, not a KeyError."""
+    from grader.runner import ReferenceStore, call_id
+    from grader.specs import load
+
+    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(tmp_path / "cache"))
+    ReferenceStore(SOLUTIONS).plan("pooling", include_hidden=True)
+    [cached] = (tmp_path / "cache" / "expected").glob("pooling-*.json")
+    raw = json.loads(cached.read_text())
+    ex = next(e for e in load("pooling", include_hidden=True) if e.name == "max_pool")
+    case = next(c for c in ex.cases if c.check == "no_primitives")
+    raw[call_id(ex, case)] = {"ok": False, "error": {"kind": "Timeout", "message": "old"}}
+    cached.write_text(json.dumps(raw))
+
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "pooling.py").write_text((SOLUTIONS / "pooling.py").read_text())
+    result = grade_submission(sub, exercises=["max_pool"], reference=ReferenceStore(SOLUTIONS))
+    assert result.score == result.max_score > 0
+    assert json.loads(cached.read_text())[call_id(ex, case)]["ok"] is True   # written anew
+
+    broken = tmp_path / "solutions"
+    broken.mkdir()
+    src = replace_block((SOLUTIONS / "pooling.py").read_text(), "max_pool",
+                        "raise ValueError('broken reference')")
+    (broken / "pooling.py").write_text(src)
+    with pytest.raises(GraderError, match=r"^the reference failed on pooling\.max_pool, case "
+                                          r"'from scratch.*': ValueError: broken reference$"):
+        ReferenceStore(broken).plan("pooling", include_hidden=True)

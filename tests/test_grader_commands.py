@@ -71,6 +71,22 @@ def test_printed_commands_work_from_the_root_exercises_and_a_subfolder():
     check_works(command, SUBFOLDER)
 
 
+def test_make_minus_c_from_an_unrelated_folder_prints_commands_for_that_folder(tmp_path):
+    """`make -C path/to/repo grade` (or `-C .../exercises`) typed in a folder outside the
+    repository: the printed command names the repository, and works there as printed; typed in
+    a sub-folder, the command is relative to it."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for target in (ROOT, ROOT / "exercises"):
+        file, command = first_run(f"make -C {shlex.quote(str(target))} grade", elsewhere)
+        assert (file, command) == (f"{ROOT}/exercises/neurons.py",
+                                   f"make -C {shlex.quote(str(ROOT))} check EX=sigmoid")
+    check_works(command, elsewhere)
+    check_works(f"make -C {shlex.quote(str(ROOT / 'exercises'))} check EX=sigmoid", elsewhere)
+    file, command = first_run("make -C ../../exercises grade", SUBFOLDER)
+    assert (file, command) == ("../../exercises/neurons.py", "make -C ../.. check EX=sigmoid")
+
+
 def test_a_python_without_the_packages_says_in_one_line_how_to_run(tmp_path):
     bare = tmp_path / "bare"   # a Python without numpy, rich, jax or cnnlab
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)

@@ -321,6 +321,13 @@ MUTANTS = [
     # --- the mistakes of issue 15: the rule of "from scratch" binds, unstable forms fail, the
     # numpy truth-value error is explained with jnp.where, conv2d's size rounds down
     M("neurons", "sigmoid", "return 1 / (1 + jnp.exp(-x))", "got NaN", "a NaN gradient at x = -100"),
+    # the library routine an exercise teaches, found in the source (its program is the same)
+    M("neurons", "sigmoid", "return jax.nn.sigmoid(x)", "calls jax.nn.sigmoid (line",
+      "1 / (1 + exp(-x))", zero=True),
+    M("neurons", "softmax", "from jax.nn import softmax as sm\nreturn sm(x, axis=axis)",
+      "calls jax.nn.softmax (line", "exp(x - max) / sum(exp(x - max))", zero=True),
+    M("neurons", "mlp3_backward", "return jax.grad(mlp3_loss)(params, x, y)",
+      "calls jax.grad (line", "delta3 = (out - y) / N", zero=True),
     M("neurons", "leaky_relu", "if x >= 0:\n    return x\nreturn negative_slope * x",
       "jnp.where(x >= 0, a, b)", "must also work under jax.jit", absent=("Use a.any()",)),
     M("convolution", "conv2d",

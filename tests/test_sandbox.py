@@ -283,8 +283,10 @@ def test_cpu_limit_binds(tmp_path):
     r = run(tmp_path, """
         while True:
             pass
-    """, timeout=20, cpu_s=1)
-    assert not r.timed_out and r.duration_s < 10
+    """, timeout=60, cpu_s=1)
+    # ended by the CPU limit, not the wall clock: 1 CPU-second took 12 s of wall time on a
+    # machine at load 38, so the wall-clock margin is wide and the reason is what is checked
+    assert not r.timed_out and r.duration_s < 60
     assert r.returncode < 0 and "CPU time limit of 1 s" in r.reason
 
 

@@ -11,8 +11,10 @@ VMAP_HINT = "the function must also work under jax.vmap (write it for one exampl
 
 def elementwise(name: str, *, seed: int, points: float = 1.0, scale: float = 3.0,
                 extra: tuple[Case, ...] = (), forbidden: tuple[str, ...] = (), grad: bool = True,
-                large_grad: str = "", hint: str = "") -> Exercise:
-    """Random shapes, jit, vmap, grad and (optionally) a "from scratch" rule for f(x);
+                large_grad: str = "", hint: str = "",
+                not_allowed: tuple[str, ...] = ()) -> Exercise:
+    """Random shapes, jit, vmap, grad and (optionally) a "from scratch" rule for f(x)
+    (``forbidden`` primitives in its program, ``not_allowed`` library routines in its source);
     ``large_grad``: also the gradient at x = ±100 must be finite, with that hint when it is not
     (a form whose values survive large |x| may still have a NaN gradient there)."""
     r = rng(seed)
@@ -35,7 +37,7 @@ def elementwise(name: str, *, seed: int, points: float = 1.0, scale: float = 3.0
     if large_grad:  # after the values at large |x|: a NaN value makes a NaN gradient too
         cases.append(Case("gradient at x = ±100", (f32([-100.0, -20.0, 0.0, 20.0, 100.0]),),
                           mode="grad", hint=large_grad, hint_on=("nonfinite",)))
-    return Exercise(M, name, points, tuple(cases), hint=hint)
+    return Exercise(M, name, points, tuple(cases), hint=hint, not_allowed=not_allowed)
 
 
 def _mlp3_params(r, d=4, h1=5, h2=3, o=2):
@@ -98,7 +100,9 @@ def _exercises() -> list[Exercise]:
                     large_grad="a NaN gradient at x = -100: 1 / (1 + exp(-x)) has the right "
                                "value there, but exp(100) = inf makes its gradient inf / inf; "
                                "use exp(-|x|), which never overflows, for both signs",
-                    hint="1 / (1 + exp(-x))"),
+                    hint="1 / (1 + exp(-x))",
+                    not_allowed=("jax.nn.sigmoid", "jax.lax.logistic", "jax.scipy.special.expit",
+                                 "flax.linen.sigmoid")),
         elementwise("tanh", seed=102, forbidden=("tanh",),
                     extra=(Case("tanh(±100) = ±1", (f32([-100.0, -20.0, 0.0, 20.0, 100.0]),),
                                 hint="e^100 / e^100 is inf / inf = NaN: rewrite with "
@@ -132,7 +136,10 @@ def _exercises() -> list[Exercise]:
                     mode="grad", options={"argnums": [1]})]),
             hint="z[n, m, k] = sum_d x[n, d] w[d, m, k] + b[m, k]; max over k (the last axis)"),
         Exercise(M, "softmax", 2.0, _softmax_cases(),
-                 hint="exp(x - max) / sum(exp(x - max)) along `axis`"),
+                 hint="exp(x - max) / sum(exp(x - max)) along `axis`",
+                 not_allowed=("jax.nn.softmax", "jax.nn.log_softmax", "jax.scipy.special.softmax",
+                              "jax.scipy.special.log_softmax", "flax.linen.softmax",
+                              "flax.linen.log_softmax")),
         Exercise(M, "dense", 1.0, tuple(
             [Case(f"random #{i} ({n}, {a}) -> {b}", (randn(r, n, a), randn(r, a, b), randn(r, b)),
                   hint="z = x W + b: every unit adds its bias")
@@ -186,7 +193,9 @@ def _exercises() -> list[Exercise]:
                Case("under jax.jit", (_mlp3_params(r), randn(r, 3, 4), randn(r, 3, 2)),
                     mode="jit")]),
             hint="delta3 = (out - y) / N * out (1 - out); dW3 = h2^T delta3; "
-                 "delta2 = delta3 W3^T * h2 (1 - h2); ..."),
+                 "delta2 = delta3 W3^T * h2 (1 - h2); ...",
+            not_allowed=("jax.grad", "jax.value_and_grad", "jax.vjp", "jax.jvp", "jax.jacrev",
+                         "jax.jacfwd", "jax.hessian", "jax.linearize", "jax.linear_transpose")),
         Exercise(M, "layer_gradient_norms", 1.0, (
             Case("6-layer sigmoid network, width 8",
                  ([{"w": randn(r, 8, 8), "b": randn(r, 8)} for _ in range(6)],
