@@ -5,8 +5,9 @@
 
 Used by ``tests/test_flax_dropin.py`` to run Flax's own tests (``pytest -p flax_dropin_plugin``).
 It counts how often cnnlab's layers were called and how often they took their own CPU path
-rather than falling back to Flax's code, and writes the counts as JSON to
-``$CNNLAB_DROPIN_REPORT`` at the end, so the caller can check the swap really happened.
+rather than falling back to Flax's code, and which tests passed (their names, as
+``test_avg_pool1``), and writes both as JSON to ``$CNNLAB_DROPIN_REPORT`` at
+the end, so the caller can check the swap really happened and no Conv or pool test was left out.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import flax.linen as nn
 from cnnlab import layers
 
 COUNTS: collections.Counter = collections.Counter()
+PASSED: collections.Counter = collections.Counter()   # test name -> 1 when it passed
 
 
 def counted(name, fn):
@@ -42,8 +44,13 @@ layers._window_max = counted("max_pool on cnnlab's path", layers._window_max)
 layers._window_mean = counted("avg_pool on cnnlab's path", layers._window_mean)
 
 
+def pytest_runtest_logreport(report):
+    if report.when == "call" and report.passed:
+        PASSED[report.nodeid.split("::")[-1]] += 1  # "linen_test.py::PoolTest::test_avg_pool1"
+
+
 def pytest_sessionfinish(session, exitstatus):
     path = os.environ.get("CNNLAB_DROPIN_REPORT")
     if path:
         with open(path, "w") as f:
-            json.dump(dict(COUNTS), f)
+            json.dump({"counts": dict(COUNTS), "passed": dict(PASSED)}, f)

@@ -328,12 +328,13 @@ def test_reports_cap_merge_hidden_and_stay_valid():
 
 
 def fake_venv(tmp_path: Path) -> Path:
-    """A venv that aliases this one (for `make` in the release without a fresh pip install)."""
-    venv = tmp_path / "venv"
+    """A venv that aliases the one running the tests (for `make` in the release without a fresh
+    pip install); that is `.venv`, or `.venv-3.12` under `make test VENV=.venv-3.12`."""
+    venv, ours = tmp_path / "venv", Path(sys.prefix)
     (venv / "bin").mkdir(parents=True)
-    shutil.copyfile(ROOT / ".venv" / "pyvenv.cfg", venv / "pyvenv.cfg")
-    (venv / "bin" / "python").symlink_to(ROOT / ".venv" / "bin" / "python")
-    (venv / "lib").symlink_to(ROOT / ".venv" / "lib")
+    shutil.copyfile(ours / "pyvenv.cfg", venv / "pyvenv.cfg")
+    (venv / "bin" / "python").symlink_to(ours / "bin" / "python")
+    (venv / "lib").symlink_to(ours / "lib")
     (venv / ".installed-stamp").touch()
     return venv
 

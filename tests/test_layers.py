@@ -394,11 +394,18 @@ def test_importing_cnnlab_leaves_the_jax_configuration_alone():
     assert multithreaded == "False"   # XLA's default (YNNPACK) stays
 
 
-@pytest.mark.skipif(not __import__("jaxlib").__version__.startswith(xla_cpu.VERIFIED_JAXLIB),
-                    reason="the flag is only applied on the jaxlib versions it was verified on")
 def test_multithreaded_convolutions_are_one_explicit_call():
     opt_in = ("from cnnlab import xla_cpu; print(xla_cpu.use_multithreaded_convolutions()); "
               "print(xla_cpu.convolutions_are_multithreaded())")
+    # On a jaxlib the flag was not verified on (an unknown flag aborts XLA) the call does nothing
+    unverified = "import jaxlib; jaxlib.__version__ = '0.0.1'\n" + opt_in + \
+        "\nimport os; print(os.environ.get('XLA_FLAGS'))"
+    assert run_fresh(unverified, XLA_FLAGS=None, CNNLAB_XLA_FLAGS=None) == [
+        "False", "False", "None"]
+    if not __import__("jaxlib").__version__.startswith(xla_cpu.VERIFIED_JAXLIB):
+        # this jaxlib is one of those: the opt-in must be verified on it and added to the list
+        assert run_fresh(opt_in, XLA_FLAGS=None, CNNLAB_XLA_FLAGS=None) == ["False", "False"]
+        return
     assert run_fresh(opt_in, XLA_FLAGS=None, CNNLAB_XLA_FLAGS=None) == ["True", "True"]
     assert run_fresh(opt_in, XLA_FLAGS=None, CNNLAB_XLA_FLAGS="off") == ["False", "False"]
     # too late (JAX already computed): a warning, and XLA_FLAGS unchanged
