@@ -130,8 +130,9 @@ def run_batch(fn, cases: list[tuple[str, list, dict, dict]]) -> list | None:
     with capture.aside() as traced:
         try:
             programs = [case_program(mode, fn, a, k, o) for mode, a, k, o in cases]
-            outs = jax.jit(lambda inputs: [p(x) for (p, _), x in zip(programs, inputs)])(
-                [x for _, x in programs])
+            outs = jax.jit(lambda inputs: [p(x) for (p, _, _), x in zip(programs, inputs)])(
+                [x for _, x, _ in programs])
+            outs = [finish(out) for (_, _, finish), out in zip(programs, outs)]
         except Exception:  # noqa: BLE001 - one case that cannot compile: each runs on its own
             return None
     return None if traced.total else outs
@@ -159,20 +160,25 @@ def mode_jit(fn, args, kwargs, options, **_):
 
 def mode_vmap(fn, args, kwargs, options, **_):
     """``jax.vmap`` over the positional args whose ``in_axes`` entry is not None."""
-    program, inputs = case_program("vmap", fn, args, kwargs, options)
-    return jax.jit(program)(inputs), {}
+    program, inputs, finish = case_program("vmap", fn, args, kwargs, options)
+    return finish(jax.jit(program)(inputs)), {}
 
 
 def mode_grad(fn, args, kwargs, options, **_):
     """The VJP w.r.t. ``options["argnums"]`` with a fixed cotangent (seeded normal, per leaf)."""
-    program, inputs = case_program("grad", fn, args, kwargs, options)
-    return jax.jit(program)(inputs), {}
+    program, inputs, finish = case_program("grad", fn, args, kwargs, options)
+    return finish(jax.jit(program)(inputs)), {}
 
 
-def case_program(mode: str, fn, args, kwargs, options) -> tuple[Callable, object]:
-    """``(program, inputs)``: a call of mode "call"/"jit", "vmap" or "grad" as a function of its
-    traced inputs only (a pytree; the other arguments are constants), so that
-    ``jax.jit(program)(inputs)`` is its outcome.
+def _same(out):
+    return out
+
+
+def case_program(mode: str, fn, args, kwargs, options) -> tuple[Callable, object, Callable]:
+    """``(program, inputs, finish)``: a call of mode "call"/"jit", "vmap", "grad" or
+    "driver:flax_model" as a function of its traced inputs only (a pytree; the other arguments
+    are constants), so that ``finish(jax.jit(program)(inputs))`` is its outcome (``finish``
+    gives the outcome its container types: ``jax.jit`` returns dicts with sorted keys).
 
     "call"/"jit": the array arguments are traced, as in :func:`_jit_call`. "driver:flax_model":
     ``fn(**kwargs)`` initialized and applied on ``args = (x, key)``. "vmap": the positional
@@ -190,12 +196,13 @@ def case_program(mode: str, fn, args, kwargs, options) -> tuple[Callable, object
                 full[i] = d
             return fn(*full, **{k: dyn_kwargs.get(k, v) for k, v in kwargs.items()})
 
-        return program, ([args[i] for i in positions], {k: kwargs[k] for k in names})
+        return program, ([args[i] for i in positions], {k: kwargs[k] for k in names}), _same
     if mode == "vmap":
         in_axes = list(options["in_axes"])
         dynamic = [i for i, a in enumerate(in_axes) if a is not None]
         bound, dyn = _bind(fn, args, kwargs, dynamic)
-        return (lambda dyn: jax.vmap(bound, in_axes=[in_axes[i] for i in dynamic])(*dyn)), dyn
+        return (lambda dyn: jax.vmap(bound, in_axes=[in_axes[i] for i in dynamic])(*dyn)), dyn, \
+            _same
     if mode == "grad":
         bound, dyn = _bind(fn, args, kwargs, list(options.get("argnums", [0])))
         r = np.random.default_rng(1234)
@@ -203,20 +210,18 @@ def case_program(mode: str, fn, args, kwargs, options) -> tuple[Callable, object
                                      jax.eval_shape(bound, *dyn))
 
         def grads_of(inputs):
-            grads = jax.vjp(bound, *inputs[0])[1](inputs[1])
-            return tuple(grads) if len(grads) > 1 else grads[0]
+            return jax.vjp(bound, *inputs[0])[1](inputs[1])
 
-        return grads_of, (dyn, cot)
+        return grads_of, (dyn, cot), lambda grads: tuple(grads) if len(grads) > 1 else grads[0]
     if mode == "driver:flax_model":  # see driver_flax_model
         model = fn(**kwargs)
 
         def init_apply(inputs):
             x, key = inputs
             variables = model.init(key, x, train=False)
-            return {"params": dict(variables["params"]),
-                    "logits": model.apply(variables, x, train=False)}
+            return variables["params"], model.apply(variables, x, train=False)
 
-        return init_apply, tuple(args)
+        return init_apply, tuple(args), lambda out: {"params": dict(out[0]), "logits": out[1]}
     raise ValueError(f"mode {mode!r} has no program")
 
 
@@ -276,8 +281,8 @@ def driver_flax_model(cls, args, kwargs, options, **_):
     args: (x, key). Flax's init is deterministic in the parameter names, so a model with the
     reference's names and shapes has the reference's initial values too.
     """
-    program, inputs = case_program("driver:flax_model", cls, args, kwargs, options)
-    return _maybe_jit(program, inputs), {}
+    program, inputs, finish = case_program("driver:flax_model", cls, args, kwargs, options)
+    return finish(_maybe_jit(program, inputs)), {}
 
 
 class _TinyMLP:
