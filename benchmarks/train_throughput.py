@@ -40,6 +40,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -335,17 +336,21 @@ class Peer:
         if framework.startswith("keras-"):
             env["KERAS_BACKEND"] = framework.split("-", 1)[1]
         self.framework = framework
+        # stderr to a file: a pipe nobody reads would block a chatty child (compiler logs)
+        self.stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
             [python, __file__, "--serve", framework, "--models", name, "--batch", str(args.batch),
              "--warmup", str(args.warmup)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+            stderr=self.stderr, text=True, env=env, cwd=ROOT)
         self.info = self._reply()
 
     def _reply(self) -> dict:
         line = self.proc.stdout.readline()
         if not line:
-            err = self.proc.stderr.read().strip().splitlines()
-            raise RuntimeError(err[-1] if err else f"exited with status {self.proc.wait()}")
+            status = self.proc.wait()
+            self.stderr.seek(0)
+            err = self.stderr.read().strip().splitlines()
+            raise RuntimeError(err[-1] if err else f"exited with status {status}")
         return json.loads(line)
 
     def run(self, steps: int) -> dict:
@@ -356,6 +361,7 @@ class Peer:
     def close(self) -> None:
         self.proc.stdin.close()
         self.proc.wait(timeout=60)
+        self.stderr.close()
 
 
 def cpu_description() -> str:
