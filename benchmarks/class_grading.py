@@ -8,13 +8,20 @@ exercise files) and hostile ones (``tests/hostile/payloads``: a loop, a hang tha
 alarm, a memory hog, a fork storm, a print flood, an exit at import, a reference reader and a
 comparison monkeypatcher), each holding every lab module. It prints the seconds of every
 submission, the batch's wall-clock and CPU time, and whether the batch met the target of
-5 minutes on a 2-core CPU. The machine's load average is printed too: the figure means little
-on a machine shared with other work.
+5 minutes on a 2-core CPU. Then it grades ``--correct`` correct submissions alone (``--jobs 1``)
+and prints the CPU-seconds per correct submission (target: 5, so that 300 submissions take
+15 minutes on 2 cores). The machine's load average is printed too: wall-clock figures mean
+little on a machine shared with other work; CPU-seconds hold better.
+
+CPU time is counted with a cgroup (v1 ``cpuacct`` or v2, as root): the sandbox's processes live
+in a PID namespace of their own whose CPU time never reaches ``getrusage(RUSAGE_CHILDREN)``.
+Without a writable cgroup the benchmark says so and prints what ``getrusage`` sees.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import resource
@@ -33,6 +40,12 @@ MODULES = ("neurons", "convolution", "pooling", "training", "cnn_models", "trans
 HOSTILE = ("infinite_loop", "hang_ignoring_alarm", "memory_hog", "fork_storm", "print_flood",
            "exit_at_import", "read_reference", "monkeypatch_comparison")
 TARGET_S = 300.0
+TARGET_CPU_S = 5.0  # per correct submission: 300 of them in 15 minutes on 2 cores
+
+
+def one_base(cmd: list[str]) -> list[str]:
+    """The part of a grade-class command before its optional flags (--exercises, --timeout)."""
+    return cmd[:cmd.index("--force") + 1]
 
 
 def kinds(count: int) -> list[str]:
@@ -43,6 +56,69 @@ def kinds(count: int) -> list[str]:
     return ["correct"] * n_correct + ["wrong"] * n_wrong + ["blank"] * n_blank + hostile
 
 
+class CpuMeter:
+    """CPU-seconds of a process and everything it starts (sandboxed descendants included).
+
+    A fresh cgroup that the child joins before it execs (``preexec``); ``seconds()`` reads its
+    usage. ``None`` as the cgroup when none is writable: then ``getrusage`` of the waited-for
+    children is the fallback (it misses the sandbox's PID namespace; ``exact`` says which).
+    """
+
+    ROOTS = (("/sys/fs/cgroup/cpuacct", "cpuacct.usage"),  # v1: nanoseconds
+             ("/sys/fs/cgroup/unified", "cpu.stat"),        # v2: "usage_usec N" lines
+             ("/sys/fs/cgroup", "cpu.stat"))
+
+    def __init__(self):
+        self.group, self.usage = None, None
+        for root, usage in self.ROOTS:
+            group = Path(root) / f"cnnlab-bench-{os.getpid()}-{time.monotonic_ns()}"
+            try:
+                group.mkdir()
+            except OSError:
+                continue
+            if (group / usage).exists() and os.access(group / "cgroup.procs", os.W_OK):
+                self.group, self.usage = group, group / usage
+                break
+            group.rmdir()
+        self.exact = self.group is not None
+        self._rusage = resource.getrusage(resource.RUSAGE_CHILDREN)
+
+    def preexec(self) -> None:
+        if self.group is not None:
+            (self.group / "cgroup.procs").write_text(str(os.getpid()))
+
+    def seconds(self) -> float:
+        if self.usage is not None and self.usage.name == "cpuacct.usage":
+            return int(self.usage.read_text()) * 1e-9
+        if self.usage is not None:
+            stat = dict(line.split() for line in self.usage.read_text().splitlines())
+            return int(stat["usage_usec"]) * 1e-6
+        now = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return (now.ru_utime - self._rusage.ru_utime) + (now.ru_stime - self._rusage.ru_stime)
+
+    def close(self) -> None:
+        if self.group is not None:
+            with contextlib.suppress(OSError):
+                self.group.rmdir()
+
+
+def grade(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float, float, bool]:
+    """Run ``cmd``; its result, wall-clock seconds, CPU-seconds and whether those are exact."""
+    meter = CpuMeter()
+    try:
+        start = time.monotonic()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                              preexec_fn=meter.preexec)
+        wall = time.monotonic() - start
+        return proc, wall, meter.seconds(), meter.exact
+    finally:
+        meter.close()
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=30)
@@ -50,6 +126,8 @@ def main() -> int:
     parser.add_argument("--exercises", default=None, help="passed to grade-class")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per exercise")
     parser.add_argument("--keep", type=Path, default=None, help="write submissions/results here")
+    parser.add_argument("--correct", type=int, default=2,
+                        help="correct submissions graded alone for the CPU-seconds per submission")
     args = parser.parse_args()
 
     base = args.keep or Path(tempfile.mkdtemp(prefix="cnnlab-class-bench-"))
@@ -66,12 +144,8 @@ def main() -> int:
     if args.timeout:
         cmd += ["--timeout", str(args.timeout)]
     print(f"{len(chosen)} submissions ({', '.join(f'{chosen.count(k)} {k}' for k in dict.fromkeys(chosen))})"
-          f" on {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    wall = time.monotonic() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+          f" on {os.cpu_count()} CPUs, {load()}", flush=True)
+    proc, wall, cpu, exact = grade(cmd)
     if proc.returncode != 0:
         print(proc.stdout[-2000:], proc.stderr[-2000:], file=sys.stderr)
         return 1
@@ -82,12 +156,31 @@ def main() -> int:
         points, secs = seconds[sid]
         print(f"{sid:<32} {points:>12} {secs:>8.1f}")
     per = [s for _, s in seconds.values()]
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    print(f"\nper submission: mean {sum(per) / len(per):.1f} s, max {max(per):.1f} s")
+    how = "" if exact else " (getrusage: the sandbox's own CPU time is missing)"
+    print(f"\nper submission: mean {sum(per) / len(per):.1f} s, max {max(per):.1f} s wall clock; "
+          f"{cpu / len(chosen):.1f} CPU-s on average{how}")
     print(f"batch: {wall:.0f} s wall clock ({wall / 60:.1f} min), {cpu:.0f} CPU seconds, "
-          f"--jobs {args.jobs}; load average now {os.getloadavg()[0]:.1f}")
+          f"--jobs {args.jobs}; {load()}")
     verdict = "met" if wall <= TARGET_S else "MISSED"
     print(f"target {TARGET_S / 60:.0f} min: {verdict}")
+    if args.correct > 0:
+        alone = base / "correct"
+        for i in range(args.correct):
+            kit.make_submission("correct", alone / f"c{i:02d}", student=f"c{i:02d}",
+                                submissions=alone, results=base / "correct-results",
+                                modules=MODULES)
+        one = [sys.executable, "-m", "grader", "grade-class", str(alone), "--out",
+               str(base / "correct-results"), "--jobs", "1", "--force"] + cmd[len(one_base(cmd)):]
+        proc, wall, cpu, exact = grade(one)
+        if proc.returncode != 0:
+            print(proc.stdout[-2000:], proc.stderr[-2000:], file=sys.stderr)
+            return 1
+        per_cpu = cpu / args.correct
+        how = "" if exact else " (getrusage: the sandbox's own CPU time is missing)"
+        print(f"correct submission alone: {per_cpu:.1f} CPU-s, {wall / args.correct:.1f} s wall "
+              f"clock each ({args.correct} at --jobs 1; the grade-class process included){how}; "
+              f"target {TARGET_CPU_S:g} CPU-s: {'met' if per_cpu <= TARGET_CPU_S else 'MISSED'}; "
+              f"{load()}")
     print(f"results in {out}" if args.keep else "")
     return 0
 

@@ -1,31 +1,48 @@
-"""Steady-state training throughput (images/s), JAX/Flax vs PyTorch eager, on this CPU.
+"""Steady-state training throughput (images/s): cnnlab against every peer that is installed.
 
-Batch 128, float32, data in memory. JAX: ``cnnlab.train.train_step`` (jitted, state donated) with
-Adam on a uint8 in-memory batch (scaled to [0, 1] on device). PyTorch (when installed): the same
-architecture in eager mode with ``torch.set_num_threads(THREADS)``, Adam, float32 NCHW batches.
-The two run interleaved in one process (JAX block, PyTorch block, per model and repeat), so load
-from other processes hits both alike; each figure is the median over ``--repeats`` blocks of
-``--steps`` steps after warm-up; the ratio is JAX images/s over PyTorch images/s.
+Batch 128, float32, Adam 1e-3, data in memory, the same architectures in every framework:
 
-    python benchmarks/train_throughput.py                      # all three models, 7 repeats
+- ``cnnlab``: ``cnnlab.train.train_step`` (jitted, state donated) on uint8 batches scaled on device;
+- ``keras-jax`` / ``keras-torch``: Keras 3 (``KERAS_BACKEND=jax|torch``), ``model.fit`` over the
+  block's batches (what a Keras user runs);
+- ``torch``: PyTorch eager, ``torch.set_num_threads(THREADS)``, float32 NCHW;
+- ``torch-compile``: the same model through ``torch.compile``.
+
+Each framework runs in a process of its own (a Python for the peers is given by ``--peers-python``,
+default ``.venv-peers/bin/python`` when it exists: the peers are never cnnlab dependencies), built
+and warmed up once, then driven block by block over a pipe: the blocks alternate between the
+frameworks (one computes while the others wait), so load from other processes hits all alike.
+Each figure is the median over ``--repeats`` blocks of ``--steps`` steps; the ratio of cnnlab to a
+peer is the median of the ratios of neighbouring blocks, and the last column is cnnlab over the
+best peer. The CPU's model name and its AVX-512 / BF16 flags are printed: machines differ.
+
+    python benchmarks/train_throughput.py                      # all three models, all peers
     python benchmarks/train_throughput.py --models workshop_cnn --repeats 3 --steps 20
+    python benchmarks/train_throughput.py --peers torch keras-jax
     CNNLAB_CONV_BACKWARD=xla python benchmarks/train_throughput.py   # plain XLA conv gradients
     CNNLAB_XLA_FLAGS=off python benchmarks/train_throughput.py       # YNNPACK convolutions
 
-Like ``cnnlab train`` it opts in to XLA:CPU's multi-threaded convolutions
-(:func:`cnnlab.xla_cpu.use_multithreaded_convolutions`).
+Set up the peers once (PyPI; torch's CPU wheel is large)::
 
-It also checks that each train step compiled exactly once (``cnnlab.train.TRACE_COUNTS``).
+    python3 -m venv .venv-peers && .venv-peers/bin/pip install -e . keras torch
+
+Like ``cnnlab train`` the cnnlab process opts in to XLA:CPU's multi-threaded convolutions
+(:func:`cnnlab.xla_cpu.use_multithreaded_convolutions`), and it checks that each train step
+compiled exactly once (``cnnlab.train.TRACE_COUNTS``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +52,9 @@ import optax
 from cnnlab import layers, models, train, xla_cpu
 
 MODELS = ("workshop_cnn", "flax_cnn", "resnet_small")
+PEERS = ("keras-jax", "keras-torch", "torch", "torch-compile")
 THREADS = 2
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def cpu_seconds() -> float:
@@ -148,14 +167,18 @@ def TorchResNetSmall(flax_model):  # noqa: N802 - a factory standing in for a cl
 
 
 class TorchRunner:
-    def __init__(self, name: str, batch: int, num_batches: int = 4, seed: int = 0):
+    def __init__(self, name: str, batch: int, num_batches: int = 4, seed: int = 0,
+                 compiled: bool = False):
         import torch
 
+        torch.set_num_threads(THREADS)
         torch.manual_seed(seed)
         g = torch.Generator().manual_seed(seed)
         self.torch = torch
         self.model = torch_model(name)
         self.model.train()
+        if compiled:
+            self.model = torch.compile(self.model)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         self.images = [torch.rand(batch, 1, 28, 28, generator=g) for _ in range(num_batches)]
         self.labels = [torch.randint(0, 10, (batch,), generator=g) for _ in range(num_batches)]
@@ -199,100 +222,257 @@ def eval_seconds(name: str, repeats: int = 3) -> tuple[int, float, float]:
     return len(ds.test.labels), times[0], statistics.median(times[1:])
 
 
-def torch_available() -> bool:
+def keras_model(name: str):
+    """The same architectures in Keras 3 (NHWC, as cnnlab), compiled with Adam 1e-3."""
+    import keras
+    from keras import layers as kl
+
+    x = inp = keras.Input((28, 28, 1))
+    if name == "workshop_cnn":
+        for f in (16, 32, 64):
+            x = kl.Conv2D(f, 3, strides=2, padding="same", activation="relu")(x)
+        x = kl.Dense(10)(kl.Flatten()(x))
+    elif name == "flax_cnn":
+        for f in (32, 64):
+            x = kl.AveragePooling2D(2)(kl.Conv2D(f, 3, padding="same", activation="relu")(x))
+        x = kl.Dense(10)(kl.Dense(256, activation="relu")(kl.Flatten()(x)))
+    elif name == "resnet_small":
+        flax_model = models.get(name, num_classes=10)
+        blocks = tuple(flax_model.blocks) + (0,) * (len(flax_model.widths) - len(flax_model.blocks))
+
+        def conv_bn(x, w, relu=True):
+            x = kl.BatchNormalization(momentum=0.9, epsilon=1e-5)(
+                kl.Conv2D(w, 3, padding="same", use_bias=False)(x))
+            return kl.ReLU()(x) if relu else x
+
+        for i, (w, n) in enumerate(zip(flax_model.widths, blocks)):
+            if i > 0:
+                x = kl.MaxPooling2D(2, padding="same")(x)
+            x = conv_bn(x, w)
+            for _ in range(n):
+                x = kl.ReLU()(kl.Add()([x, conv_bn(conv_bn(x, w), w, relu=False)]))
+        x = kl.Dense(flax_model.hidden, activation="relu")(kl.Flatten()(x))
+        x = kl.Dense(10)(kl.Dropout(flax_model.dropout)(x))
+    else:
+        raise ValueError(name)
+    model = keras.Model(inp, x)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+class KerasRunner:
+    """``model.fit`` over ``steps`` in-memory batches per block (one epoch of them)."""
+
+    def __init__(self, name: str, batch: int, seed: int = 0):
+        import keras
+
+        keras.utils.set_random_seed(seed)
+        self.model = keras_model(name)
+        self.batch = batch
+        rng = np.random.default_rng(seed)
+        self.data = {}
+        self.rng = rng
+
+    def run(self, steps: int) -> Timed:
+        if steps not in self.data:
+            n = steps * self.batch
+            self.data[steps] = (self.rng.random((n, 28, 28, 1), dtype=np.float32),
+                                self.rng.integers(0, 10, (n,)).astype(np.int32))
+        x, y = self.data[steps]
+        with Timed(steps * self.batch) as t:
+            self.model.fit(x, y, batch_size=self.batch, epochs=1, shuffle=False, verbose=0)
+        return t
+
+
+def make_runner(framework: str, name: str, batch: int):
+    if framework == "cnnlab":
+        return JaxRunner(name, batch)
+    if framework.startswith("keras-"):
+        return KerasRunner(name, batch)
+    if framework in ("torch", "torch-compile"):
+        return TorchRunner(name, batch, compiled=framework == "torch-compile")
+    raise ValueError(framework)
+
+
+def serve(framework: str, name: str, batch: int, warmup: int) -> int:
+    """The child: build, warm up, say ``ready``; then one JSON line per ``run STEPS`` line."""
+    if framework == "cnnlab":
+        xla_cpu.use_multithreaded_convolutions()  # before JAX starts (CNNLAB_XLA_FLAGS=off: not)
+    t = time.perf_counter()
+    runner = make_runner(framework, name, batch)
+    before = train.TRACE_COUNTS["train_step"]
+    runner.run(warmup)
+    warm = {"ready": True, "warmup_s": time.perf_counter() - t, "version": version(framework)}
+    if framework == "cnnlab":
+        warm["traces"] = train.TRACE_COUNTS["train_step"] - before
+        warm["multithreaded_conv"] = xla_cpu.convolutions_are_multithreaded()
+        warm["conv_backward"] = layers.conv_backward_mode()
+    print(json.dumps(warm), flush=True)
+    for line in sys.stdin:
+        steps = int(line.split()[1])
+        before = train.TRACE_COUNTS["train_step"]
+        r = runner.run(steps)
+        print(json.dumps({"rate": r.rate, "cpu_rate": r.cpu_rate,
+                          "retraced": train.TRACE_COUNTS["train_step"] - before}), flush=True)
+    return 0
+
+
+def version(framework: str) -> str:
+    if framework == "cnnlab":
+        return f"jax {jax.__version__}"
+    if framework.startswith("keras-"):
+        import keras
+        return f"keras {keras.__version__} on {keras.backend.backend()}"
+    import torch
+    return f"torch {torch.__version__}"
+
+
+class Peer:
+    """One framework's process, driven block by block."""
+
+    def __init__(self, framework: str, python: str, name: str, args):
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if framework.startswith("keras-"):
+            env["KERAS_BACKEND"] = framework.split("-", 1)[1]
+        self.framework = framework
+        # stderr to a file: a pipe nobody reads would block a chatty child (compiler logs)
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            [python, __file__, "--serve", framework, "--models", name, "--batch", str(args.batch),
+             "--warmup", str(args.warmup)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self.stderr, text=True, env=env, cwd=ROOT)
+        self.info = self._reply()
+
+    def _reply(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            status = self.proc.wait()
+            self.stderr.seek(0)
+            err = self.stderr.read().strip().splitlines()
+            raise RuntimeError(err[-1] if err else f"exited with status {status}")
+        return json.loads(line)
+
+    def run(self, steps: int) -> dict:
+        self.proc.stdin.write(f"run {steps}\n")
+        self.proc.stdin.flush()
+        return self._reply()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+        self.stderr.close()
+
+
+def cpu_description() -> str:
+    """lscpu's model name and whether the CPU has AVX-512 and AVX512-BF16 / AMX."""
+    model, flags = "unknown CPU", set()
     try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    have = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{model}; {os.cpu_count()} CPUs; flags: {', '.join(have) or 'none of avx2/avx512'}"
 
 
-# --------------------------------------------------------------------------------------------
+def peers_python(given: str | None) -> str:
+    if given:
+        return given
+    venv = ROOT / ".venv-peers" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
+def start_peers(name: str, frameworks, python: str, args) -> dict:
+    """Start each framework's process for model ``name``; those that cannot start are named."""
+    started = {}
+    for fw in frameworks:
+        try:
+            started[fw] = Peer(fw, sys.executable if fw == "cnnlab" else python, name, args)
+        except (RuntimeError, OSError, json.JSONDecodeError) as e:
+            print(f"  {fw}: not run ({str(e)[:160]})", flush=True)
+    return started
+
+
+def report(name: str, peers: dict, blocks: dict) -> bool:
+    """One table per model: img/s (min-max) and img/CPU-s per framework, ratios of cnnlab."""
+    med = statistics.median
+    ours = blocks.get("cnnlab", [])
+    print(f"\n{name}")
+    print(f"  {'framework':<14} {'img/s':>8} {'(min-max)':>15} {'img/cpu-s':>9} "
+          f"{'cnnlab/it':>9} {'warm-up s':>9}  version")
+    best = None
+    for fw, bl in blocks.items():
+        rates = [b["rate"] for b in bl]
+        ratio = med(a["rate"] / b["rate"] for a, b in zip(ours, bl)) if ours else float("nan")
+        if fw != "cnnlab" and (best is None or ratio < best[1]):
+            best = (fw, ratio)
+        print(f"  {fw:<14} {med(rates):>8.0f} {f'({min(rates):.0f}-{max(rates):.0f})':>15} "
+              f"{med(b['cpu_rate'] for b in bl):>9.0f} {ratio:>8.2f}x "
+              f"{peers[fw].info['warmup_s']:>9.1f}  {peers[fw].info['version']}")
+    if best is not None and ours:
+        print(f"  cnnlab / best peer ({best[0]}): {best[1]:.2f}x")
+    if "cnnlab" not in peers:
+        return True
+    info = peers["cnnlab"].info
+    retraced = sum(b["retraced"] for b in ours)
+    print(f"  cnnlab: conv backward {info['conv_backward']}, multi-threaded convolutions "
+          f"{info['multithreaded_conv']}, train step compiled {info['traces'] + retraced} time(s)")
+    return info["traces"] == 1 and retraced == 0
+
+
+def run_model(name: str, frameworks, python: str, args) -> bool:
+    peers = start_peers(name, frameworks, python, args)
+    blocks = {fw: [] for fw in peers}
+    try:
+        for _ in range(args.repeats):
+            for fw, peer in peers.items():
+                # A pause before each block: another runtime's worker threads spin for a while
+                # after their last task (OpenMP, Eigen) and would steal the cores.
+                time.sleep(args.pause)
+                blocks[fw].append(peer.run(args.steps))
+    finally:
+        for peer in peers.values():
+            peer.close()
+    return report(name, peers, blocks)
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=models.names())
+    p.add_argument("--peers", nargs="*", default=list(PEERS), choices=PEERS,
+                   help="peers to run beside cnnlab (those not installed are skipped)")
+    p.add_argument("--peers-python", default=None,
+                   help="the Python with keras/torch (default: .venv-peers/bin/python if present)")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, default=30, help="steps per timed block")
-    p.add_argument("--repeats", type=int, default=7, help="timed blocks per framework and model")
+    p.add_argument("--repeats", type=int, default=5, help="timed blocks per framework and model")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (incl. compile)")
     p.add_argument("--pause", type=float, default=0.5, help="seconds of rest before each block")
-    p.add_argument("--no-torch", action="store_true", help="JAX figures only")
     p.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation timing")
+    p.add_argument("--serve", default=None, help=argparse.SUPPRESS)  # the child's framework
     args = p.parse_args(argv)
-    xla_cpu.use_multithreaded_convolutions()  # before JAX starts (CNNLAB_XLA_FLAGS=off: not)
+    if args.serve:
+        return serve(args.serve, args.models[0], args.batch, args.warmup)
 
-    have_torch = torch_available() and not args.no_torch
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs; "
-          f"conv backward: {layers.conv_backward_mode()}; multi-threaded convolutions: "
-          f"{xla_cpu.convolutions_are_multithreaded()}; batch {args.batch}, float32, "
-          f"{args.repeats} x {args.steps} steps")
-    if have_torch:
-        import torch
-
-        torch.set_num_threads(THREADS)
-        print(f"torch {torch.__version__}, eager, set_num_threads({THREADS})")
-    elif not args.no_torch:
-        print("torch not installed: JAX figures only (pip install torch to compare)")
-
-    load0 = os.getloadavg()[0]
-    runners = {}
-    for name in args.models:
-        t = time.perf_counter()
-        jr = JaxRunner(name, args.batch)
-        before = train.TRACE_COUNTS["train_step"]
-        jr.run(args.warmup)
-        compile_s = time.perf_counter() - t
-        traces = train.TRACE_COUNTS["train_step"] - before
-        tr = TorchRunner(name, args.batch) if have_torch else None
-        if tr is not None:
-            tr.run(args.warmup)
-        runners[name] = (jr, tr, traces, compile_s)
-
-    before_timing = train.TRACE_COUNTS["train_step"]
-    results = {name: ([], []) for name in args.models}
-    for _ in range(args.repeats):
-        for name in args.models:
-            jr, tr, _, _ = runners[name]
-            # A pause before each block: the other runtime's worker threads spin for a while
-            # after their last task (OpenMP, Eigen) and would steal the cores.
-            time.sleep(args.pause)
-            results[name][0].append(jr.run(args.steps))
-            if tr is not None:
-                time.sleep(args.pause)
-                results[name][1].append(tr.run(args.steps))
-
-    retraced = train.TRACE_COUNTS["train_step"] - before_timing  # must stay 0
-    print(f"\nload average (1 min) before/after: {load0:.1f} / {os.getloadavg()[0]:.1f}")
-    med = statistics.median
-    header = f"{'model':<14} {'JAX img/s':>10} {'(min-max)':>13}"
-    if have_torch:
-        header += f" {'torch img/s':>11} {'(min-max)':>13} {'ratio':>6}"
-    header += f" {'JAX img/cpu-s':>13}"
-    if have_torch:
-        header += f" {'torch img/cpu-s':>15} {'ratio':>6}"
-    print(header + f" {'compile s':>9} {'compiles':>8}")
+    python = peers_python(args.peers_python)
+    print(f"CPU: {cpu_description()}")
+    print(f"batch {args.batch}, float32, Adam 1e-3; {args.repeats} blocks x {args.steps} steps per "
+          f"framework, interleaved, each framework in its own process; peers' Python: {python}")
+    load0 = os.getloadavg()
     ok = True
     for name in args.models:
-        jr, tr, traces, compile_s = runners[name]
-        js, ts = results[name]
-        ok &= traces == 1 and retraced == 0
-        j_rates = [t.rate for t in js]
-        line = f"{name:<14} {med(j_rates):>10.0f} {f'({min(j_rates):.0f}-{max(j_rates):.0f})':>13}"
-        if tr is not None:
-            t_rates = [t.rate for t in ts]
-            # Median of the ratios of neighbouring (interleaved) blocks: load drifts cancel.
-            ratio = med(a.rate / b.rate for a, b in zip(js, ts))
-            line += (f" {med(t_rates):>11.0f} {f'({min(t_rates):.0f}-{max(t_rates):.0f})':>13}"
-                     f" {ratio:>5.2f}x")
-        line += f" {med(t.cpu_rate for t in js):>13.0f}"
-        if tr is not None:
-            cpu_ratio = med(a.cpu_rate / b.cpu_rate for a, b in zip(js, ts))
-            line += f" {med(t.cpu_rate for t in ts):>15.0f} {cpu_ratio:>5.2f}x"
-        print(line + f" {compile_s:>9.1f} {traces + retraced:>8}")
+        ok &= run_model(name, ["cnnlab", *args.peers], python, args)
+    print(f"\nload average (1, 5, 15 min) before: {' '.join(f'{x:.1f}' for x in load0)}; after: "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if not args.no_eval:
         print("\ninference: cnnlab.train.evaluate over the test split (what `cnnlab evaluate` "
               "runs), batch 1000")
+        xla_cpu.use_multithreaded_convolutions()
         for name in args.models:
             n, first, median = eval_seconds(name)
             print(f"{name:<14} {n:,} images: {median:.2f} s after compile "

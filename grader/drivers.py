@@ -84,10 +84,7 @@ def mode_call(fn, args, kwargs, options, **_):
     eagerly too: traced, it prints tracers instead of the values the student wants to see (and a
     compiled function prints only when traced). Functions without array arguments run as they
     are (``options["jit_static"]`` compiles them too, all arguments static)."""
-    statics = [a for a in (*args, *kwargs.values()) if not _has_array(a)]
-    all_static = len(statics) == len(args) + len(kwargs)
-    if options.get("eager") or (all_static and not options.get("jit_static")) \
-            or not all(_hashable(a) for a in statics) or _prints(fn):
+    if not compiled_whole("call", fn, args, kwargs, options):
         return fn(*args, **kwargs), {}
     with capture.aside() as traced:
         try:
@@ -102,6 +99,43 @@ def mode_call(fn, args, kwargs, options, **_):
     elif out is not traced:
         return out, {}
     return fn(*args, **kwargs), {}
+
+
+def compiled_whole(mode: str, fn, args, kwargs, options) -> bool:
+    """Whether a call's outcome is ``fn`` compiled as a whole (:func:`case_program`): every
+    "jit", "vmap", "grad" and "driver:flax_model" call, and the "call" calls that
+    :func:`mode_call` tries compiled first (array arguments, hashable static ones, not marked
+    eager, not known to print)."""
+    if mode in ("jit", "vmap", "grad", "driver:flax_model"):
+        return True
+    if mode != "call":
+        return False
+    statics = [a for a in (*args, *kwargs.values()) if not _has_array(a)]
+    all_static = len(statics) == len(args) + len(kwargs)
+    return not (options.get("eager") or (all_static and not options.get("jit_static"))
+                or not all(_hashable(a) for a in statics) or _prints(fn))
+
+
+def run_batch(fn, cases: list[tuple[str, list, dict, dict]]) -> list | None:
+    """The outputs of ``fn`` on every case ``(mode, args, kwargs, options)`` (modes for which
+    :func:`compiled_whole` holds) from ONE compiled program.
+
+    XLA:CPU spends ~0.1 CPU-s compiling even a tiny program, and grading runs most functions on
+    several cases (shapes, strides, edge values, under vmap and grad): compiling them together
+    costs one compilation instead of one per case. Each case is its :func:`case_program`, so its
+    output is what its own compiled call gives. Returns None, and nothing counts, when the batch
+    cannot be built, compiled or run, or prints while traced: then every case runs on its own
+    exactly as before (:func:`run`), which decides.
+    """
+    with capture.aside() as traced:
+        try:
+            programs = [case_program(mode, fn, a, k, o) for mode, a, k, o in cases]
+            outs = jax.jit(lambda inputs: [p(x) for (p, _, _), x in zip(programs, inputs)])(
+                [x for _, x, _ in programs])
+            outs = [finish(out) for (_, _, finish), out in zip(programs, outs)]
+        except Exception:  # noqa: BLE001 - one case that cannot compile: each runs on its own
+            return None
+    return None if traced.total else outs
 
 
 def _prints(fn) -> bool:
@@ -126,27 +160,69 @@ def mode_jit(fn, args, kwargs, options, **_):
 
 def mode_vmap(fn, args, kwargs, options, **_):
     """``jax.vmap`` over the positional args whose ``in_axes`` entry is not None."""
-    in_axes = list(options["in_axes"])
-    dynamic = [i for i, a in enumerate(in_axes) if a is not None]
-    bound, dyn = _bind(fn, args, kwargs, dynamic)
-    return jax.jit(jax.vmap(bound, in_axes=[in_axes[i] for i in dynamic]))(*dyn), {}
+    program, inputs, finish = case_program("vmap", fn, args, kwargs, options)
+    return finish(jax.jit(program)(inputs)), {}
 
 
 def mode_grad(fn, args, kwargs, options, **_):
     """The VJP w.r.t. ``options["argnums"]`` with a fixed cotangent (seeded normal, per leaf)."""
-    argnums = list(options.get("argnums", [0]))
-    bound, dyn = _bind(fn, args, kwargs, argnums)
-    out_shape = jax.eval_shape(bound, *dyn)
-    r = np.random.default_rng(1234)
-    cot = jax.tree_util.tree_map(
-        lambda o: jnp.asarray(r.standard_normal(o.shape), dtype=o.dtype), out_shape)
+    program, inputs, finish = case_program("grad", fn, args, kwargs, options)
+    return finish(jax.jit(program)(inputs)), {}
 
-    @jax.jit
-    def grads_of(dyn, cot):
-        return jax.vjp(bound, *dyn)[1](cot)
 
-    grads = grads_of(dyn, cot)
-    return tuple(grads) if len(grads) > 1 else grads[0], {}
+def _same(out):
+    return out
+
+
+def case_program(mode: str, fn, args, kwargs, options) -> tuple[Callable, object, Callable]:
+    """``(program, inputs, finish)``: a call of mode "call"/"jit", "vmap", "grad" or
+    "driver:flax_model" as a function of its traced inputs only (a pytree; the other arguments
+    are constants), so that ``finish(jax.jit(program)(inputs))`` is its outcome (``finish``
+    gives the outcome its container types: ``jax.jit`` returns dicts with sorted keys).
+
+    "call"/"jit": the array arguments are traced, as in :func:`_jit_call`. "driver:flax_model":
+    ``fn(**kwargs)`` initialized and applied on ``args = (x, key)``. "vmap": the positional
+    args whose ``in_axes`` entry is not None. "grad": the VJP w.r.t. ``options["argnums"]`` with a
+    fixed cotangent (seeded normal, per leaf, drawn here from the output's shape).
+    """
+    if mode in ("call", "jit"):
+        positions = _array_positions(args, options)
+        names = [k for k, v in kwargs.items() if _has_array(v)]
+
+        def program(inputs):
+            dyn, dyn_kwargs = inputs
+            full = list(args)
+            for i, d in zip(positions, dyn):
+                full[i] = d
+            return fn(*full, **{k: dyn_kwargs.get(k, v) for k, v in kwargs.items()})
+
+        return program, ([args[i] for i in positions], {k: kwargs[k] for k in names}), _same
+    if mode == "vmap":
+        in_axes = list(options["in_axes"])
+        dynamic = [i for i, a in enumerate(in_axes) if a is not None]
+        bound, dyn = _bind(fn, args, kwargs, dynamic)
+        return (lambda dyn: jax.vmap(bound, in_axes=[in_axes[i] for i in dynamic])(*dyn)), dyn, \
+            _same
+    if mode == "grad":
+        bound, dyn = _bind(fn, args, kwargs, list(options.get("argnums", [0])))
+        r = np.random.default_rng(1234)
+        cot = jax.tree_util.tree_map(lambda o: jnp.asarray(r.standard_normal(o.shape), o.dtype),
+                                     jax.eval_shape(bound, *dyn))
+
+        def grads_of(inputs):
+            return jax.vjp(bound, *inputs[0])[1](inputs[1])
+
+        return grads_of, (dyn, cot), lambda grads: tuple(grads) if len(grads) > 1 else grads[0]
+    if mode == "driver:flax_model":  # see driver_flax_model
+        model = fn(**kwargs)
+
+        def init_apply(inputs):
+            x, key = inputs
+            variables = model.init(key, x, train=False)
+            return variables["params"], model.apply(variables, x, train=False)
+
+        return init_apply, tuple(args), lambda out: {"params": dict(out[0]), "logits": out[1]}
+    raise ValueError(f"mode {mode!r} has no program")
 
 
 def mode_purity(fn, args, kwargs, options, *, fresh_inputs, **_):
@@ -191,9 +267,10 @@ def mode_jaxpr(fn, args, kwargs, options, **_):
     dynamic = _array_positions(args, options)
     bound, dyn = _bind(fn, args, kwargs, dynamic)
     names = primitive_names(jax.make_jaxpr(bound)(*dyn))
-    program = jax.export.export(jax.jit(bound))(*dyn).serialize()
+    compiled = jax.jit(bound)  # the value from one compiled program, not op by op
+    program = jax.export.export(compiled)(*dyn).serialize()
     return {"program": np.frombuffer(bytes(program), np.uint8), "primitives": names,
-            "value": bound(*dyn)}, {}
+            "value": compiled(*dyn)}, {}
 
 
 # --- harnesses ------------------------------------------------------------------------------------
@@ -204,15 +281,8 @@ def driver_flax_model(cls, args, kwargs, options, **_):
     args: (x, key). Flax's init is deterministic in the parameter names, so a model with the
     reference's names and shapes has the reference's initial values too.
     """
-    x, key = args
-    model = cls(**kwargs)
-
-    def init_apply(key, x):
-        variables = model.init(key, x, train=False)
-        return variables["params"], model.apply(variables, x, train=False)
-
-    params, logits = _maybe_jit(init_apply, key, x)
-    return {"params": dict(params), "logits": logits}, {}
+    program, inputs, finish = case_program("driver:flax_model", cls, args, kwargs, options)
+    return finish(_maybe_jit(program, inputs)), {}
 
 
 class _TinyMLP:

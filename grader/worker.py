@@ -160,9 +160,13 @@ def _mutation(snap, tree, path: str = "") -> str | None:
     return None if tree is content else (path or "(top level)")
 
 
+_NOT_RUN = object()
+
+
 def run_call(module, call: dict, in_arrays: dict, out_arrays: dict, prefix: str,
-             student_dir: str) -> dict:
-    """Run one call; return its outcome record (output skeleton or error)."""
+             student_dir: str, ready=_NOT_RUN) -> dict:
+    """Run one call; return its outcome record (output skeleton or error). ``ready``: its
+    output, already computed in a batch (:func:`batched_outputs`)."""
     import jax
 
     from grader import drivers
@@ -183,8 +187,11 @@ def run_call(module, call: dict, in_arrays: dict, out_arrays: dict, prefix: str,
     snap = _snapshot([args, kwargs])
     info: dict = {}
     try:
-        out, info = drivers.run(call["mode"], fn, args, kwargs, call.get("options", {}),
-                                module=module, fresh_inputs=fresh_inputs)
+        if ready is not _NOT_RUN:
+            out = ready
+        else:
+            out, info = drivers.run(call["mode"], fn, args, kwargs, call.get("options", {}),
+                                    module=module, fresh_inputs=fresh_inputs)
     except ExerciseTimeout:
         raise
     except BaseException as exc:  # noqa: BLE001 - student code may raise anything, even SystemExit
@@ -291,6 +298,39 @@ def _import_student(name: str, path: Path):
     return module
 
 
+def batched_outputs(module, calls: list[dict], in_arrays: dict) -> dict[int, object]:
+    """``{index in calls: output}`` for the calls of one function that compile as a whole, run
+    together in one compiled program per function (:func:`grader.drivers.run_batch`); calls left
+    out (other modes, a lone call, a batch that failed) run on their own."""
+    import jax
+
+    from grader import drivers
+
+    groups: dict[str, list] = {}
+    for i, call in enumerate(calls):
+        fn = getattr(module, call["fn"], None)
+        if fn is None:
+            continue
+        args = list(decode(call["args"], in_arrays, array_fn=jax.device_put))
+        kwargs = decode(call["kwargs"], in_arrays, array_fn=jax.device_put)
+        options = call.get("options", {})
+        if drivers.compiled_whole(call["mode"], fn, args, kwargs, options):
+            groups.setdefault(call["fn"], []).append((i, fn, call["mode"], args, kwargs, options))
+    ready: dict[int, object] = {}
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        try:
+            outs = drivers.run_batch(group[0][1], [case for _, _, *case in group])
+        except ExerciseTimeout:
+            raise
+        except BaseException:  # noqa: BLE001 - e.g. SystemExit while traced: each runs alone
+            outs = None
+        if outs is not None:
+            ready.update(zip([i for i, *_ in group], outs))
+    return ready
+
+
 def run_exercises(module, exercises: list[dict], in_arrays: dict, out_dir: Path,
                   progress, timeout: float, student_dir: str) -> None:
     """Run every exercise of one module, each under its own alarm; write its outcomes."""
@@ -302,17 +342,24 @@ def run_exercises(module, exercises: list[dict], in_arrays: dict, out_dir: Path,
         _start_alarm(timeout)
         timed_out = False
         try:
+            try:
+                ready = batched_outputs(module, ex["calls"], in_arrays)
+            except ExerciseTimeout:
+                ready, timed_out = {}, True
+            except BaseException:  # noqa: BLE001 - student code misbehaving: each call runs alone
+                ready = {}
             for i, call in enumerate(ex["calls"]):
                 if timed_out:
                     outcomes[call["id"]] = {"ok": False, "error": {
                         "kind": "Timeout", "module": "", "where": None,
-                        "message": f"not run: the exercise exceeded {timeout:g} s"}}
+                        "message": f"timed out after {timeout:g} s" if not outcomes else
+                        f"not run: the exercise exceeded {timeout:g} s"}}
                     continue
                 printed = CaseOutput()  # what the student's code prints, shown under the case
                 try:
                     with printed:
                         outcome = run_call(module, call, in_arrays, out_arrays, f"c{i}_",
-                                           student_dir)
+                                           student_dir, ready.get(i, _NOT_RUN))
                 except ExerciseTimeout:
                     timed_out = True
                     outcome = {"ok": False, "error": {
