@@ -54,14 +54,27 @@ MUTANTS = [
      "return softmax(logits) - jax.nn.one_hot(labels, logits.shape[1])", "divide by N"),
     ("neurons", "add_multiply_backward",
      "q = x + y\nreturn {'f': q * z, 'dx': q, 'dy': z, 'dz': q}", "output['dx']"),
+    ("neurons", "leaky_relu", "return jnp.where(x >= 0, x, -negative_slope * x)",
+     "leaky_relu(-2) = -0.2"),
+    ("neurons", "prelu", "return jnp.where(x >= 0, x, jax.lax.stop_gradient(alpha) * x)",
+     "alpha is a parameter"),
+    ("neurons", "prelu", "return jnp.where(x >= 0, x, alpha[0] * x)",
+     "one slope per channel"),
+    ("neurons", "mean_squared_error", "return jnp.sum((predictions - targets) ** 2)",
+     "then average"),
     ("neurons", "mlp3_loss",
      "h1 = sigmoid(x @ params['w1'] + params['b1'])\nh2 = sigmoid(h1 @ params['w2'] + params['b2'])\n"
-     "out = sigmoid(h2 @ params['w3'] + params['b3'])\nreturn 0.5 * jnp.mean((out - y) ** 2)",
-     "divide by N only"),
+     "z = h2 @ params['w3'] + params['b3']\nz = z - jnp.max(z, axis=-1, keepdims=True)\n"
+     "return -jnp.sum(y * (z - jnp.log(jnp.sum(jnp.exp(z), axis=-1, keepdims=True))))",
+     "divide by N"),
+    ("neurons", "mlp3_loss",
+     "h1 = sigmoid(x @ params['w1'] + params['b1'])\nh2 = sigmoid(h1 @ params['w2'] + params['b2'])\n"
+     "p = softmax(h2 @ params['w3'] + params['b3'])\nreturn -jnp.sum(y * jnp.log(p)) / x.shape[0]",
+     "log(softmax(z)) overflows"),
     ("neurons", "mlp3_backward",
      "n = x.shape[0]\nh1 = sigmoid(x @ params['w1'] + params['b1'])\n"
-     "h2 = sigmoid(h1 @ params['w2'] + params['b2'])\nout = sigmoid(h2 @ params['w3'] + params['b3'])\n"
-     "d3 = (out - y) / n\nd2 = (d3 @ params['w3'].T) * h2 * (1 - h2)\n"
+     "h2 = sigmoid(h1 @ params['w2'] + params['b2'])\np = softmax(h2 @ params['w3'] + params['b3'])\n"
+     "d3 = (p - y) / n\nd2 = d3 @ params['w3'].T\n"
      "d1 = (d2 @ params['w2'].T) * h1 * (1 - h1)\n"
      "return {'w1': x.T @ d1, 'b1': d1.sum(0), 'w2': h1.T @ d2, 'b2': d2.sum(0),\n"
      "        'w3': h2.T @ d3, 'b3': d3.sum(0)}", "sigmoid derivative"),
@@ -117,6 +130,12 @@ MUTANTS = [
      "kh, kw = kernel.shape\nh, w = image.shape[0] - kh + 1, image.shape[1] - kw + 1\n"
      "out = jnp.zeros((h, w))\nfor u in range(kh):\n    for v in range(kw):\n"
      "        out = out + kernel[u, v] * image[u:u + h, v:v + w]\nreturn out", "shape mismatch"),
+    ("convolution", "pixel_use_counts",
+     "def per_axis(n, k):\n    starts = jnp.arange(n - k + 1)\n    idx = jnp.arange(n)\n"
+     "    c = (idx[None, :] >= starts[:, None]) & (idx[None, :] < starts[:, None] + k)\n"
+     "    return c.sum(0).astype(jnp.int32)\nkh, kw = _as_pair(kernel_size)\n"
+     "return per_axis(height, kh)[:, None] * per_axis(width, kw)[None, :]",
+     "windows start P pixels before the image"),
     ("convolution", "dense_param_count", "return math.prod(input_shape) * units",
      "one bias per unit"),
     ("convolution", "conv_param_count",
@@ -163,6 +182,15 @@ MUTANTS = [
      "keep = jax.random.bernoulli(jax.random.fold_in(key, _CALLS), 1.0 - rate, x.shape)\n"
      "return jnp.where(keep, x / (1.0 - rate), 0.0)", "gave different results"),
     # --- training
+    ("training", "steps_per_epoch", "return num_examples // batch_size", "round *up*"),
+    ("training", "adadelta_step",
+     "e_g = jax.tree_util.tree_map(lambda e, g: rho * e + (1 - rho) * g * g, state['e_g'], grads)\n"
+     "u = jax.tree_util.tree_map(lambda g, eg: g / jnp.sqrt(eg + eps), grads, e_g)\n"
+     "e_x = jax.tree_util.tree_map(lambda e, d: rho * e + (1 - rho) * d * d, state['e_x'], u)\n"
+     "new = jax.tree_util.tree_map(lambda p, d: p - learning_rate * d, params, u)\n"
+     "return new, {'e_g': e_g, 'e_x': e_x}", "*previous* e_x"),
+    ("training", "l1_penalty",
+     "return weight * sum(jnp.sum(p) for p in jax.tree_util.tree_leaves(params))", "*absolute*"),
     ("training", "minibatch_indices",
      "perm = jax.random.permutation(jax.random.PRNGKey(seed), num_examples)\n"
      "nb = num_examples // batch_size\nreturn perm[:nb * batch_size].reshape(nb, batch_size)",
@@ -216,7 +244,16 @@ MUTANTS = [
      "use self.hidden and self.num_classes"),
     ("cnn_models", "receptive_field",
      "r = 1\nfor k, s in layers:\n    r += (k - 1) * s\nreturn r", "stride *after*"),
+    ("cnn_models", "count_params",
+     "return sum(int(v['kernel'].size) for v in params.values())", "every* leaf"),
     # --- transfer
+    ("transfer", "caffe_preprocess",
+     "return jnp.asarray(images, jnp.float32) - jnp.asarray(CAFFE_MEAN_BGR, jnp.float32)",
+     "RGB -> BGR first"),
+    ("transfer", "decode_predictions",
+     "order = jnp.argsort(jnp.asarray(probs), axis=-1)[:, :top]\n"
+     "return [[(class_names[int(i)], float(p[i])) for i in row] for p, row in zip(probs, order)]",
+     "most probable first"),
     ("transfer", "replace_head",
      "new = dict(params)\nnew[head] = {'kernel': params[head]['kernel'], 'bias': jnp.zeros_like(params[head]['bias'])}\n"
      "return new", "kernel (F, num_classes)"),
