@@ -1,5 +1,6 @@
-# Generated from solutions/neurons.py by `python -m grader assign`: fill in every
-# `raise NotImplementedError(...)`, then run `python -m grader check <function>`.
+# Lab 1 (neurons), generated from the reference solution. Fill in every
+# `raise NotImplementedError(...)`, then grade one function with `make check EX=sigmoid`
+# (any function's name; EX=neurons for the whole lab), here or in the folder above.
 """Lab 1 — Neurons and backprop.
 
 A neuron computes a weighted sum of its inputs plus a bias and passes it through an activation
@@ -37,7 +38,9 @@ def sigmoid(x: jax.Array) -> jax.Array:
     Any shape -> the same shape, values in [0, 1]. ``s(0) = 0.5``, ``s(2) ≈ 0.8808``.
     Lecture: 001_8ff93c9bfb889e45.txt, "Sigmoid": σ(x) = 1 / (1 + e^-x).
     Write it from the formula (``jax.nn.sigmoid`` is not allowed). Large inputs such as
-    ``x = ±1000`` must give 0 and 1, not NaN.
+    ``x = ±1000`` must give 0 and 1, not NaN, and the gradient must stay finite there: the
+    naive ``1 / (1 + exp(-x))`` has the right value at ``x = -100``, but ``exp(100) = inf`` makes
+    its gradient ``inf / inf = NaN``.
     """
     raise NotImplementedError('exp(-|x|) never overflows: use it for both signs of x')
 
@@ -46,7 +49,8 @@ def tanh(x: jax.Array) -> jax.Array:
     """The hyperbolic tangent, elementwise: ``tanh(x) = (e^x - e^-x) / (e^x + e^-x)``.
 
     Any shape -> the same shape, values in [-1, 1]; ``tanh(x) = 2 s(2x) - 1``. Write it from the
-    formula (``jnp.tanh`` is not allowed). ``x = ±100`` must give ±1, not ``inf / inf = NaN``.
+    formula (``jnp.tanh`` is not allowed). ``x = ±100`` must give ±1, not ``inf / inf = NaN``,
+    and a finite gradient.
     Lecture: 002_7bece5f3dd1db8ed.txt, "ANN: Other Activation Functions":
     tanh(z) = sinh(z) / cosh(z) = (e^2z - 1) / (e^2z + 1).
     """

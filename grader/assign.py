@@ -35,8 +35,23 @@ END = re.compile(r"^\s*# END SOLUTION\s*$")
 HINT = re.compile(r"^\s*# HINT:\s*(.*)$")
 STUB = re.compile(r"^\s*# STUB:\s*(.*)$")
 DEF = re.compile(r"^\s*(?:def|class)\s+(\w+)")
-HEADER = ("# Generated from solutions/{name} by `python -m grader assign`: fill in every\n"
-          "# `raise NotImplementedError(...)`, then run `python -m grader check <function>`.\n")
+HEADER = ("# Lab {number} ({module}), generated from the reference solution. Fill in every\n"
+          "# `raise NotImplementedError(...)`, then grade one function with "
+          "`make check EX={first}`\n"
+          "# (any function's name; EX={module} for the whole lab), here or in the folder above.\n")
+# exercises/Makefile: `make check EX=...` and `make grade` work in exercises/ as in the repository.
+FORWARDING_MAKEFILE = """\
+# Every target runs in the repository (one folder up), so that `make check EX=sigmoid` and
+# `make grade` work here too; CNNLAB_CWD tells the grader to print paths and commands for this
+# folder. Written with the lab files.
+.PHONY: grade forward
+grade:
+\t@CNNLAB_CWD="$(CURDIR)" $(MAKE) --no-print-directory -C .. grade
+Makefile: ;
+%: forward
+\t@CNNLAB_CWD="$(CURDIR)" $(MAKE) --no-print-directory -C .. $@
+forward: ;
+"""
 
 
 def strip_solutions(source: str, name: str = "<module>") -> str:
@@ -75,15 +90,20 @@ def strip_solutions(source: str, name: str = "<module>") -> str:
 
 
 def render(solution_file: Path) -> str:
-    """The text of ``exercises/<lab>.py``."""
-    code, _ = split_notebook_blocks(solution_file.read_text(), solution_file.name)
-    return HEADER.format(name=solution_file.name) + strip_solutions(code, solution_file.name)
+    """The text of ``exercises/<lab>.py`` (without the notebook-only blocks)."""
+    source, _ = split_notebook_blocks(solution_file.read_text(), solution_file.name)
+    text = strip_solutions(source, solution_file.name)
+    module = solution_file.stem
+    number = MODULES.index(module) + 1 if module in MODULES else "?"
+    first = next((b[0].split("@")[0] for b in solution_blocks(source)), module)
+    return HEADER.format(number=number, module=module, first=first) + text
 
 
 def assign(solutions_dir: Path = ROOT / "solutions", exercises_dir: Path = ROOT / "exercises",
            *, check: bool = False) -> list[str]:
     """Write (or with ``check=True`` only compare) ``exercises/<module>.py`` and
-    ``exercises/notebooks/NN_<module>.ipynb`` for every lab module.
+    ``exercises/notebooks/NN_<module>.ipynb`` for every lab module, and ``exercises/Makefile``,
+    which forwards ``make`` targets to the repository's.
 
     Returns the files (relative to ``exercises_dir``) that differ (check) or were written.
     """
@@ -91,18 +111,20 @@ def assign(solutions_dir: Path = ROOT / "solutions", exercises_dir: Path = ROOT 
 
     changed = []
     (exercises_dir / NOTEBOOK_DIR).mkdir(parents=True, exist_ok=True)
+    files = [("Makefile", FORWARDING_MAKEFILE)]
     for module in MODULES:
         source = solutions_dir / f"{module}.py"
-        for rel, want in ((f"{module}.py", render(source)),
-                          (f"{NOTEBOOK_DIR}/{notebook_name(module)}", render_notebook(source))):
-            target = exercises_dir / rel
-            have = target.read_text(encoding="utf-8") if target.exists() else None
-            if have != want:
-                changed.append(rel)
-                if not check:
-                    tmp = target.with_name(target.name + ".tmp")
-                    tmp.write_text(want, encoding="utf-8")
-                    tmp.replace(target)
+        files += [(f"{module}.py", render(source)),
+                  (f"{NOTEBOOK_DIR}/{notebook_name(module)}", render_notebook(source))]
+    for rel, want in files:
+        target = exercises_dir / rel
+        have = target.read_text(encoding="utf-8") if target.exists() else None
+        if have != want:
+            changed.append(rel)
+            if not check:
+                tmp = target.with_name(target.name + ".tmp")
+                tmp.write_text(want, encoding="utf-8")
+                tmp.replace(target)
     return changed
 
 

@@ -291,8 +291,8 @@ def check(*names: str, timeout: float = 30.0) -> None:
     ``check("conv_output_size")``, ``check("convolution")``; run the cell of your function
     first (the check grades what the kernel has, not what is saved).
     """
-    from grader.cli import _print_results as print_results
     from grader.runner import GraderError, grade_submission, select_exercises
+    from grader.scoreboard import print_results
 
     try:
         chosen = select_exercises(list(names) or None)
@@ -325,5 +325,5 @@ def check(*names: str, timeout: float = 30.0) -> None:
             return
     result.submission = f"this notebook (on {' + '.join(f'{m}.py' for m in modules)})"
     result.warnings = notes + result.warnings
-    print_results(result, detailed=True)
+    print_results(result, detailed=True, verbose=False)
 
