@@ -47,6 +47,8 @@ class WorkshopCNN(nn.Module):
         raise NotImplementedError('a loop over the three filter counts with nn.Conv + nn.relu, then reshape and nn.Dense')
 
 
+
+
 class SeminarCNN(nn.Module):
     """The Keras seminar CNN (Keras defaults: "VALID" padding, stride 1, 2x2 max pools).
 

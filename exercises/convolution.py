@@ -196,6 +196,8 @@ def filter_image(image: jax.Array, kernel: jax.Array) -> jax.Array:
     raise NotImplementedError("zero-pad so that the output keeps the input's size, then as conv2d_single")
 
 
+
+
 def pixel_use_counts(height: int, width: int, kernel_size: int | Sequence[int],
                      padding: int = 0) -> jax.Array:
     """How many output values each input pixel takes part in, for a stride-1 convolution.

@@ -68,6 +68,8 @@ def avg_pool(x: jax.Array, window: int | Sequence[int] = 2, stride: int | Sequen
     raise NotImplementedError('as max_pool, adding the slices instead and dividing by the window size')
 
 
+
+
 def global_avg_pool(x: jax.Array) -> jax.Array:
     """Global average pooling: the mean of each channel over all spatial positions.
 

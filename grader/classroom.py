@@ -61,6 +61,7 @@ import cnnlab
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import write_bytes, write_text
 from grader import lms, proctree, reports, runner, specs
+from grader.notebook import NOTEBOOK_DIR, find_notebook, notebook_name
 from grader.results import points_line
 from grader.sandbox import Limits, Sandbox, warn_protections_off
 
@@ -254,13 +255,14 @@ def _module_root(folder: Path, modules: Sequence[str]) -> Path:
     (zips of a folder, or ``exercises/`` inside a repository)."""
     names = {f"{m}.py" for m in modules}
     frontier = [folder]
-    for _ in range(3):
-        hits = [d for d in frontier if any((d / n).is_file() for n in names)]
+    for _ in range(3):  # lab modules, or the labs' notebooks (grader.notebook)
+        hits = [d for d in frontier if any((d / n).is_file() for n in names)
+                or any(find_notebook(d, m) for m in modules)]
         if hits:
             return hits[0]
         frontier = [c for d in frontier for c in sorted(d.iterdir()) if c.is_dir()]
     raise SubmissionProblem("no lab module found (expected files such as "
-                            + ", ".join(f"{m}.py" for m in modules[:3]) + ")")
+                            + ", ".join(f"{m}.py" for m in modules[:3]) + " or their notebooks)")
 
 
 def guess_module(source: bytes, exercises_by_module: dict[str, set[str]]) -> str | None:
@@ -290,6 +292,14 @@ def materialize(entry: Path, dest: Path, *, modules: Sequence[str],
         data = entry.read_bytes()[: COPY_MAX_TOTAL_BYTES + 1]
         if len(data) > ZIP_MAX_FILE_BYTES:
             raise SubmissionProblem(f"{entry.name} is larger than {ZIP_MAX_FILE_BYTES >> 20} MB")
+        if entry.suffix.lower() == ".ipynb":  # one lab's notebook, known by its name
+            lab = next((m for m in modules if entry.name == notebook_name(m)), None)
+            if lab is None:
+                raise SubmissionProblem(f"{entry.name} is not a lab notebook (expected a name "
+                                        f"such as {notebook_name(modules[0])})")
+            (dest / NOTEBOOK_DIR).mkdir()
+            (dest / NOTEBOOK_DIR / entry.name).write_bytes(data)
+            return dest
         lab = module or guess_module(data, exercises_by_module)
         if lab is None:
             raise SubmissionProblem(f"cannot tell which lab {entry.name} is (no known exercise "

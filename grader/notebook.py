@@ -327,3 +327,15 @@ def check(*names: str, timeout: float = 30.0) -> None:
     result.warnings = notes + result.warnings
     print_results(result, detailed=True, verbose=False)
 
+
+
+def sample_images(n: int = 1):
+    """The first ``n`` Fashion-MNIST test images shipped with cnnlab, for the notebooks' pictures:
+    ``(n, 28, 28)`` float32 in [0, 1] (no download, no dataset preparation)."""
+    import numpy as np
+
+    import cnnlab.data
+    from cnnlab.data.idx import read_idx
+
+    path = Path(cnnlab.data.__file__).parent / "subset" / "t10k-images-idx3-ubyte.gz"
+    return np.asarray(read_idx(path)[:n], np.float32) / 255.0

@@ -50,6 +50,37 @@ class WorkshopCNN(nn.Module):
         # END SOLUTION
 
 
+# BEGIN NOTEBOOK
+# %% [markdown]
+# ### Feature maps
+#
+# "Convolution, activation, pooling, repeat" (000_271ae1d9aab5f653.txt, "How does a CNN work?"):
+# the 16 feature maps of the first layer of an (untrained) `WorkshopCNN` on a Fashion-MNIST image,
+# 14x14 each after the stride-2 convolution. Trained weights (`make train`) give sharper ones.
+# %%
+# import matplotlib.pyplot as plt
+#
+# from grader.notebook import sample_images
+#
+# images = sample_images(1)[:, :, :, None]         # (1, 28, 28, 1)
+# try:
+#     model = WorkshopCNN(num_classes=10)
+#     variables = model.init(jax.random.key(0), images, train=False)
+#     _, state = model.apply(variables, images, train=False, capture_intermediates=True,
+#                            mutable=["intermediates"])
+#     maps = state["intermediates"]["Conv_0"]["__call__"][0][0]   # (14, 14, 16)
+# except NotImplementedError as exc:
+#     print(f"The feature maps appear once WorkshopCNN works ({exc}).")
+# else:
+#     fig, axes = plt.subplots(2, 8, figsize=(12, 3.3))
+#     for c, ax in enumerate(axes.flat):
+#         ax.imshow(maps[:, :, c], cmap="viridis")
+#         ax.set_title(f"filter {c}", fontsize=8)
+#         ax.axis("off")
+#     plt.show()
+# END NOTEBOOK
+
+
 class SeminarCNN(nn.Module):
     """The Keras seminar CNN (Keras defaults: "VALID" padding, stride 1, 2x2 max pools).
 

@@ -277,6 +277,34 @@ def filter_image(image: jax.Array, kernel: jax.Array) -> jax.Array:
     # END SOLUTION
 
 
+# BEGIN NOTEBOOK
+# %% [markdown]
+# ### Kernels applied to an image
+#
+# The lecture's filters (001_8ff93c9bfb889e45.txt, "Other filters"; 002_7bece5f3dd1db8ed.txt,
+# "Image Convolution") on a Fashion-MNIST test image: `filter_image` with each `classic_kernel`.
+# Edge kernels answer where the brightness changes; blurs average it away.
+# %%
+# import matplotlib.pyplot as plt
+#
+# from grader.notebook import sample_images
+#
+# image = sample_images(1)[0]
+# names = ["identity", "vertical_edge", "horizontal_edge", "edge", "sharpen", "gaussian_blur"]
+# try:
+#     filtered = [filter_image(image, classic_kernel(name)) for name in names]
+# except NotImplementedError as exc:
+#     print(f"The pictures appear once classic_kernel and filter_image work ({exc}).")
+# else:
+#     fig, axes = plt.subplots(1, len(names), figsize=(2 * len(names), 2.4))
+#     for ax, name, out in zip(axes, names, filtered):
+#         ax.imshow(out, cmap="gray")
+#         ax.set_title(name, fontsize=9)
+#         ax.axis("off")
+#     plt.show()
+# END NOTEBOOK
+
+
 def pixel_use_counts(height: int, width: int, kernel_size: int | Sequence[int],
                      padding: int = 0) -> jax.Array:
     """How many output values each input pixel takes part in, for a stride-1 convolution.

@@ -90,6 +90,34 @@ def avg_pool(x: jax.Array, window: int | Sequence[int] = 2, stride: int | Sequen
     # END SOLUTION
 
 
+# BEGIN NOTEBOOK
+# %% [markdown]
+# ### Pooling an image
+#
+# "Pooling == resize" (003_dd4e96de96f4046f.txt, "Feature Maps"): 2x2 max pooling with stride 2
+# halves each side, 28x28 -> 14x14 -> 7x7, keeping the strongest pixel of every window; average
+# pooling keeps their mean.
+# %%
+# import matplotlib.pyplot as plt
+#
+# from grader.notebook import sample_images
+#
+# image = sample_images(1)[0][:, :, None]          # (28, 28, 1): pooling works on (H, W, C)
+# try:
+#     pictures = {"input 28x28": image, "max_pool 14x14": max_pool(image),
+#                 "max_pool twice 7x7": max_pool(max_pool(image)), "avg_pool 14x14": avg_pool(image)}
+# except NotImplementedError as exc:
+#     print(f"The pictures appear once max_pool and avg_pool work ({exc}).")
+# else:
+#     fig, axes = plt.subplots(1, len(pictures), figsize=(2.2 * len(pictures), 2.5))
+#     for ax, (title, picture) in zip(axes, pictures.items()):
+#         ax.imshow(picture[:, :, 0], cmap="gray")
+#         ax.set_title(title, fontsize=9)
+#         ax.axis("off")
+#     plt.show()
+# END NOTEBOOK
+
+
 def global_avg_pool(x: jax.Array) -> jax.Array:
     """Global average pooling: the mean of each channel over all spatial positions.
 
