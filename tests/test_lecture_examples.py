@@ -275,3 +275,23 @@ def test_every_exercise_docstring_cites_a_deck_or_its_lab_does():
     for module in specs.MODULES:
         doc = ast.get_docstring(ast.parse((ROOT / "exercises" / f"{module}.py").read_text()))
         assert re.search(r"00[0-4]_[0-9a-f]{16}\.txt", doc), module
+
+
+def test_every_lecture_exercise_is_in_the_concept_table():
+    """``exercises/README.md`` maps the lectures' concepts to exercises and library features:
+    every exercise of a lab that follows the decks is there, and every name it gives exists."""
+    table = (ROOT / "exercises" / "README.md").read_text()
+    for module in specs.MODULES:
+        doc = ast.get_docstring(ast.parse((ROOT / "solutions" / f"{module}.py").read_text())) or ""
+        if not re.search(r"\d{3}_[0-9a-f]{16}\.txt", doc):
+            continue   # a lab that does not follow these decks
+        for ex in specs.load(module):
+            assert f"`{module}.{ex.name}`" in table, f"{module}.{ex.name} is not in the table"
+    every = {f"{e.module}.{e.name}" for e in specs.load_all()}
+    named = {n for n in re.findall(r"`((?:%s)\.\w+)`" % "|".join(specs.MODULES), table)
+             if not n.endswith(".py")}   # not the file names
+    assert named and named <= every, sorted(named - every)
+    import cnnlab.transfer
+
+    for feature in re.findall(r"`cnnlab\.transfer\.(\w+)`", table):
+        assert hasattr(cnnlab.transfer, feature), feature
