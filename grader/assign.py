@@ -128,7 +128,7 @@ def assign(solutions_dir: Path = ROOT / "solutions", exercises_dir: Path = ROOT 
     return changed
 
 
-# --- notebooks --------------------------------------------------------------------------------------
+# --- notebooks -----------------------------------------------------------------------------------
 
 NB_BEGIN = re.compile(r"^# BEGIN NOTEBOOK\s*$")
 NB_END = re.compile(r"^# END NOTEBOOK\s*$")
@@ -143,7 +143,8 @@ imports, functions and classes from this notebook — keep helpers and constants
 function that uses them. Run the setup cell first (in Colab, see the README: "Notebooks")."""
 
 
-def split_notebook_blocks(source: str, name: str = "<module>") -> tuple[str, dict[str | None, list]]:
+def split_notebook_blocks(source: str,
+                          name: str = "<module>") -> tuple[str, dict[str | None, list]]:
     """``(module text, blocks)``: the source without its ``# BEGIN NOTEBOOK`` blocks, and the
     blocks' cells by the top-level function or class they follow (None: before the first).
 

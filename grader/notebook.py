@@ -9,7 +9,8 @@ check``, ``grade-class`` and Gradescope:
 - From the notebook's code cells it takes top-level ``import`` statements, function and class
   definitions, and the assignments of cells that define a function or class (constants kept beside
   the function that uses them). Statements that *run* something — checks, plots, prints, loops,
-  assignments in other cells — stay in the notebook; so do imports of ``grader`` (the check cell's).
+  assignments in other cells — stay in the notebook; so do imports of ``grader`` (the check
+  cell's).
   Lines of IPython syntax (``%magic``, ``!shell``) are ignored; a cell that is not valid Python is
   skipped with a warning.
 - An exercise counts as written in the notebook when its definition no longer contains the
@@ -20,9 +21,9 @@ check``, ``grade-class`` and Gradescope:
 - Without a module file (a submission of notebooks only) the base is the blank module of the
   course (``exercises/<lab>.py`` of this checkout).
 
-``make grade`` therefore grades what is *saved* in the notebook; ``check("conv2d")`` in a cell grades
-what the *kernel ran* (the same extraction over the kernel's input history, on top of the module
-beside the notebook), and prints the same feedback as ``python -m grader check conv2d``.
+``make grade`` therefore grades what is *saved* in the notebook; ``check("conv2d")`` in a cell
+grades what the *kernel ran* (the same extraction over the kernel's input history, on top of the
+module beside the notebook), and prints the same feedback as ``python -m grader check conv2d``.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def read_code_cells(path: Path) -> list[tuple[str, str]]:
         raise ValueError(f"{path.name} is larger than {MAX_NOTEBOOK_BYTES >> 20} MB")
     try:
         nb = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"{path.name} is not a notebook ({exc})") from None
     cells = nb.get("cells") if isinstance(nb, dict) else None
     if not isinstance(cells, list):
@@ -74,7 +75,9 @@ def read_code_cells(path: Path) -> list[tuple[str, str]]:
     for i, cell in enumerate(cells):
         if isinstance(cell, dict) and cell.get("cell_type") == "code":
             src = cell.get("source", "")
-            out.append((f"cell {i + 1}", "".join(src) if isinstance(src, list) else str(src)))
+            if isinstance(src, list):
+                src = "".join(line for line in src if isinstance(line, str))
+            out.append((f"cell {i + 1}", src if isinstance(src, str) else ""))
     return out
 
 
@@ -118,7 +121,8 @@ def _bound(node: ast.stmt) -> list[str]:
 
 
 def extract(sources: Sequence[tuple[str, str]]) -> NotebookCode:
-    """The imports, definitions and (in defining cells) assignments of ``(origin, source)`` cells."""
+    """The imports, definitions and (in defining cells) assignments of ``(origin, source)``
+    cells."""
     code = NotebookCode()
     for origin, raw in sources:
         text = _python_only(raw)
@@ -261,7 +265,7 @@ def with_notebooks(submission: Path, modules: Sequence[str]) -> Iterator[tuple[P
         shutil.rmtree(stage, ignore_errors=True)
 
 
-# --- check() in a notebook cell ---------------------------------------------------------------------
+# --- check() in a notebook cell ------------------------------------------------------------------
 
 def kernel_cells() -> list[tuple[str, str]]:
     """``(origin, source)`` of every cell this IPython kernel ran, in order (empty elsewhere)."""
@@ -302,6 +306,7 @@ def check(*names: str, timeout: float = 30.0) -> None:
     modules = [m for m in MODULES if any(e.module == m for e in chosen)]
     code = extract(kernel_cells())
     notes: list[str] = []
+    folders: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="cnnlab-check-") as tmp:
         stage = Path(tmp)
         for module in modules:
@@ -310,6 +315,7 @@ def check(*names: str, timeout: float = 30.0) -> None:
                 print(f"check: cannot find {module}.py next to this notebook or in "
                       f"{ROOT / 'exercises'}")
                 return
+            folders.append(folder)
             for path in sorted(folder.glob("*.py"))[:50]:
                 if not (stage / path.name).exists():
                     shutil.copyfile(path, stage / path.name)
@@ -323,7 +329,8 @@ def check(*names: str, timeout: float = 30.0) -> None:
         except GraderError as exc:
             print(f"check: {exc}")
             return
-    result.submission = f"this notebook (on {' + '.join(f'{m}.py' for m in modules)})"
+    # the title names the module under the notebook's code: "cnnlab grades — ../pooling.py"
+    result.submission = str(folders[0] / f"{modules[0]}.py")
     result.warnings = notes + result.warnings
     print_results(result, detailed=True, verbose=False)
 

@@ -116,7 +116,7 @@ def batch(tmp_path_factory):
     solved = render_notebook(ROOT / "solutions" / "neurons.py", solved=True)
     (subs / "notebook" / "notebooks").mkdir(parents=True)
     (subs / "notebook" / "notebooks" / "01_neurons.ipynb").write_text(solved)
-    (subs / "01_neurons.ipynb").write_text(solved)
+    (subs / "nb_alone.ipynb").write_text(solved)
     before = {"solutions": sorted(p.name for p in (ROOT / "solutions").iterdir()),
               "submissions": tree_digest(subs), "mounts": tmp_mounts()}
     start = time.monotonic()
@@ -165,7 +165,7 @@ def test_honest_submissions_score_as_written(batch):
     assert g["zipped"] == {**full, "convolution.conv_output_size": 0.0, "total": 6.0}
     # one module: only its lab is graded (the other lab's cell is empty, not a silent 0)
     assert g["single"] == {**g["zipped"], "convolution.conv_output_size": None}
-    assert g["notebook"] == g["single"] and g["01_neurons"] == g["single"]
+    assert g["notebook"] == g["zipped"] and g["nb_alone"] == g["single"]
     assert g["blank"]["total"] == 0.0
     assert "not attempted" in results(batch, "blank")["tests"][0]["output"]
     for planted in ("neurons.sigmoid", "neurons.relu", "convolution.conv_output_size"):

@@ -50,8 +50,8 @@ MUTANTS = [
       'e^100 / e^100 is inf / inf'),
     M("neurons", "relu", "if jnp.all(x > 0):\n    return x\nreturn jnp.where(x > 0, x, 0.0)",
       "Python control flow", 'must also work under jax.jit'),
-    M("neurons", "leaky_relu", "return jnp.where(x >= 0, x, 0.01 * x)", "negative_slope argument",
-      'use the negative_slope argument'),
+    M("neurons", "leaky_relu", "return jnp.where(x >= 0, x, 0.01 * x)", "default slope 0.1",
+      "the default negative_slope is the lecture's 0.1"),
     M("neurons", "elu", "return jnp.where(x > 0, x, alpha * (jnp.exp(x) - 1))",
       "differentiates both branches", 'differentiates both branches'),
     M("neurons", "maxout", "return jnp.max(jnp.einsum('nd,dmk->nmk', x, w) + b, axis=1)",
@@ -282,7 +282,8 @@ MUTANTS = [
       "x = nn.relu(nn.Conv(4, (5, 5), padding='VALID')(x))\nx = nn.max_pool(x, (2, 2), strides=(2, 2))\n"
       "x = nn.relu(nn.Conv(12, (5, 5), padding='VALID')(x))\nx = nn.max_pool(x, (2, 2), strides=(2, 2))\n"
       "x = nn.relu(nn.Dense(512)(x.reshape(x.shape[0], -1)))\nreturn nn.Dense(10)(x)",
-      "use self.hidden and self.num_classes", 'use self.hidden and self.num_classes'),
+      "shape mismatch: expected (100,), got (10,)",
+      "the defaults are the lecture's num_classes=100"),
     M("cnn_models", "receptive_field",
       "r = 1\nfor k, s in layers:\n    r += (k - 1) * s\nreturn r", "stride *after*",
       'stride *after*'),

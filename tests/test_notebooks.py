@@ -145,10 +145,15 @@ def test_make_grade_grades_work_saved_in_a_notebook(tmp_path):
     assert re.search(r"sigmoid +│ +\d+/\d+ │ passed", out), out
     assert re.search(r"relu +│ +0/\d+ │ not attempted", out), out
     # a notebook that is not one: a one-line warning, the module graded as it is
-    (sub / "notebooks" / notebook_name("neurons")).write_text("{not json")
-    result = grade_submission(sub, exercises=["neurons.sigmoid"])
-    assert result.exercises[0].status == "not attempted"
-    assert any("01_neurons.ipynb could not be read" in w for w in result.warnings)
+    for bad in ("{not json", "[" * 100_000, json.dumps({"cells": [
+            {"cell_type": "code", "source": [1, None, "def sigmoid(x):\n", "    return x\n"]}]})):
+        (sub / "notebooks" / notebook_name("neurons")).write_text(bad)
+        result = grade_submission(sub, exercises=["neurons.sigmoid"])
+        if bad.startswith("{\"cells"):   # odd lines skipped: the rest is graded
+            assert result.exercises[0].status == "failed", result.exercises[0].status
+        else:
+            assert result.exercises[0].status == "not attempted"
+            assert any("01_neurons.ipynb could not be read" in w for w in result.warnings)
 
 
 # --- executed by a real kernel --------------------------------------------------------------------

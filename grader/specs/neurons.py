@@ -140,7 +140,8 @@ def _exercises() -> list[Exercise]:
             Case("gradient w.r.t. alpha (it is learned)", (randn(r, 6, 3), f32([0.2, 0.3, 0.4])),
                  mode="grad", options={"argnums": [1]},
                  hint="alpha is a parameter: d prelu / d alpha = x where x < 0 (keep alpha "
-                      "in the computation, summed over every position of its channel)"),
+                      "in the computation, summed over every position of its channel)",
+                 hint_on=("value",)),
             Case("gradient w.r.t. x", (randn(r, 6, 3), f32([0.2, 0.3, 0.4])), mode="grad",
                  options={"argnums": [0]})),
             hint="x where x >= 0, alpha * x elsewhere, alpha per channel (last axis)"),
@@ -211,7 +212,7 @@ def _exercises() -> list[Exercise]:
                Case("large weights stay finite", (_mlp3_params(r) | {"w3": randn(r, 3, 3, scale=500.0)},
                                                  randn(r, 4, 4), onehot(r, 4)),
                     hint="log(softmax(z)) overflows for large z: use z - logsumexp(z) with the "
-                         "max subtracted")]),
+                         "max subtracted", hint_on=("nonfinite",))]),
             hint="two sigmoid layers, a softmax output, then -sum(y * log p) / N"),
         Exercise(M, "mlp3_backward", 2.0, tuple(
             [Case(f"random #{i} N={n} equals jax.grad",
