@@ -158,9 +158,11 @@ def test_make_grade_grades_work_saved_in_a_notebook(tmp_path):
 
 # --- executed by a real kernel --------------------------------------------------------------------
 
-def run_notebook(module: str, folder: Path, *, solved: bool) -> list[tuple[list[str], str]]:
+def run_notebook(module: str, folder: Path, *,
+                 solved: bool) -> list[tuple[list[str], str, str]]:
     """Execute the lab's notebook (blank as shipped, or with the reference) in a fresh kernel in
-    ``folder/notebooks`` beside the blank module; ``(tags, text output)`` of every code cell."""
+    ``folder/notebooks`` beside the blank module; ``(tags, source, text output)`` of every code
+    cell."""
     from nbclient import NotebookClient
 
     (folder / "notebooks").mkdir(parents=True)
@@ -175,21 +177,24 @@ def run_notebook(module: str, folder: Path, *, solved: bool) -> list[tuple[list[
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
-        texts = [o.get("text") or o.get("data", {}).get("text/plain", "") for o in cell.outputs]
+        texts = [(o.get("text") or o.get("data", {}).get("text/plain", ""))
+                 + (" <image/png>" if "image/png" in o.get("data", {}) else "")
+                 for o in cell.outputs]
         assert not any(o.output_type == "error" for o in cell.outputs), cell.source
-        out.append((cell.metadata.get("tags", []), ANSI.sub("", "".join(texts))))
+        out.append((cell.metadata.get("tags", []), cell.source, ANSI.sub("", "".join(texts))))
     return out
 
 
 def assert_runs(module: str, folder: Path, *, solved: bool) -> None:
     cells = run_notebook(module, folder, solved=solved)
-    checks = [text for tags, text in cells if "check" in tags]
-    exercises = load(module)
-    assert len(checks) == len(exercises) + 1
-    for ex, text in zip(exercises, checks):
-        assert ex.name in text, text
+    checks = [(re.fullmatch(r'check\("(\w+)"\)', src).group(1), text)
+              for tags, src, text in cells if "check" in tags]
+    assert sorted(name for name, _ in checks[:-1]) == sorted(e.name for e in load(module))
+    assert checks[-1][0] == module
+    for name, text in checks[:-1]:   # every exercise's check cell reports it
         status = "passed" if solved else "not attempted"
-        assert re.search(rf"{ex.name} +│ +[\d.]+/[\d.]+ │ {status}", text), text
+        assert re.search(rf"{name} +│ +[\d.]+/[\d.]+ │ {status}", text), text
+    checks = [text for _, text in checks]
     total = re.search(r"total +│ +([\d.]+)/([\d.]+) │ +(\d+)%", checks[-1])
     assert total, checks[-1]
     assert total.group(3) == ("100" if solved else "0"), checks[-1]
@@ -197,7 +202,7 @@ def assert_runs(module: str, folder: Path, *, solved: bool) -> None:
         result = grade_submission(folder, exercises=[module])
         assert result.score == result.max_score > 0, [e.status for e in result.exercises]
         if module in ("convolution", "pooling", "cnn_models"):
-            assert any("demo" in tags for tags, _ in cells)
+            assert any("demo" in tags and "<image/png>" in text for tags, _, text in cells)
 
 
 def test_a_blank_notebook_runs_end_to_end_not_attempted(tmp_path):
