@@ -12,12 +12,13 @@ EX     ?=
 CNNLAB_CWD ?= $(if $(wildcard $(PWD)/.),$(PWD),$(CURDIR))
 GRADER := CNNLAB_CWD="$(CNNLAB_CWD)" CNNLAB_ROOT="$(CURDIR)" $(BIN)/python -m grader
 
-.PHONY: help test test-exhaustive grade check train bench clean
+.PHONY: help test test-exhaustive grade check lab train bench clean
 
 help:
 	@echo "make test    create .venv, install cnnlab with its dev extra, run the whole test suite"
 	@echo "make test-exhaustive   the exhaustive variants (marker 'exhaustive'; CI runs them after make test)"
 	@echo "make grade   grade your exercises/ and print the scoreboard"
+	@echo "make lab     open the labs' notebooks (exercises/notebooks/) in JupyterLab on .venv"
 	@echo "make check EX=sigmoid   grade one exercise (or EX=convolution, EX=2: a lab) and show every case"
 	@echo "make train   train the workshop CNN on Fashion-MNIST and print the test accuracy"
 	@echo "make bench   run the benchmarks in benchmarks/ (minutes; prints figures)"
@@ -40,6 +41,16 @@ test-exhaustive: $(STAMP)
 
 grade: $(STAMP)
 	@$(GRADER) $(ARGS)
+
+# JupyterLab on the project's .venv (installed on first use): its "Python 3" kernel is .venv's
+# Python, so `from grader import check` works in every notebook. ARGS: e.g. --no-browser.
+LAB_STAMP := $(VENV)/.lab-stamp
+$(LAB_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,lab]'
+	@touch $@
+
+lab: $(LAB_STAMP)
+	$(BIN)/jupyter lab --notebook-dir=exercises/notebooks $(ARGS)
 
 # EX: exercise names (sigmoid), labs (convolution) or lab numbers (2); ARGS=-v also shows passed cases
 check: $(STAMP)

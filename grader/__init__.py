@@ -3,3 +3,13 @@ scoring in the grader process, a CLI (``python -m grader``) and the generator of
 
 Public entry points: :func:`grader.runner.grade_submission`, :func:`grader.assign.assign`.
 """
+
+
+def __getattr__(name: str):
+    """``from grader import check`` in a notebook cell (imported on first use: the grader's
+    other entry points do not need it)."""
+    if name == "check":
+        from grader.notebook import check
+
+        return check
+    raise AttributeError(f"module 'grader' has no attribute {name!r}")

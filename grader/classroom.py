@@ -10,7 +10,10 @@ Unicode, kept as given in every report; on disk the results go to a safe folder 
 - a ``.zip`` of such a folder (extracted safely: no absolute paths, no ``..``, no links, bounded
   sizes and file counts), or
 - a single module file ``alice.py``: which lab it is comes from ``--module`` or, failing that,
-  from the names of the functions it defines (read with ``ast``, never executed).
+  from the names of the functions it defines (read with ``ast``, never executed); or
+- a lab's notebook, in the folder (``notebooks/NN_<lab>.ipynb`` or ``NN_<lab>.ipynb``) or as a
+  single file ``alice.ipynb`` (its lab found as for a module file): the grader takes its code
+  as :mod:`grader.notebook` says.
 
 An entry that cannot be used (a corrupt or unsafe zip, no lab module) is *rejected*: it is
 reported as such, with the reason, in the console, ``grades.csv`` and the summary.
@@ -61,6 +64,8 @@ import cnnlab
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import write_bytes, write_text
 from grader import lms, proctree, reports, runner, specs
+from grader.notebook import (NOTEBOOK_DIR, extract, find_notebook, notebook_name,
+                             read_code_cells)
 from grader.results import points_line
 from grader.sandbox import Limits, Sandbox, warn_protections_off
 
@@ -125,7 +130,7 @@ def _entry_id(path: Path) -> str | None:
         return None
     if path.is_dir():
         sid = path.name
-    elif path.is_file() and path.suffix.lower() in (".zip", ".py"):
+    elif path.is_file() and path.suffix.lower() in (".zip", ".py", ".ipynb"):
         sid = path.stem
     else:
         return None
@@ -254,13 +259,14 @@ def _module_root(folder: Path, modules: Sequence[str]) -> Path:
     (zips of a folder, or ``exercises/`` inside a repository)."""
     names = {f"{m}.py" for m in modules}
     frontier = [folder]
-    for _ in range(3):
-        hits = [d for d in frontier if any((d / n).is_file() for n in names)]
+    for _ in range(3):  # lab modules, or the labs' notebooks (grader.notebook)
+        hits = [d for d in frontier if any((d / n).is_file() for n in names)
+                or any(find_notebook(d, m) for m in modules)]
         if hits:
             return hits[0]
         frontier = [c for d in frontier for c in sorted(d.iterdir()) if c.is_dir()]
     raise SubmissionProblem("no lab module found (expected files such as "
-                            + ", ".join(f"{m}.py" for m in modules[:3]) + ")")
+                            + ", ".join(f"{m}.py" for m in modules[:3]) + " or their notebooks)")
 
 
 def guess_module(source: bytes, exercises_by_module: dict[str, set[str]]) -> str | None:
@@ -290,6 +296,19 @@ def materialize(entry: Path, dest: Path, *, modules: Sequence[str],
         data = entry.read_bytes()[: COPY_MAX_TOTAL_BYTES + 1]
         if len(data) > ZIP_MAX_FILE_BYTES:
             raise SubmissionProblem(f"{entry.name} is larger than {ZIP_MAX_FILE_BYTES >> 20} MB")
+        if entry.suffix.lower() == ".ipynb":  # one lab's notebook (grader.notebook)
+            try:
+                code = extract(read_code_cells(entry))
+            except (OSError, ValueError) as exc:
+                raise SubmissionProblem(f"{entry.name} could not be read: {exc}") from None
+            defined = "".join(p.source for p in code.definitions.values()).encode()
+            lab = module or guess_module(defined, exercises_by_module)
+            if lab is None:
+                raise SubmissionProblem(f"cannot tell which lab {entry.name} is (no known "
+                                        "exercise function defined); grade it with --module NAME")
+            (dest / NOTEBOOK_DIR).mkdir()
+            (dest / NOTEBOOK_DIR / notebook_name(lab)).write_bytes(data)
+            return dest
         lab = module or guess_module(data, exercises_by_module)
         if lab is None:
             raise SubmissionProblem(f"cannot tell which lab {entry.name} is (no known exercise "
@@ -697,8 +716,9 @@ class ClassGrader:
                 return None
             return Task(entry, sha, None, str(problem), [], {"rejected": []}, previous)
         sha = tree_sha256(folder)
-        single = entry.path.is_file() and entry.path.suffix.lower() == ".py"
-        labs = {p.stem for p in folder.glob("*.py")} if single else None
+        single = entry.path.is_file() and entry.path.suffix.lower() in (".py", ".ipynb")
+        labs = ({p.stem for p in folder.glob("*.py")}
+                | {m for m in modules if find_notebook(folder, m)}) if single else None
         done = (record.get("exercises") or {}) if record.get("status") == "graded" else {}
         why: dict[str, list[str]] = {}
         for ex in self.chosen:

@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("names", nargs="+", metavar="NAME",
                    help="exercise (conv2d, convolution.conv2d), lab module or lab number")
     _grading_options(c, suppress=True)
-    a = sub.add_parser("assign", help="regenerate exercises/ from solutions/ (instructor)")
+    a = sub.add_parser("assign", help="regenerate exercises/ (modules and notebooks) from "
+                                      "solutions/ (instructor)")
     a.add_argument("--check", action="store_true", help="only report stale files (exit 1)")
     e = sub.add_parser("expected", help="write the expected outputs of public cases (instructor)")
     e.add_argument("outdir")
@@ -109,12 +110,12 @@ def main(argv: list[str] | None = None) -> int:
             changed = assign(check=args.check)
             if args.check:
                 if changed:
-                    print(f"exercises/ is stale for: {', '.join(changed)} "
+                    print(f"exercises/ is stale: {', '.join(changed)} "
                           f"(run python -m grader assign)", file=sys.stderr)
                     return 1
                 print("exercises/ is up to date")
             else:
-                print(f"wrote exercises/ ({len(changed)} file(s) changed)")
+                print(f"wrote exercises/ ({len(changed)} file(s) changed: modules and notebooks)")
             return 0
         if args.command == "expected":
             from grader.runner import export_expected

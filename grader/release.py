@@ -74,6 +74,15 @@ def _solution_lines(solutions: Path) -> set[str]:
     return lines
 
 
+def _notebook_cells(path: Path) -> list[tuple[str, str]]:
+    from grader.notebook import read_code_cells
+
+    try:
+        return read_code_cells(path)
+    except (OSError, ValueError):
+        return []
+
+
 def check_release(release: Path, *, solutions: Path | None = None) -> list[str]:
     """Problems that would leak the reference or hidden cases; empty when the release is clean."""
     problems = []
@@ -93,6 +102,8 @@ def check_release(release: Path, *, solutions: Path | None = None) -> list[str]:
             problems.append(f"{rel} is a copy of a solution file")
             continue
         text = data.decode("utf-8", "replace")
+        if path.suffix == ".ipynb":  # the cells' lines, as a student sees them
+            text += "\n" + "\n".join(source for _, source in _notebook_cells(path))
         if MARKERS.search(text) and path.name != "release.py" and path.name != "assign.py":
             problems.append(f"{rel} holds a solution marker")
         # lib/ is the research library the solutions may call; by design it implements some of

@@ -48,6 +48,7 @@ from grader.capture import printed_of
 from grader.checks import OWN_PROCESS, Context, decidable, judge
 from grader.delegation import delegations, library_calls
 from grader.diagnose import case_hint, describe_error, error_kind
+from grader.notebook import with_notebooks
 from grader.results import CaseResult, ExerciseResult, SubmissionResult
 from grader.sandbox import LaunchResult
 from grader.spec import Case, Exercise
@@ -763,6 +764,29 @@ def grade_submission(submission_dir: str | Path, *, exercises: Sequence[str] | N
                      include_hidden: bool = False, launcher: Launcher | None = None,
                      reference=None, jobs: int | None = None,
                      timeout_s: float = DEFAULT_EXERCISE_TIMEOUT_S) -> SubmissionResult:
+    """Grade the modules in ``submission_dir`` (``<module>.py`` per lab), with the code written in
+    the labs' notebooks (``notebooks/NN_<lab>.ipynb``) merged in (:mod:`grader.notebook`).
+
+    See :func:`_grade_folder` for the arguments.
+    """
+    sub = Path(submission_dir)
+    if not sub.is_dir():
+        raise GraderError(f"submission folder {sub} not found")
+    modules = [m for m in spec_registry.MODULES
+               if any(e.module == m for e in select_exercises(exercises))]
+    with with_notebooks(sub, modules) as (folder, notes):
+        result = _grade_folder(folder, exercises=exercises, include_hidden=include_hidden,
+                               launcher=launcher, reference=reference, jobs=jobs,
+                               timeout_s=timeout_s)
+    result.submission = str(sub)
+    result.warnings = notes + result.warnings
+    return result
+
+
+def _grade_folder(submission_dir: str | Path, *, exercises: Sequence[str] | None = None,
+                  include_hidden: bool = False, launcher: Launcher | None = None,
+                  reference=None, jobs: int | None = None,
+                  timeout_s: float = DEFAULT_EXERCISE_TIMEOUT_S) -> SubmissionResult:
     """Grade the modules in ``submission_dir`` (``<module>.py`` per lab).
 
     ``exercises``: names to grade (function, ``module.function``, module, or lab number); all by

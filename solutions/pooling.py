@@ -1,17 +1,23 @@
 """Lab 3 — Pooling, flatten and dropout.
 
 Pooling summarises each window of a feature map by one number (its max or its mean), making the
-map smaller and the features more tolerant to small shifts; it has no parameters. Images are single
-examples (H, W, C), channels last; use ``jax.vmap`` for a batch.
+map smaller and the features more tolerant to small shifts; it has no parameters ("Only
+hyperparameters no parameters to learn!", 001_8ff93c9bfb889e45.txt, "Pooling layers"). It "operates
+over each activation map independently" (004_9604be48adb20edc.txt, "Pooling layer"). Images are
+single examples (H, W, C), channels last; use ``jax.vmap`` for a batch.
 
-The lecture's 4x4 example, 2x2 max pooling with stride 2:
+The lecture's example (004_9604be48adb20edc.txt, "MAX POOLING": "max pool with 2x2 filters and
+stride 2" on a single depth slice):
 
     [[1, 1, 2, 4],
      [5, 6, 7, 8],        ->   [[6, 8],
      [3, 2, 1, 0],              [3, 4]]
      [1, 2, 3, 4]]
 
-(average pooling of the same image gives [[3.25, 5.25], [2.0, 2.0]]).
+(average pooling of the same slice gives [[3.25, 5.25], [2.0, 2.0]]).
+
+A network combines convolution, pooling and dropout layers, and flattens before its dense layers
+(002_7bece5f3dd1db8ed.txt, "Convolution Neural Network", "Dropout Layer", "Flatten layer").
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ def max_pool(x: jax.Array, window: int | Sequence[int] = 2, stride: int | Sequen
     Shapes: x (H, W, C) -> (OH, OW, C), OH = (H + 2P - WH) // S + 1, likewise OW.
     ``window``/``stride`` are ints or (rows, cols) pairs, plain Python values.
     From scratch: ``lax.reduce_window``, ``flax.linen.max_pool`` and friends are not allowed.
+    Lecture: 002_7bece5f3dd1db8ed.txt, "Pooling Layer: Max-pool": "For each distinct patch,
+    represent it by the maximum" (Keras ``MaxPooling2D(pool_size=(2, 2))``); the 4x4 example of
+    the module docstring gives [[6, 8], [3, 4]].
     """
     # BEGIN SOLUTION
     # HINT: pad with -inf, then combine the strided slices of every window offset with jnp.maximum
@@ -63,6 +72,8 @@ def avg_pool(x: jax.Array, window: int | Sequence[int] = 2, stride: int | Sequen
     count (every window is divided by WH * WW, as Flax's ``avg_pool`` with its defaults).
 
     Shapes: x (H, W, C) -> (OH, OW, C). No ``lax.reduce_window`` / ``flax.linen.avg_pool``.
+    Lecture: 002_7bece5f3dd1db8ed.txt, "Pooling Layer: Average-pool": "For each distinct patch,
+    represent it by the average".
     """
     # BEGIN SOLUTION
     # HINT: as max_pool, adding the slices instead and dividing by the window size
@@ -77,6 +88,34 @@ def avg_pool(x: jax.Array, window: int | Sequence[int] = 2, stride: int | Sequen
             total = total + xp[u:u + sh * (oh - 1) + 1:sh, v:v + sw * (ow - 1) + 1:sw, :]
     return total / (wh * ww)
     # END SOLUTION
+
+
+# BEGIN NOTEBOOK
+# %% [markdown]
+# ### Pooling an image
+#
+# "Pooling == resize" (003_dd4e96de96f4046f.txt, "Feature Maps"): 2x2 max pooling with stride 2
+# halves each side, 28x28 -> 14x14 -> 7x7, keeping the strongest pixel of every window; average
+# pooling keeps their mean.
+# %%
+# import matplotlib.pyplot as plt
+#
+# from grader.notebook import sample_images
+#
+# image = sample_images(1)[0][:, :, None]          # (28, 28, 1): pooling works on (H, W, C)
+# try:
+#     pictures = {"input 28x28": image, "max_pool 14x14": max_pool(image),
+#                 "max_pool twice 7x7": max_pool(max_pool(image)), "avg_pool 14x14": avg_pool(image)}
+# except NotImplementedError as exc:
+#     print(f"The pictures appear once max_pool and avg_pool work ({exc}).")
+# else:
+#     fig, axes = plt.subplots(1, len(pictures), figsize=(2.2 * len(pictures), 2.5))
+#     for ax, (title, picture) in zip(axes, pictures.items()):
+#         ax.imshow(picture[:, :, 0], cmap="gray")
+#         ax.set_title(title, fontsize=9)
+#         ax.axis("off")
+#     plt.show()
+# END NOTEBOOK
 
 
 def global_avg_pool(x: jax.Array) -> jax.Array:
@@ -96,6 +135,10 @@ def flatten(x: jax.Array) -> jax.Array:
 
     Shapes: (N, d1, d2, ...) -> (N, d1 * d2 * ...), row-major (for NHWC: H, then W, then C, as
     Keras' ``Flatten``). (32, 7, 7, 64) -> (32, 3136).
+    Lecture: 002_7bece5f3dd1db8ed.txt, "Flatten layer": "A special layer that 'flattens' the
+    inputs into a 1D array"; 004_9604be48adb20edc.txt, "Fully Connected vs Convolutional":
+    "32x32x3 image -> stretch to 3072 x 1"; 001_8ff93c9bfb889e45.txt: a 64x64x3 Santa image is
+    n = 64*64*3 = 12288 numbers.
     """
     # BEGIN SOLUTION
     # HINT: one reshape; keep the first axis
@@ -113,6 +156,9 @@ def dropout(key: jax.Array, x: jax.Array, rate: float, *, train: bool) -> jax.Ar
 
     Shapes: any -> same. ``key`` is a PRNG key (``jax.random.PRNGKey``); the same key gives the same
     mask. ``rate`` and ``train`` are plain Python values.
+    Lecture: 002_7bece5f3dd1db8ed.txt, "Dropout Layer": it "randomly removes one or more nodes from
+    a network ... To prevent overfitting of the model. Dropout is ONLY performed during training"
+    (Keras ``Dropout(0.25)``: rate 0.25, three units in four kept, each scaled by 4/3).
     """
     # BEGIN SOLUTION
     # HINT: draw the keep mask with jax.random.bernoulli, then jnp.where

@@ -5,6 +5,13 @@ To reuse it for a new task with N classes: keep the backbone, replace the classi
 fresh one with N outputs, train the head with the backbone frozen, then fine-tune everything with
 small (and, for early blocks, smaller) learning rates.
 
+The lectures: "Pre-trained CNN models: Models for image classification with weights trained on
+ImageNet" (VGG16, ResNet, ...) and "Transfer Learning": "keep the early layers of a pre-trained
+network, and re-train the later layers for a specific application"; "Reconstruct Top layer:
+change the output layer to suit your needs"; "Fine Tuning: ... how much and how far back to
+fine-tune" (002_7bece5f3dd1db8ed.txt). First the pre-trained model as it comes: preprocess an
+image and read its predictions (003_dd4e96de96f4046f.txt, the ResNet50 example).
+
 Parameter trees here are nested dicts whose top-level keys are blocks, e.g.
 ``{"backbone": {"Conv_0": {...}, ...}, "head": {"kernel": (F, 1000), "bias": (1000,)}}``.
 Nothing modifies its inputs: build new dicts.
@@ -20,6 +27,45 @@ import numpy as np
 import optax
 
 
+#: ImageNet's mean pixel in BGR order (Keras' "caffe" preprocessing of VGG16 and ResNet50).
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+def caffe_preprocess(images: jax.Array) -> jax.Array:
+    """Keras' ``preprocess_input`` for VGG16 and ResNet50 ("caffe" mode): RGB -> BGR, then the
+    ImageNet mean pixel is subtracted per channel; no scaling.
+
+    ``out[..., c] = images[..., 2 - c] - CAFFE_MEAN_BGR[c]``. Shapes: (..., H, W, 3) RGB values in
+    [0, 255] -> float32, same shape. A pure red pixel [255, 0, 0] becomes
+    [-103.939, -116.779, 131.32]. Lecture: 003_dd4e96de96f4046f.txt, the ResNet50 example:
+    ``x = np.expand_dims(image.img_to_array(img), axis=0); x = preprocess_input(x)``.
+    """
+    # BEGIN SOLUTION
+    # HINT: reverse the last axis, then subtract an array of the three means
+    x = jnp.asarray(images, jnp.float32)
+    return x[..., ::-1] - jnp.asarray(CAFFE_MEAN_BGR, jnp.float32)
+    # END SOLUTION
+
+
+def decode_predictions(probs: jax.Array, class_names: Sequence[str], top: int = 3) -> list:
+    """The ``top`` most probable classes of each image, most probable first, like Keras'
+    ``decode_predictions``: a list (one per image) of lists of ``(class name, probability)``.
+
+    Shapes: probs (N, C) (softmax outputs), ``class_names`` C strings -> N lists of ``top`` pairs
+    ``(str, float)``; ties go to the lower class index. Lecture: 003_dd4e96de96f4046f.txt, the
+    ResNet50 example, ``print('Predicted:', decode_predictions(preds, top=3)[0])`` printed for
+    cat.jpg: "Tabby 47.4%, Lynx 39.9%, Egyptian cat 4.8%" — with ImageNet's names (281 "tabby",
+    287 "lynx", 285 "Egyptian cat"): ``[("tabby", 0.474), ("lynx", 0.399), ("Egyptian cat",
+    0.048)]``. (``cnnlab.imagenet`` has the 1000 names; ``top`` is a plain int.)
+    """
+    # BEGIN SOLUTION
+    # HINT: jax.lax.top_k gives the indices of the largest values; convert with float() and int()
+    values, indices = jax.lax.top_k(jnp.asarray(probs), top)
+    return [[(class_names[int(i)], float(v)) for v, i in zip(vs, idx)]
+            for vs, idx in zip(values, indices)]
+    # END SOLUTION
+
+
 def replace_head(params: dict, num_classes: int, key: jax.Array, *, head: str = "head") -> dict:
     """Replace the classifier head of a parameter tree by a fresh one for ``num_classes`` classes.
 
@@ -28,6 +74,8 @@ def replace_head(params: dict, num_classes: int, key: jax.Array, *, head: str = 
     "bias": zeros (num_classes,)}`` where the kernel is exactly
     ``jax.nn.initializers.lecun_normal()(key, (F, num_classes), jnp.float32)``.
     An ImageNet head (2048, 1000) becomes (2048, 5) for 5 flower classes. Does not modify ``params``.
+    Lecture: 002_7bece5f3dd1db8ed.txt, "Transfer Learning: Reconstruct Top layer": "Change the
+    output layer to suit your needs, e.g. different number of categories".
     """
     # BEGIN SOLUTION
     # HINT: copy the outer dict and put a new head dict into the copy
@@ -64,7 +112,9 @@ def freeze_optimizer(params: dict, trainable: Sequence[str],
 
     Use ``optax.multi_transform`` with :func:`trainable_labels`: ``tx`` for "trainable" and
     ``optax.set_to_zero()`` for "frozen". Zeroing the *gradients* of frozen parameters is not
-    enough: weight decay (``optax.adamw``) would still shrink them.
+    enough: weight decay (``optax.adamw``) would still shrink them. Lecture:
+    002_7bece5f3dd1db8ed.txt, "Transfer Learning: Basic idea": "keep the early layers of a
+    pre-trained network, and re-train the later layers".
     """
     # BEGIN SOLUTION
     # HINT: optax.multi_transform with optax.set_to_zero() for the frozen label
@@ -80,6 +130,10 @@ def discriminative_learning_rates(block_names: Sequence[str], lr_min: float,
 
     ``lr_i = lr_min * (lr_max / lr_min) ** (i / (B - 1))`` for block i of B (a single block gets
     ``lr_max``). Returns ``{name: float}``. ``["a", "b", "c"], 1e-5, 1e-3`` -> 1e-5, 1e-4, 1e-3.
+    Lecture: 004_9604be48adb20edc.txt, "Steps of creating a world-class Image Classifier": 3.
+    unfreeze, 4. "Find a good learning rate(s)", 5. fine-tune with ``fit_one_cycle``; and
+    002_7bece5f3dd1db8ed.txt: "Early layers ... should be general", "Later layers are easier
+    (quicker) to train".
     """
     # BEGIN SOLUTION
     # HINT: np.geomspace spaces values geometrically
@@ -119,6 +173,8 @@ def finetune_step(params: dict, opt_state, images: jax.Array, labels: jax.Array,
     ``opt_state`` was made by ``tx.init(train_p)``.
 
     Returns ``(new_params, new_opt_state, loss)``: frozen blocks are bit-for-bit unchanged.
+    Lecture: 002_7bece5f3dd1db8ed.txt, "Transfer Learning: Fine Tuning": "Should I train just the
+    very last layer? Go back a few layers? Re-train the entire network?" — ``trainable`` says.
     """
     # BEGIN SOLUTION
     # HINT: split the dict, differentiate a loss of the trainable part only, update it, merge

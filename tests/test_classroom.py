@@ -32,6 +32,7 @@ from report_checks import check_folder, check_results_json  # noqa: E402
 
 from cnnlab.errors import CnnlabError  # noqa: E402
 from grader import classroom, reports  # noqa: E402
+from grader.specs import MODULES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXERCISES = ["neurons.sigmoid", "neurons.relu", "neurons.leaky_relu",
@@ -109,6 +110,13 @@ def batch(tmp_path_factory):
     with zipfile.ZipFile(subs / "zipped.zip", "w") as zf:
         zf.write(ROOT / "solutions" / "neurons.py", "my-lab/neurons.py")
     shutil.copyfile(ROOT / "solutions" / "neurons.py", subs / "single.py")
+    # ... and written in the lab's notebook: a folder of notebooks, and the notebook alone
+    from grader.assign import render_notebook
+
+    solved = render_notebook(ROOT / "solutions" / "neurons.py", solved=True)
+    (subs / "notebook" / "notebooks").mkdir(parents=True)
+    (subs / "notebook" / "notebooks" / "01_neurons.ipynb").write_text(solved)
+    (subs / "nb_alone.ipynb").write_text(solved)
     before = {"solutions": sorted(p.name for p in (ROOT / "solutions").iterdir()),
               "submissions": tree_digest(subs), "mounts": tmp_mounts()}
     start = time.monotonic()
@@ -157,6 +165,7 @@ def test_honest_submissions_score_as_written(batch):
     assert g["zipped"] == {**full, "convolution.conv_output_size": 0.0, "total": 6.0}
     # one module: only its lab is graded (the other lab's cell is empty, not a silent 0)
     assert g["single"] == {**g["zipped"], "convolution.conv_output_size": None}
+    assert g["notebook"] == g["zipped"] and g["nb_alone"] == g["single"]
     assert g["blank"]["total"] == 0.0
     assert "not attempted" in results(batch, "blank")["tests"][0]["output"]
     for planted in ("neurons.sigmoid", "neurons.relu", "convolution.conv_output_size"):
@@ -347,6 +356,9 @@ def test_release_ships_no_reference_and_grades_from_expected_outputs(tmp_path):
     names = {str(p.relative_to(rel)) for p in rel.rglob("*")}
     assert {"exercises/neurons.py", "grader/runner.py", "lib/cnnlab/__init__.py", "Makefile",
             "grader/expected/neurons.json", "grader/expected/neurons.npz"} <= names
+    from grader.notebook import notebook_name   # every lab's notebook, blank as its module
+
+    assert {f"exercises/notebooks/{notebook_name(m)}" for m in MODULES} <= names
     assert not any(n.split("/")[0] in ("solutions", ".git", "benchmarks")
                    or n.startswith(("grader/hidden", "tests/test_classroom")) for n in names)
     from grader.release import check_release
@@ -413,8 +425,14 @@ def test_release_check_catches_planted_leaks(tmp_path):
         (ROOT / "solutions" / "neurons.py").read_text() + "\n")          # solution code inside
     (rel / "exercises" / "pooling.py").write_bytes((ROOT / "solutions" / "pooling.py").read_bytes())
     (rel / "notes.py").write_text("# BEGIN SOLUTION\n")
+    from grader.assign import render_notebook    # a solved notebook is the reference too
+
+    (rel / "exercises" / "notebooks").mkdir()
+    (rel / "exercises" / "notebooks" / "03_pooling.ipynb").write_text(
+        render_notebook(ROOT / "solutions" / "pooling.py", solved=True))
     (rel / "grader" / "hidden").mkdir()
     problems = " | ".join(check_release(rel))
     for needle in ("grader/hidden/ must not be shipped", "pooling.py is a copy of a solution file",
-                   "neurons.py holds a solution marker", "notes.py holds a solution marker"):
+                   "neurons.py holds a solution marker", "notes.py holds a solution marker",
+                   "03_pooling.ipynb holds solution code"):
         assert needle in problems, problems

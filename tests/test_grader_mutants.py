@@ -50,8 +50,8 @@ MUTANTS = [
       'e^100 / e^100 is inf / inf'),
     M("neurons", "relu", "if jnp.all(x > 0):\n    return x\nreturn jnp.where(x > 0, x, 0.0)",
       "Python control flow", 'must also work under jax.jit'),
-    M("neurons", "leaky_relu", "return jnp.where(x >= 0, x, 0.01 * x)", "negative_slope argument",
-      'use the negative_slope argument'),
+    M("neurons", "leaky_relu", "return jnp.where(x >= 0, x, 0.01 * x)", "default slope 0.1",
+      "the default negative_slope is the lecture's 0.1"),
     M("neurons", "elu", "return jnp.where(x > 0, x, alpha * (jnp.exp(x) - 1))",
       "differentiates both branches", 'differentiates both branches'),
     M("neurons", "maxout", "return jnp.max(jnp.einsum('nd,dmk->nmk', x, w) + b, axis=1)",
@@ -80,18 +80,30 @@ MUTANTS = [
     M("neurons", "add_multiply_backward",
       "q = x + y\nreturn {'f': q * z, 'dx': q, 'dy': z, 'dz': q}", "output['dx']",
       'df/dx = df/dy = z'),
+    M("neurons", "leaky_relu", "return jnp.where(x >= 0, x, -negative_slope * x)",
+      "leaky_relu(-2) = -0.2", "leaky_relu(-2) = -0.2"),
+    M("neurons", "prelu", "return jnp.where(x >= 0, x, jax.lax.stop_gradient(alpha) * x)",
+      "alpha is a parameter", "alpha is a parameter"),
+    M("neurons", "prelu", "return jnp.where(x >= 0, x, alpha[0] * x)",
+      "one slope per channel", "one slope per channel"),
+    M("neurons", "mean_squared_error", "return jnp.sum((predictions - targets) ** 2)",
+      "then average", "then average"),
     M("neurons", "mlp3_loss",
       "h1 = sigmoid(x @ params['w1'] + params['b1'])\nh2 = sigmoid(h1 @ params['w2'] + params['b2'])\n"
-      "out = sigmoid(h2 @ params['w3'] + params['b3'])\nreturn 0.5 * jnp.mean((out - y) ** 2)",
-      "divide by N only", 'divide by N only'),
+      "z = h2 @ params['w3'] + params['b3']\nz = z - jnp.max(z, axis=-1, keepdims=True)\n"
+      "return -jnp.sum(y * (z - jnp.log(jnp.sum(jnp.exp(z), axis=-1, keepdims=True))))",
+      "divide by N", "divide by N"),
+    M("neurons", "mlp3_loss",
+      "h1 = sigmoid(x @ params['w1'] + params['b1'])\nh2 = sigmoid(h1 @ params['w2'] + params['b2'])\n"
+      "p = softmax(h2 @ params['w3'] + params['b3'])\nreturn -jnp.sum(y * jnp.log(p)) / x.shape[0]",
+      "log(softmax(z)) overflows", "log(softmax(z)) overflows"),
     M("neurons", "mlp3_backward",
       "n = x.shape[0]\nh1 = sigmoid(x @ params['w1'] + params['b1'])\n"
-      "h2 = sigmoid(h1 @ params['w2'] + params['b2'])\nout = sigmoid(h2 @ params['w3'] + params['b3'])\n"
-      "d3 = (out - y) / n\nd2 = (d3 @ params['w3'].T) * h2 * (1 - h2)\n"
+      "h2 = sigmoid(h1 @ params['w2'] + params['b2'])\np = softmax(h2 @ params['w3'] + params['b3'])\n"
+      "d3 = (p - y) / n\nd2 = d3 @ params['w3'].T\n"
       "d1 = (d2 @ params['w2'].T) * h1 * (1 - h1)\n"
       "return {'w1': x.T @ d1, 'b1': d1.sum(0), 'w2': h1.T @ d2, 'b2': d2.sum(0),\n"
-      "        'w3': h2.T @ d3, 'b3': d3.sum(0)}", "sigmoid derivative",
-      'sigmoid derivative h (1 - h)'),
+      "        'w3': h2.T @ d3, 'b3': d3.sum(0)}", "sigmoid derivative", "sigmoid derivative"),
     M("neurons", "layer_gradient_norms",
       "def loss(ps):\n    h = x\n    for layer in ps:\n        h = sigmoid(h @ layer['w'] + layer['b'])\n"
       "    return 0.5 * jnp.sum((h - y) ** 2) / x.shape[0]\n"
@@ -151,6 +163,12 @@ MUTANTS = [
       "out = jnp.zeros((h, w))\nfor u in range(kh):\n    for v in range(kw):\n"
       "        out = out + kernel[u, v] * image[u:u + h, v:v + w]\nreturn out", "shape mismatch",
       'pad KH // 2 zeros'),
+    M("convolution", "pixel_use_counts",
+      "def per_axis(n, k):\n    starts = jnp.arange(n - k + 1)\n    idx = jnp.arange(n)\n"
+      "    c = (idx[None, :] >= starts[:, None]) & (idx[None, :] < starts[:, None] + k)\n"
+      "    return c.sum(0).astype(jnp.int32)\nkh, kw = _as_pair(kernel_size)\n"
+      "return per_axis(height, kh)[:, None] * per_axis(width, kw)[None, :]",
+      "windows start P pixels before the image", "windows start P pixels before the image"),
     M("convolution", "dense_param_count", "return math.prod(input_shape) * units",
       "one bias per unit", 'one bias per unit'),
     M("convolution", "conv_param_count",
@@ -202,6 +220,17 @@ MUTANTS = [
       "return jnp.where(keep, x / (1.0 - rate), 0.0)", "gave different results",
       'with the key given'),
     # --- training
+    M("training", "steps_per_epoch", "return num_examples // batch_size", "round *up*",
+      "round *up*"),
+    M("training", "adadelta_step",
+      "e_g = jax.tree_util.tree_map(lambda e, g: rho * e + (1 - rho) * g * g, state['e_g'], grads)\n"
+      "u = jax.tree_util.tree_map(lambda g, eg: g / jnp.sqrt(eg + eps), grads, e_g)\n"
+      "e_x = jax.tree_util.tree_map(lambda e, d: rho * e + (1 - rho) * d * d, state['e_x'], u)\n"
+      "new = jax.tree_util.tree_map(lambda p, d: p - learning_rate * d, params, u)\n"
+      "return new, {'e_g': e_g, 'e_x': e_x}", "*previous* e_x", "*previous* e_x"),
+    M("training", "l1_penalty",
+      "return weight * sum(jnp.sum(p) for p in jax.tree_util.tree_leaves(params))", "*absolute*",
+      "*absolute*"),
     M("training", "minibatch_indices",
       "perm = jax.random.permutation(jax.random.PRNGKey(seed), num_examples)\n"
       "nb = num_examples // batch_size\nreturn perm[:nb * batch_size].reshape(nb, batch_size)",
@@ -253,11 +282,21 @@ MUTANTS = [
       "x = nn.relu(nn.Conv(4, (5, 5), padding='VALID')(x))\nx = nn.max_pool(x, (2, 2), strides=(2, 2))\n"
       "x = nn.relu(nn.Conv(12, (5, 5), padding='VALID')(x))\nx = nn.max_pool(x, (2, 2), strides=(2, 2))\n"
       "x = nn.relu(nn.Dense(512)(x.reshape(x.shape[0], -1)))\nreturn nn.Dense(10)(x)",
-      "use self.hidden and self.num_classes", 'use self.hidden and self.num_classes'),
+      "shape mismatch: expected (100,), got (10,)",
+      "the defaults are the lecture's num_classes=100"),
     M("cnn_models", "receptive_field",
       "r = 1\nfor k, s in layers:\n    r += (k - 1) * s\nreturn r", "stride *after*",
       'stride *after*'),
+    M("cnn_models", "count_params",
+      "return sum(int(v['kernel'].size) for v in params.values())", "every* leaf", "every* leaf"),
     # --- transfer
+    M("transfer", "caffe_preprocess",
+      "return jnp.asarray(images, jnp.float32) - jnp.asarray(CAFFE_MEAN_BGR, jnp.float32)",
+      "RGB -> BGR first", "RGB -> BGR first"),
+    M("transfer", "decode_predictions",
+      "order = jnp.argsort(jnp.asarray(probs), axis=-1)[:, :top]\n"
+      "return [[(class_names[int(i)], float(p[i])) for i in row] for p, row in zip(probs, order)]",
+      "most probable first", "most probable first"),
     M("transfer", "replace_head",
       "new = dict(params)\nnew[head] = {'kernel': params[head]['kernel'], 'bias': jnp.zeros_like(params[head]['bias'])}\n"
       "return new", "kernel (F, num_classes)", 'kernel (F, num_classes)'),

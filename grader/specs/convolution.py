@@ -6,8 +6,14 @@ from grader.spec import Case, Exercise, f32, randn, rng
 
 M = "convolution"
 NO_CONV = ["conv_general_dilated", "conv"]
-FIVE = [[3, 0, 6, 7, 5], [7, 3, 5, 0, 8], [2, 9, 4, 1, 9], [7, 1, 6, 7, 6], [4, 8, 4, 6, 4]]
+# The lectures' worked examples (see solutions/convolution.py and tests/test_lecture_examples.py).
+FIVE = [[3, 2, 3, 1, 8], [1, 9, 1, 3, 2], [2, 3, 5, 6, 6], [3, 2, 3, 5, 9], [1, 1, 2, 4, 5]]
 VERTICAL = [[1, 0, -1], [1, 0, -1], [1, 0, -1]]
+EDGE6 = [[8, 8, 8, 0, 0, 0]] * 6
+PAD5 = [[1, 2, 0, 3, 1], [1, 0, 0, 2, 2], [2, 1, 2, 1, 1], [0, 0, 1, 0, 0], [1, 2, 1, 1, 1]]
+PAD_KERNEL = [[-1, 1, 2], [1, 1, 0], [-1, -2, 0]]
+KERNEL_NAMES = ["identity", "vertical_edge", "horizontal_edge", "diagonal_edge", "laplacian", "edge",
+                "sharpen", "box_blur", "gaussian_blur", "vertical_line", "horizontal_line", "corner"]
 SIZE_HINT = "output size (W - K + 2P) // S + 1 per axis"
 SCRATCH_HINT = ("write the sum yourself: for every kernel offset (u, v), add the input shifted by "
                 "(u, v) times the kernel's weight there — a few slices and products, no lax.conv")
@@ -16,6 +22,10 @@ SCRATCH_HINT = ("write the sum yourself: for every kernel offset (u, v), add the
 def _output_size_cases() -> tuple[Case, ...]:
     cases = [
         Case("W=5 K=3 (the 5x5 example)", (5, 3), hint="(W - K + 2P) / S + 1: do not forget + 1"),
+        Case("W=5 K=3 P=1 (the lecture's padded 5x5 keeps its size)", (5, 3, 1, 1),
+             hint="P counts on both sides: + 2P"),
+        Case("stride per axis (2, 1) on 28x28, K=4, P=1", (28, 4, (2, 1), 1),
+             hint="apply the formula per axis when any argument is a sequence"),
         Case("W=28 K=4 S=2 P=1", (28, 4, 2, 1), hint="P counts on both sides: + 2P"),
         Case("AlexNet W=227 K=11 S=4", (227, 11, 4, 0)),
         Case("W=32 K=5 P=2 ('same')", (32, 5, 1, 2), hint="P counts on both sides: + 2P"),
@@ -53,6 +63,9 @@ def _conv2d_cases() -> tuple[Case, ...]:
                           (randn(r, h, w, c), randn(r, kh, kw, c, o), randn(r, o)),
                           {"stride": s, "padding": p}, hint=hint, hint_on=hint_on))
     cases += [
+        Case("the lecture's 'With Padding' example (padding=1)",
+             (f32(PAD5)[:, :, None], f32(PAD_KERNEL)[:, :, None, None], f32([0.0])),
+             {"padding": 1}, hint="zero padding on every side: the first value is the lecture's -1"),
         Case("padding='same', stride 1", (randn(r, 6, 6, 2), randn(r, 3, 3, 2, 3), randn(r, 3)),
              {"padding": "same"}, hint="'same' keeps H x W at stride 1 (see padding_amounts)",
              hint_on=("shape", "value")),
@@ -99,6 +112,8 @@ def _exercises() -> list[Exercise]:
             Case("P=1 on a 2x2x1 image", (f32([[[1.0], [2.0]], [[3.0], [4.0]]]), 1),
                  hint="P rows on top *and* bottom, P columns left *and* right",
                  hint_on=("shape", "value")),
+            Case("the lecture's 5x5 input 'With Padding' (P=1)", (f32(PAD5)[:, :, None], 1),
+                 hint="a border of zeros all around: 5x5 becomes 7x7", hint_on=("shape",)),
             Case("P=2 on (3, 4, 3)", (randn(r, 3, 4, 3), 2),
                  hint="P rows on top *and* bottom, P columns left *and* right",
                  hint_on=("shape", "value")),
@@ -108,8 +123,18 @@ def _exercises() -> list[Exercise]:
         ), hint="pad rows and columns, never the channels"),
         Exercise(M, "conv2d_single", 2.0, (
             Case("the lecture's 5x5 vertical-edge example", (f32(FIVE), f32(VERTICAL)),
-                 hint="expected [[-3, 4, -7], [1, 5, -8], [-1, 4, -5]]: a 3x3 output, "
+                 hint="expected [[-3, 4, -7], [-3, 0, -8], [-4, -9, -10]]: a 3x3 output, "
                       "no kernel flip", hint_on=("shape", "value")),
+            Case("the lecture's edge: 6x6 rows [8, 8, 8, 0, 0, 0]", (f32(EDGE6), f32(VERTICAL)),
+                 hint="expected rows [0, 24, 24, 0]: the kernel is not flipped",
+                 hint_on=("shape", "value")),
+            Case("the lecture's 'Without Padding' example", (f32(PAD5), f32(PAD_KERNEL)),
+                 hint="the first value is the lecture's -2: sum of patch * kernel, no flip",
+                 hint_on=("value",)),
+            Case("a 1x3 kernel (height 1, width 3)", (randn(r, 4, 6), randn(r, 1, 3)),
+                 hint=SIZE_HINT + ": the kernel need not be square", hint_on=("shape",)),
+            Case("a 3x1 kernel (height 3, width 1)", (randn(r, 5, 4), randn(r, 3, 1)),
+                 hint=SIZE_HINT + ": the kernel need not be square", hint_on=("shape",)),
             Case("random (6, 7) * (3, 3)", (randn(r, 6, 7), randn(r, 3, 3)), hint=SIZE_HINT,
                  hint_on=("shape",)),
             Case("random (5, 5) * (2, 4)", (randn(r, 5, 5), randn(r, 2, 4)), hint=SIZE_HINT,
@@ -127,9 +152,8 @@ def _exercises() -> list[Exercise]:
         Exercise(M, "conv2d", 3.0, _conv2d_cases(),
                  hint="pad, then out += xp[u::S, v::S] @ w[u, v] over kernel offsets, + b"),
         Exercise(M, "classic_kernel", 1.0, tuple(
-            Case(name, (name,), hint="see the table in the docstring")
-            for name in ["vertical_edge", "horizontal_edge", "vertical_line", "horizontal_line",
-                         "edge", "sharpen", "box_blur", "gaussian_blur"])
+            Case(name, (name,), hint="see the tables in the docstring")
+            for name in KERNEL_NAMES)
             + (Case("unknown name raises ValueError", ("emboss",)),),
             hint="copy the table of the docstring; float32 (3, 3)"),
         Exercise(M, "filter_image", 1.0, (
@@ -143,16 +167,33 @@ def _exercises() -> list[Exercise]:
             Case("5x5 kernel", (randn(r, 9, 9), randn(r, 5, 5))),
             Case("under jax.jit", (img, f32(VERTICAL)), mode="jit"),
         ), hint="zero-pad by K // 2, then cross-correlate: the output is H x W"),
+        Exercise(M, "pixel_use_counts", 1.0, (
+            Case("the lecture's 5x5 image, 3x3 kernel", (5, 5, 3),
+                 hint="the corners are in 1 window, the centre in 9"),
+            Case("5x5, 3x3, padding 1 ('same')", (5, 5, 3, 1),
+                 hint="with padding the windows start P pixels before the image: corners 4"),
+            Case("6x6, 3x3", (6, 6, 3)),
+            Case("4x6, kernel (2, 3)", (4, 6, (2, 3)), hint="kernel_size may be (KH, KW)"),
+            Case("7x5, 5x5, padding 2", (7, 5, 5, 2)),
+        ), hint="count, for every input pixel, the stride-1 windows that contain it"),
         Exercise(M, "dense_param_count", 1.0, (
-            Case("64x64x3 -> 128 (≈ 1.5 M)", ((64, 64, 3), 128),
+            Case("the lecture's Santa: 64*64*3 -> 128 (~1.5 M)", ((64, 64, 3), 128),
                  hint="weights prod(shape) * units plus one bias per unit"),
-            Case("784 -> 16", ((784,), 16)),
+            Case("the lecture's 1000*1000*3 -> 1000 (3 billion)", ((1000, 1000, 3), 1000),
+                 hint="weights prod(shape) * units plus one bias per unit"),
+            Case("MNIST 784 -> 16", ((784,), 16)),
+            Case("MNIST 16 -> 10", ((16,), 10)),
+            Case("CIFAR-10 linear classifier 32x32x3 -> 10", ((32, 32, 3), 10)),
             Case("28x28x1 -> 10", ((28, 28, 1), 10)),
         ), hint="prod(input_shape) * units + units"),
         Exercise(M, "conv_param_count", 1.0, (
             Case("3x3, 3 -> 128", (3, 3, 128),
                  hint="K*K*C_in*filters + filters: each filter sees all C_in input channels, "
                       "plus one bias"),
+            Case("the lecture's 5x5x3 chunk: one filter, 75 weights + a bias", (5, 3, 1),
+                 hint="K*K*C_in*filters + filters (biases)"),
+            Case("CMYK input (depth 4), 3x3 -> 8", (3, 4, 8),
+                 hint="each filter sees all C_in input channels"),
             Case("5x5, 1 -> 6 (LeNet)", (5, 1, 6)),
             Case("(1, 7), 64 -> 32", ((1, 7), 64, 32), hint="kernel_size may be (KH, KW)",
                  hint_on=("value", "error")),

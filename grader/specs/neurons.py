@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from grader.spec import Case, Exercise, f32, ints, randn, random_shapes, rng
 
 M = "neurons"
@@ -40,9 +42,14 @@ def elementwise(name: str, *, seed: int, points: float = 1.0, scale: float = 3.0
     return Exercise(M, name, points, tuple(cases), hint=hint, not_allowed=not_allowed)
 
 
-def _mlp3_params(r, d=4, h1=5, h2=3, o=2):
+def _mlp3_params(r, d=4, h1=5, h2=3, o=3):
     return {"w1": randn(r, d, h1), "b1": randn(r, h1), "w2": randn(r, h1, h2),
             "b2": randn(r, h2), "w3": randn(r, h2, o), "b3": randn(r, o)}
+
+
+def onehot(r, n, c=3):
+    """``n`` random one-hot rows of ``c`` classes, float32 (N, C): the targets ``y``."""
+    return np.eye(c, dtype=np.float32)[r.integers(0, c, n)]
 
 
 def _softmax_cases() -> tuple[Case, ...]:
@@ -113,8 +120,10 @@ def _exercises() -> list[Exercise]:
         elementwise("relu", seed=103, extra=(Case("zero and negatives", (f32([-2.0, 0.0, 3.0]),)),),
                     hint="max(0, x) elementwise: jnp.where or jnp.maximum"),
         elementwise("leaky_relu", seed=104, extra=(
+            Case("the lecture's max(0.1x, x): default slope 0.1", (f32([-2.0, -0.5, 0.0, 3.0]),),
+                 hint="the default negative_slope is the lecture's 0.1: leaky_relu(-2) = -0.2"),
             Case("negative_slope=0.2", (f32([-5.0, -1.0, 0.0, 2.0]),), {"negative_slope": 0.2},
-                 hint="use the negative_slope argument, not a fixed 0.01"),
+                 hint="use the negative_slope argument, not a fixed number"),
             Case("negative_slope=0.1 under jit", (randn(r, 3, 3),), {"negative_slope": 0.1},
                  mode="jit")),
             hint="x where x >= 0, negative_slope * x elsewhere"),
@@ -126,6 +135,20 @@ def _exercises() -> list[Exercise]:
                       "do not use makes the gradient NaN; clamp: exp(minimum(x, 0))",
                  hint_on=("nonfinite",))),
             hint="x for x > 0, alpha (e^x - 1) otherwise"),
+        Exercise(M, "prelu", 1.0, (
+            Case("docstring example: [-2, 3] with alpha 0.25", (f32([-2.0, 3.0]), f32([0.25, 0.25]))),
+            Case("one slope per channel (2, 3, 4)", (randn(r, 2, 3, 4), f32([0.1, 0.5, 0.0, 2.0])),
+                 hint="alpha has one slope per channel: it broadcasts along the last axis"),
+            Case("batch (5, 3)", (randn(r, 5, 3), f32([0.2, 0.3, 0.4]))),
+            Case("under jax.jit", (randn(r, 4, 3), f32([0.2, 0.3, 0.4])), mode="jit", hint=JIT_HINT),
+            Case("gradient w.r.t. alpha (it is learned)", (randn(r, 6, 3), f32([0.2, 0.3, 0.4])),
+                 mode="grad", options={"argnums": [1]},
+                 hint="alpha is a parameter: d prelu / d alpha = x where x < 0 (keep alpha "
+                      "in the computation, summed over every position of its channel)",
+                 hint_on=("value",)),
+            Case("gradient w.r.t. x", (randn(r, 6, 3), f32([0.2, 0.3, 0.4])), mode="grad",
+                 options={"argnums": [0]})),
+            hint="x where x >= 0, alpha * x elsewhere, alpha per channel (last axis)"),
         Exercise(M, "maxout", 1.0, tuple(
             [Case(f"random #{i} N={n} D={d} M={m} K={k}",
                   (randn(r, n, d), randn(r, d, m, k), randn(r, m, k)))
@@ -144,12 +167,25 @@ def _exercises() -> list[Exercise]:
             [Case(f"random #{i} ({n}, {a}) -> {b}", (randn(r, n, a), randn(r, a, b), randn(r, b)),
                   hint="z = x W + b: every unit adds its bias")
              for i, (n, a, b) in enumerate([(4, 3, 2), (1, 7, 5), (9, 2, 6)])]
-            + [Case("under jax.jit", (randn(r, 2, 3), randn(r, 3, 4), randn(r, 4)), mode="jit"),
+            + [Case("one neuron: z = b + x^T w (D_out = 1)", (randn(r, 5, 3), randn(r, 3, 1),
+                                                              randn(r, 1)),
+                    hint="z = x W + b: every unit adds its bias"),
+               Case("under jax.jit", (randn(r, 2, 3), randn(r, 3, 4), randn(r, 4)), mode="jit"),
                Case("gradient w.r.t. W", (randn(r, 2, 3), randn(r, 3, 4), randn(r, 4)),
                     mode="grad", options={"argnums": [1]})]),
             hint="z = x W + b with x (N, D_in), W (D_in, D_out), b (D_out,)"),
         Exercise(M, "cross_entropy", 2.0, _ce_cases(),
                  hint="mean over n of logsumexp(logits_n) - logits_n[label_n]"),
+        Exercise(M, "mean_squared_error", 1.0, (
+            Case("docstring example [1, 2, 3] vs [1, 0, 0]", (f32([1.0, 2.0, 3.0]), f32([1.0, 0.0, 0.0])),
+                 hint="square the differences, then average: (0 + 4 + 9) / 3"),
+            Case("batch (8, 3)", (randn(r, 8, 3), randn(r, 8, 3)),
+                 hint="the mean over *every* element (batch and outputs), not a sum"),
+            Case("(4, 2, 5)", (randn(r, 4, 2, 5), randn(r, 4, 2, 5))),
+            Case("under jax.jit", (randn(r, 6, 2), randn(r, 6, 2)), mode="jit", hint=JIT_HINT),
+            Case("gradient w.r.t. the predictions", (randn(r, 5, 3), randn(r, 5, 3)), mode="grad",
+                 options={"argnums": [0]})),
+            hint="mean((predictions - targets) ** 2) over every element"),
         elementwise("sigmoid_derivative", seed=106, grad=False,
                     extra=(Case("s'(0) = 0.25", (f32([0.0]),)),),
                     hint="s(x) (1 - s(x)) with s the sigmoid"),
@@ -174,26 +210,30 @@ def _exercises() -> list[Exercise]:
             Case("x=0.5, y=0.25, z=-3", (0.5, 0.25, -3.0))),
             hint="q = x + y, f = q z: df/dx = df/dy = z, df/dz = q"),
         Exercise(M, "mlp3_loss", 1.0, tuple(
-            [Case(f"random #{i} N={n}", (_mlp3_params(r), randn(r, n, 4), randn(r, n, 2)))
+            [Case(f"random #{i} N={n}", (_mlp3_params(r), randn(r, n, 4), onehot(r, n)))
              for i, n in enumerate([1, 5, 8])]
-            + [Case("under jax.jit", (_mlp3_params(r), randn(r, 3, 4), randn(r, 3, 2)),
+            + [Case("under jax.jit", (_mlp3_params(r), randn(r, 3, 4), onehot(r, 3)),
                     mode="jit"),
-               Case("mean over the batch, sum over outputs",
-                    (_mlp3_params(r), randn(r, 6, 4), randn(r, 6, 2)),
-                    hint="0.5 * sum((out - y)^2) / N: sum over the outputs, divide by N only")]),
-            hint="three sigmoid layers, then 0.5 * sum((out - y)^2) / N"),
+               Case("mean over the batch", (_mlp3_params(r), randn(r, 6, 4), onehot(r, 6)),
+                    hint="-sum(y * log p) / N: sum over the classes, divide by N"),
+               Case("large weights stay finite", (_mlp3_params(r) | {"w3": randn(r, 3, 3, scale=500.0)},
+                                                 randn(r, 4, 4), onehot(r, 4)),
+                    hint="log(softmax(z)) overflows for large z: use z - logsumexp(z) with the "
+                         "max subtracted", hint_on=("nonfinite",))]),
+            hint="two sigmoid layers, a softmax output, then -sum(y * log p) / N"),
         Exercise(M, "mlp3_backward", 2.0, tuple(
             [Case(f"random #{i} N={n} equals jax.grad",
-                  (_mlp3_params(r), randn(r, n, 4), randn(r, n, 2)),
-                  hint="each delta carries the sigmoid derivative h (1 - h) of its own layer")
+                  (_mlp3_params(r), randn(r, n, 4), onehot(r, n)),
+                  hint="delta2 and delta1 carry the sigmoid derivative h (1 - h) of their own "
+                       "layer; delta3 is (p - y) / N")
              for i, n in enumerate([1, 4, 7])]
             + [Case("check_grads (finite differences)",
-                    (_mlp3_params(r), randn(r, 3, 4), randn(r, 3, 2)), mode="driver:check_grads",
+                    (_mlp3_params(r), randn(r, 3, 4), onehot(r, 3)), mode="driver:check_grads",
                     options={"loss": "mlp3_loss"}, check="check_grads"),
-               Case("under jax.jit", (_mlp3_params(r), randn(r, 3, 4), randn(r, 3, 2)),
+               Case("under jax.jit", (_mlp3_params(r), randn(r, 3, 4), onehot(r, 3)),
                     mode="jit")]),
-            hint="delta3 = (out - y) / N * out (1 - out); dW3 = h2^T delta3; "
-                 "delta2 = delta3 W3^T * h2 (1 - h2); ...",
+            hint="delta3 = (p - y) / N; dW3 = h2^T delta3; delta2 = delta3 W3^T * h2 (1 - h2); "
+                 "...",
             not_allowed=("jax.grad", "jax.value_and_grad", "jax.vjp", "jax.jvp", "jax.jacrev",
                          "jax.jacfwd", "jax.hessian", "jax.linearize", "jax.linear_transpose")),
         Exercise(M, "layer_gradient_norms", 1.0, (

@@ -61,6 +61,9 @@ def _exercises() -> list[Exercise]:
         Exercise(M, "flatten", 1.0, (
             Case("(32, 7, 7, 64)", (randn(r, 32, 7, 7, 64),),
                  hint="keep the batch axis: (N, ...) -> (N, -1)", hint_on=("shape",)),
+            Case("the lecture's 32x32x3 image -> 3072", (randn(r, 2, 32, 32, 3),),
+                 hint="keep the batch axis: (N, 32, 32, 3) -> (N, 3072)", hint_on=("shape",)),
+            Case("the lecture's Santa 64x64x3 -> 12288", (randn(r, 1, 64, 64, 3),)),
             Case("(2, 3, 4)", (randn(r, 2, 3, 4),), hint="keep the batch axis",
                  hint_on=("shape",)),
             Case("(1, 5)", (randn(r, 1, 5),)),
@@ -71,6 +74,9 @@ def _exercises() -> list[Exercise]:
                  hint="the mask is exactly jax.random.bernoulli(key, 1 - rate, x.shape), with the "
                       "key given; kept units are scaled by 1 / (1 - rate) so that the expected "
                       "activation stays the same"),
+            Case("the lecture's Dropout(0.25), train", (key(8), randn(r, 4, 16), 0.25),
+                 {"train": True}, hint="keep = jax.random.bernoulli(key, 1 - rate, x.shape); "
+                                       "kept units scaled by 1 / (1 - rate)"),
             Case("rate 0.2, train, 3-D", (key(1), randn(r, 3, 4, 5), 0.2), {"train": True},
                  hint="keep = jax.random.bernoulli(key, 1 - rate, x.shape)"),
             Case("train=False returns x unchanged", (key(2), x, 0.5), {"train": False},

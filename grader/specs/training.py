@@ -20,10 +20,26 @@ def _adam_state(r, count):
             "nu": {k: {kk: np.abs(vv) for kk, vv in v.items()} for k, v in _tree(r, 0.1).items()}}
 
 
+def _adadelta_state(r):
+    return {"e_g": {k: {kk: np.abs(vv) for kk, vv in v.items()} for k, v in _tree(r, 0.3).items()},
+            "e_x": {k: {kk: np.abs(vv) for kk, vv in v.items()} for k, v in _tree(r, 0.1).items()}}
+
+
 def _exercises() -> list[Exercise]:
     r = rng(4)
     zeros = {k: {kk: np.zeros_like(vv) for kk, vv in v.items()} for k, v in _tree(r).items()}
     return [
+        Exercise(M, "steps_per_epoch", 1.0, (
+            Case("the lecture's 1000 examples, batch 500 -> 2 iterations", (1000, 500),
+                 hint="iterations per epoch = examples / batch size"),
+            Case("full batch: one step per epoch", (1000, 1000)),
+            Case("stochastic gradient descent: batch 1, n steps", (37, 1)),
+            Case("Fashion-MNIST 60000, batch 32 (Keras shows 1875)", (60000, 32)),
+            Case("a smaller last batch still counts: 1000 / 300", (1000, 300),
+                 hint="the last, smaller batch is one more iteration: round *up* (ceil)"),
+            Case("drop_last: 1000 / 300", (1000, 300), {"drop_last": True},
+                 hint="drop_last=True drops the smaller last batch: round down"),
+        ), hint="ceil(num_examples / batch_size), or floor with drop_last=True"),
         Exercise(M, "minibatch_indices", 1.0, (
             Case("10 examples, batch 4, epoch 0", (10, 4), {"seed": 0, "epoch": 0}, options=FAST,
                  hint="drop the remainder: 10 // 4 = 2 batches", hint_on=("shape",)),
@@ -70,12 +86,31 @@ def _exercises() -> list[Exercise]:
                                            {"count": np.asarray(0, np.int32), "mu": zeros,
                                             "nu": zeros}, 0.01),
                  hint="bias-correct with t = count + 1: mu / (1 - b1**t), nu / (1 - b2**t)"),
-            Case("step 6 from a random state", (_tree(r), _tree(r), _adam_state(r, 5), 0.001),
+            Case("step 6 from a random state, the lecture's lr 0.001",
+                 (_tree(r), _tree(r), _adam_state(r, 5), 0.001),
                  hint="nu is the average of *squared* gradients; sqrt(nu_hat) + eps"),
             Case("b1=0.5, b2=0.9", (_tree(r), _tree(r), _adam_state(r, 2), 0.1),
                  {"b1": 0.5, "b2": 0.9}, hint="use the b1 and b2 arguments"),
             Case("under jax.jit", (_tree(r), _tree(r), _adam_state(r, 1), 0.01), mode="jit"),
         ), hint="t = count + 1; mu, nu moving averages; p - lr * mu_hat / (sqrt(nu_hat) + eps)"),
+        Exercise(M, "adadelta_step", 2.0, (
+            Case("first step from zeros (Keras defaults lr 1.0, rho 0.95)",
+                 (_tree(r), _tree(r), {"e_g": zeros, "e_x": zeros}),
+                 hint="u = sqrt(e_x + eps) / sqrt(e_g + eps) * g uses the *updated* e_g and the "
+                      "*previous* e_x"),
+            Case("from a random state, lr 0.5", (_tree(r), _tree(r), _adadelta_state(r), 0.5),
+                 hint="e_x averages the squared *updates* u (before the learning rate)"),
+            Case("rho 0.9, eps 1e-4", (_tree(r), _tree(r), _adadelta_state(r), 1.0),
+                 {"rho": 0.9, "eps": 1e-4}, hint="use the rho and eps arguments"),
+            Case("under jax.jit", (_tree(r), _tree(r), _adadelta_state(r), 1.0), mode="jit"),
+        ), hint="e_g, then u = sqrt(e_x + eps) / sqrt(e_g + eps) * g, then e_x; p - lr * u"),
+        Exercise(M, "l1_penalty", 1.0, (
+            Case("docstring example", ({"w": f32([[1, -2]]), "b": f32([2])}, 0.1),
+                 hint="weight times the sum of *absolute* values: 0.1 * (1 + 2 + 2) = 0.5"),
+            Case("a 2-layer tree", (_tree(r), 1e-2), hint="sum over *every* leaf of the tree"),
+            Case("under jax.jit", (_tree(r), 0.5), mode="jit"),
+            Case("gradient", (_tree(r), 0.3), mode="grad", options={"argnums": [0]}),
+        ), hint="weight times the sum of |p| over every leaf"),
         Exercise(M, "l2_penalty", 1.0, (
             Case("docstring example", ({"w": f32([[1, 2]]), "b": f32([2])}, 0.1),
                  hint="weight_decay / 2 * sum of squares: 0.05 * 9 = 0.45"),

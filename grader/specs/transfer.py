@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from grader.spec import Case, Exercise, ints, key, randn, rng
+import numpy as np
+
+from grader.spec import Case, Exercise, f32, ints, key, randn, rng
 
 M = "transfer"
 
@@ -20,10 +22,30 @@ def mlp_tree(r, d=6, h=8, c=3):
             "head": {"kernel": randn(r, h, c, scale=0.5), "bias": randn(r, c, scale=0.1)}}
 
 
+def _softmax_rows(r, n, c):
+    z = r.standard_normal((n, c)) * 3
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return (e / e.sum(-1, keepdims=True)).astype(np.float32)
+
+
 def _grads(r, tree, n=3):
-    import numpy as np
     return [{k: {kk: randn(r, *np.shape(vv)) for kk, vv in v.items()} for k, v in tree.items()}
             for _ in range(n)]
+
+
+def imagenet_names() -> list[str]:
+    """The 1000 ImageNet class names in Keras' order (281 "tabby", 287 "lynx")."""
+    from cnnlab import imagenet
+
+    return [imagenet.class_name(i) for i in range(1000)]
+
+
+def lecture_probs() -> np.ndarray:
+    """The probabilities ResNet50 printed for the lecture's cat.jpg: tabby 47.4 %, lynx 39.9 %,
+    Egyptian cat 4.8 %, the rest spread evenly over the other 997 classes."""
+    p = np.full((1, 1000), (1.0 - 0.474 - 0.399 - 0.048) / 997, np.float32)
+    p[0, [281, 287, 285]] = [0.474, 0.399, 0.048]
+    return p
 
 
 def _exercises() -> list[Exercise]:
@@ -31,7 +53,28 @@ def _exercises() -> list[Exercise]:
     t3 = {"stem": {"w": randn(r, 3, 3)}, "block1": {"w": randn(r, 3, 3), "b": randn(r, 3)},
           "head": {"kernel": randn(r, 3, 2), "bias": randn(r, 2)}}
     mlp = mlp_tree(r)
+    names = imagenet_names()
+    pixels = r.integers(0, 256, (2, 4, 5, 3)).astype(np.float32)
     return [
+        Exercise(M, "caffe_preprocess", 1.0, (
+            Case("a pure red pixel [255, 0, 0]", (f32([[255.0, 0.0, 0.0]]),),
+                 hint="RGB -> BGR first (reverse the last axis), then subtract the BGR means"),
+            Case("a batch of 2 images 4x5x3", (pixels,),
+                 hint="subtract 103.939 from B, 116.779 from G, 123.68 from R; no scaling"),
+            Case("under jax.jit", (pixels,), mode="jit"),
+        ), hint="images[..., ::-1] - [103.939, 116.779, 123.68]"),
+        Exercise(M, "decode_predictions", 1.0, (
+            Case("the lecture's cat.jpg: tabby 47.4%, lynx 39.9%, Egyptian cat 4.8%",
+                 (lecture_probs(), names),
+                 hint="the top classes, most probable first, as (name, probability) pairs"),
+            Case("two images, top 5", (_softmax_rows(r, 2, 1000), names), {"top": 5},
+                 hint="one list per image, each with `top` pairs"),
+            Case("4 classes, top 2", (_softmax_rows(r, 3, 4), ["cat", "dog", "car", "cup"]),
+                 {"top": 2}, hint="use the class_names argument and the `top` argument"),
+            Case("ties go to the lower index", (f32([[0.25, 0.25, 0.25, 0.25]]),
+                                                 ["a", "b", "c", "d"]), {"top": 2},
+                 hint="on ties the lower class index comes first (jax.lax.top_k does that)"),
+        ), hint="for each row: the `top` largest probabilities with their class names"),
         Exercise(M, "replace_head", 2.0, (
             Case("ImageNet-like head 1000 -> 5 classes", (backbone_tree(r, classes=1000), 5,
                                                           key(0)),
