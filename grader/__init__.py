@@ -9,7 +9,7 @@ def __getattr__(name: str):
     """``from grader import check`` in a notebook cell (imported on first use: the grader's
     other entry points do not need it)."""
     if name == "check":
-        from grader.notebook import check
+        from grader.notebook_check import check
 
         return check
     raise AttributeError(f"module 'grader' has no attribute {name!r}")
