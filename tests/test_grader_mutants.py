@@ -366,7 +366,7 @@ MUTANTS = [
     M("neurons", "softmax", "from jax.nn import softmax as sm\nreturn sm(x, axis=axis)",
       "calls jax.nn.softmax (line", "exp(x - max) / sum(exp(x - max))", zero=True),
     M("neurons", "mlp3_backward", "return jax.grad(mlp3_loss)(params, x, y)",
-      "calls jax.grad (line", "delta3 = (out - y) / N", zero=True),
+      "calls jax.grad (line", "delta3 = (p - y) / N", zero=True),
     M("neurons", "leaky_relu", "if x >= 0:\n    return x\nreturn negative_slope * x",
       "jnp.where(x >= 0, a, b)", "must also work under jax.jit", absent=("Use a.any()",)),
     M("convolution", "conv2d",

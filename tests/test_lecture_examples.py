@@ -33,7 +33,9 @@ from grader.specs import pooling as pool_specs
 from grader.specs import transfer as transfer_specs
 
 ROOT = Path(__file__).resolve().parent.parent
-LECTURES = Path(__file__).resolve().parents[3] / "shared" / "lectures"
+LECTURES = next((p / "shared" / "lectures" for p in Path(__file__).resolve().parents[1:4]
+                 if (p / "shared" / "lectures").is_dir()),
+                Path(__file__).resolve().parents[2] / "shared" / "lectures")
 SANTA, ANN, SEMINAR, FASTAI, WORKSHOP = ("001_8ff93c9bfb889e45.txt", "002_7bece5f3dd1db8ed.txt",
                                          "003_dd4e96de96f4046f.txt", "004_9604be48adb20edc.txt",
                                          "000_271ae1d9aab5f653.txt")
