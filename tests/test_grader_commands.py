@@ -26,7 +26,9 @@ PRINTED = re.compile(r"start with (\S+): `([^`]+)`")
 
 
 def shell(command: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "CNNLAB_CWD"}
+    # a make that runs these tests (make test ARGS=...) must not pass its variables on
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("CNNLAB_CWD", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ARGS", "EX")}
     return subprocess.run(command, shell=True, cwd=cwd, capture_output=True, text=True,
                           timeout=600, env=env)
 
