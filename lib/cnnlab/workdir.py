@@ -38,6 +38,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -273,9 +274,12 @@ class Workdir:
         ``metrics.jsonl`` drops those lines.
         """
         if self.main and self._events is None:
+            # tensorboardX names a file by the second it was opened and the host: a run resumed
+            # within the same second would overwrite the earlier file. The suffix keeps them
+            # apart and sorts the newer one last, as TensorBoard reads them.
             self._events = SummaryWriter(self.tensorboard_dir,
                                          purge_step=first_step + 1 if first_step else None,
-                                         flush_secs=30)
+                                         flush_secs=30, filename_suffix=f".{time.time_ns()}")
 
     def log_scalars(self, step: int, values: Mapping[str, float]) -> None:
         """Write ``{tag: value}`` at global ``step`` to the event files (after
