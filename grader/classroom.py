@@ -64,6 +64,8 @@ import cnnlab
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import write_bytes, write_text
 from grader import lms, proctree, reports, runner, specs
+from grader import similarity as sim
+from grader.commands import cache_dir
 from grader.notebook import (NOTEBOOK_DIR, extract, find_notebook, notebook_name,
                              read_code_cells)
 from grader.results import points_line
@@ -556,7 +558,7 @@ class ClassGrader:
         # The sandbox must see neither the class's submissions, nor anyone's results, nor the
         # runner's cache of reference outputs.
         hide = tuple(dict.fromkeys((*base.hide, str(self.submissions), str(self.out),
-                                    str(runner.cache_dir()))))
+                                    str(cache_dir()))))
         self.sandbox = Sandbox(dataclasses.replace(base, hide=hide,
                                                    **worker_heartbeat(self.timeout_s)))
         self._lock = threading.Lock()
@@ -986,8 +988,6 @@ def finish(out: Path, summary: dict, *, similarity: bool, lms_export: Sequence[s
     the summary files) and the LMS gradebook file."""
     students = read_manifest(out)["students"]
     if similarity:
-        from grader import similarity as sim
-
         found = sim.similarity_report(out, students, stream=stream)
         summary.update(build_class_reports(out, students, course_order(),
                                            pending=summary["remaining"], similarity=found))

@@ -6,8 +6,9 @@ forwards every target to it, so both work in the repository and in ``exercises/`
 folder the printed command says where the repository is (``make -C ../.. check EX=NAME``). A
 submission folder of one's own is graded with the Python command instead.
 
-Standard library only, and importable by an old Python: ``python -m grader`` checks with it that
-the running Python has the course's packages before importing anything else (:func:`preflight`).
+It also says where the grader keeps what it computes once (:func:`cache_dir`). Standard library
+only, and importable by an old Python: ``python -m grader`` checks with it that the running Python
+has the course's packages before importing anything else (:func:`preflight`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ def find_root(start: Path | None = None) -> Path:
         if (folder / "exercises").is_dir() and (folder / "Makefile").is_file():
             return folder
     return ROOT
+
+
+def cache_dir() -> Path:
+    """Where the grader keeps what it computes once: ``$CNNLAB_CACHE_DIR``, else
+    ``~/.cache/cnnlab`` (the reference outputs, the JAX compilation cache, the hidden-case seed)."""
+    return Path(os.environ.get("CNNLAB_CACHE_DIR", Path.home() / ".cache" / "cnnlab"))
 
 
 def default_submission() -> Path:

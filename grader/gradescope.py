@@ -32,6 +32,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cnnlab.errors import CnnlabError
+from cnnlab.fileio import write_bytes
+from grader import reports, runner, specs
+from grader.classroom import (SubmissionProblem, course_layout, failed_results, materialize, select,
+                              worker_heartbeat)
+from grader.commands import cache_dir
+from grader.runner import GraderError, export_expected
+from grader.sandbox import Limits, Sandbox, warn_protections_off
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE_ITEMS = ("grader", "lib", "pyproject.toml", "README.md", "Makefile")
@@ -135,9 +142,6 @@ def _zip_add(zf: zipfile.ZipFile, arcname: str, data: bytes, *, executable: bool
 def build_bundle(out_zip: str | os.PathLike, *, modules: Sequence[str] | None = None,
                  stream=None) -> Path:
     """Write the Gradescope autograder zip (see the module docstring); returns its path."""
-    from grader import specs
-    from grader.runner import GraderError, export_expected
-
     stream = stream or sys.stdout
     out = Path(out_zip).resolve()
     if out.suffix.lower() != ".zip":
@@ -182,8 +186,6 @@ def build_bundle(out_zip: str | os.PathLike, *, modules: Sequence[str] | None = 
         if leaks:  # pragma: no cover - guarded by BUNDLE_ITEMS
             raise CnnlabError(f"the bundle would ship {leaks[0]}")
         out.parent.mkdir(parents=True, exist_ok=True)
-        from cnnlab.fileio import write_bytes
-
         write_bytes(out, buf.getvalue())
     print(f"wrote {out} ({len(names)} files, {out.stat().st_size / 2**20:.1f} MB): upload it as "
           "the autograder of a Gradescope programming assignment", file=stream)
@@ -193,11 +195,6 @@ def build_bundle(out_zip: str | os.PathLike, *, modules: Sequence[str] | None = 
 def run_submission(submission: str | os.PathLike, results_json: str | os.PathLike, *,
                    exercises: Sequence[str] | None = None, timeout_s: float | None = None) -> dict:
     """Grade one Gradescope submission in the sandbox and write ``results.json`` (always)."""
-    from grader import reports, runner, specs
-    from grader.classroom import (SubmissionProblem, course_layout, failed_results, materialize,
-                                  select, worker_heartbeat)
-    from grader.sandbox import Limits, Sandbox, warn_protections_off
-
     start = time.monotonic()
     results_json = Path(results_json)
     try:
@@ -205,7 +202,7 @@ def run_submission(submission: str | os.PathLike, results_json: str | os.PathLik
         modules, by_module = course_layout()
         timeout_s = timeout_s or runner.DEFAULT_EXERCISE_TIMEOUT_S
         hide = (str(Path(submission).resolve()), str(results_json.resolve().parent),
-                str(runner.cache_dir()))
+                str(cache_dir()))
         box = Sandbox(Limits(hide=hide, **worker_heartbeat(timeout_s)))
         warn_protections_off(box)
         print(box.describe())

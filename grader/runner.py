@@ -44,6 +44,7 @@ import numpy as np
 from grader import names as names_of
 from grader import specs as spec_registry
 from grader.codec import CodecError, decode, encode, load_arrays, read_json, save_arrays, write_json
+from grader.commands import cache_dir
 from grader.capture import printed_of
 from grader.checks import OWN_PROCESS, Context, decidable, judge
 from grader.delegation import delegations, library_calls
@@ -71,10 +72,6 @@ class GraderError(Exception):
 # --- launching ------------------------------------------------------------------------------------
 
 Launcher = Callable[..., LaunchResult]
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("CNNLAB_CACHE_DIR", Path.home() / ".cache" / "cnnlab"))
 
 
 def worker_env() -> dict[str, str]:

@@ -1,22 +1,28 @@
 """Hidden cases (instructor only): ``<module>.py`` defines ``hidden_cases(r) -> {exercise: [Case]}``.
 
 The inputs are drawn at grading time with ``r``, a generator seeded from :func:`seed`, a number
-students never see: a table of the public cases' answers scores none of these. A student release
-leaves this package out; grading with ``include_hidden=True`` (``--hidden``, class grading, the
-Gradescope bundle) merges the cases in, marked hidden: students see neither their inputs nor,
-before the due date, their results. Case names never depend on the draw (the Gradescope bundle
-stores the drawn inputs under them).
+students never see: a table of the public cases' answers scores none of these. :func:`draw` adds
+to a lab's own drawn cases its public cases again with fresh values (:func:`fresh_values`). A
+student release leaves this package out; grading with ``include_hidden=True`` (``--hidden``, class
+grading, the Gradescope bundle) merges the cases in (:func:`grader.specs.load`), marked hidden:
+students see neither their inputs nor, before the due date, their results. Case names never
+depend on the draw (the Gradescope bundle stores the drawn inputs under them).
+
+The public specs hand their exercises in (this package never imports :mod:`grader.specs`), so
+the dependency points one way: ``grader.specs`` -> ``grader.hidden`` -> ``grader.spec``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import secrets
 from collections.abc import Sequence
 
 import numpy as np
 
+from grader.commands import cache_dir
 from grader.spec import Case, Exercise
 
 
@@ -26,8 +32,6 @@ def seed() -> int:
     machine draws the same inputs and an interrupted batch resumes with the same cases."""
     if os.environ.get("CNNLAB_HIDDEN_SEED"):
         return int(os.environ["CNNLAB_HIDDEN_SEED"])
-    from grader.runner import cache_dir
-
     path = cache_dir() / "hidden-seed"
     try:
         return int(path.read_text().strip())
@@ -44,6 +48,17 @@ def seed() -> int:
 def generator(module: str) -> np.random.Generator:
     """The hidden-case generator of one lab (its own stream: labs do not shift each other)."""
     return np.random.default_rng([seed(), sum(map(ord, module))])
+
+
+def draw(module: str, exercises: Sequence[Exercise]) -> dict[str, list[Case]]:
+    """The hidden cases of one lab, by exercise name: those ``grader.hidden.<module>`` draws, then
+    the lab's public ``exercises`` with fresh values; none for a lab without such a module."""
+    try:
+        lab = importlib.import_module(f"grader.hidden.{module}")
+    except ModuleNotFoundError:
+        return {}
+    r = generator(module)
+    return merge(lab.hidden_cases(r), fresh_values(exercises, r))
 
 
 def _redraw(x, r: np.random.Generator):

@@ -1,8 +1,6 @@
 """Hidden cases of lab 2, drawn at grading time (see :mod:`grader.hidden`)."""
 
-from grader.hidden import fresh_values, merge
-from grader.spec import Case, randn
-from grader.specs.convolution import EXERCISES, NO_CONV
+from grader.spec import NO_CONV, Case, randn
 
 
 def hidden_cases(r):
@@ -31,4 +29,4 @@ def hidden_cases(r):
         "dense_param_count": [Case("hidden: random", ((h, wd, c), o * 7))],
         "conv_param_count": [Case("hidden: random", ((kh, kw), c * 5, o * 3))],
     }
-    return merge(drawn, fresh_values(EXERCISES, r))
+    return drawn

@@ -1,8 +1,7 @@
 """Hidden cases of lab 1, drawn at grading time (see :mod:`grader.hidden`)."""
 
-from grader.hidden import fresh_values, merge, shape
+from grader.hidden import shape
 from grader.spec import Case, f32, ints, randn
-from grader.specs.neurons import EXERCISES
 
 ELEMENTWISE = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "sigmoid_derivative")
 
@@ -25,4 +24,4 @@ def hidden_cases(r):
                                                              ints(r, c, n)))]
     drawn["add_multiply_backward"] = [Case("hidden: random numbers",
                                            tuple(float(v) for v in r.uniform(-5, 5, 3)))]
-    return merge(drawn, fresh_values(EXERCISES, r))
+    return drawn

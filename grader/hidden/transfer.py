@@ -1,8 +1,6 @@
 """Hidden cases of lab 6, drawn at grading time (see :mod:`grader.hidden`)."""
 
-from grader.hidden import fresh_values, merge
 from grader.spec import Case
-from grader.specs.transfer import EXERCISES
 
 
 def hidden_cases(r):
@@ -11,4 +9,4 @@ def hidden_cases(r):
     drawn = {"discriminative_learning_rates": [
         Case("hidden: random blocks and range", (blocks, lr_min, lr_min * float(r.uniform(10, 1e3))),
              rtol=1e-6, atol=0.0)]}
-    return merge(drawn, fresh_values(EXERCISES, r))
+    return drawn

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from grader.spec import Case, Exercise, f32, randn, rng
+from grader.spec import NO_CONV, Case, Exercise, f32, randn, rng
 
 M = "convolution"
-NO_CONV = ["conv_general_dilated", "conv"]
 # The lectures' worked examples (see solutions/convolution.py and tests/test_lecture_examples.py).
 FIVE = [[3, 2, 3, 1, 8], [1, 9, 1, 3, 2], [2, 3, 5, 6, 6], [3, 2, 3, 5, 9], [1, 1, 2, 4, 5]]
 VERTICAL = [[1, 0, -1], [1, 0, -1], [1, 0, -1]]
