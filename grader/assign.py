@@ -27,7 +27,8 @@ import json
 import re
 from pathlib import Path
 
-from grader.specs import LAB_TITLES, MODULES
+from grader.notebook import NOTEBOOK_DIR, notebook_name
+from grader.specs import LAB_TITLES, MODULES, load
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN = re.compile(r"^(\s*)# BEGIN SOLUTION\s*$")
@@ -109,8 +110,6 @@ def assign(solutions_dir: Path = ROOT / "solutions", exercises_dir: Path = ROOT 
 
     Returns the files (relative to ``exercises_dir``) that differ (check) or were written.
     """
-    from grader.notebook import NOTEBOOK_DIR, notebook_name
-
     changed = []
     (exercises_dir / NOTEBOOK_DIR).mkdir(parents=True, exist_ok=True)
     files = [("Makefile", FORWARDING_MAKEFILE)]
@@ -223,8 +222,6 @@ def _percent(kind: str, text: str, tags: tuple[str, ...]) -> str:
 
 def notebook_script(solution_file: Path, *, solved: bool = False) -> str:
     """The lab's notebook as a jupytext percent-format script (see the module docstring)."""
-    from grader.specs import load
-
     module = solution_file.stem
     code, blocks = split_notebook_blocks(solution_file.read_text(), solution_file.name)
     text = solution_text(code) if solved else strip_solutions(code, solution_file.name)
@@ -263,8 +260,10 @@ def render_notebook(solution_file: Path, *, solved: bool = False) -> str:
     """The text of ``exercises/notebooks/NN_<lab>.ipynb`` (``solved``: the reference filled in).
 
     Deterministic: cell ids are the lab and cell number, no other cell metadata than tags."""
-    import jupytext
-    import nbformat
+    # jupytext (with nbformat) takes 0.2-0.3 s to import; every `python -m grader` imports this
+    # module (the CLI's `assign`), and only rendering a notebook needs it.
+    import jupytext  # noqa: PLC0415 - see above
+    import nbformat  # noqa: PLC0415 - see above
 
     nb = jupytext.reads(notebook_script(solution_file, solved=solved), fmt="py:percent")
     module = solution_file.stem

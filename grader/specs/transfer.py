@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnnlab import imagenet
 from grader.spec import Case, Exercise, f32, ints, key, randn, rng
 
 M = "transfer"
@@ -35,8 +36,6 @@ def _grads(r, tree, n=3):
 
 def imagenet_names() -> list[str]:
     """The 1000 ImageNet class names in Keras' order (281 "tabby", 287 "lynx")."""
-    from cnnlab import imagenet
-
     return [imagenet.class_name(i) for i in range(1000)]
 
 

@@ -77,9 +77,9 @@ def read_split(builder, split: str, *, image_key: str = "image", label_key: str 
     """
     # TFDS is imported here, not at the top: it takes about a second, and `import cnnlab.data`
     # (which every training run does for the batch arithmetic) must not pay for it.
-    import tensorflow_datasets as tfds  # noqa: PLC0415
-    from tensorflow_datasets.core import decode  # noqa: PLC0415
-    from tensorflow_datasets.proto import tf_example_pb2  # noqa: PLC0415
+    import tensorflow_datasets as tfds  # noqa: PLC0415 - see above
+    from tensorflow_datasets.core import decode  # noqa: PLC0415 - see above
+    from tensorflow_datasets.proto import tf_example_pb2  # noqa: PLC0415 - see above
 
     feature = builder.info.features[image_key]
     raw_bytes = (fast and isinstance(feature, tfds.features.Tensor)
