@@ -413,7 +413,7 @@ def spec_digests(exercises, reference) -> dict[str, str]:
 def grader_version() -> str:
     """The package version, a hash of the scoring code (:data:`SCORING_MODULES`) and the versions
     of the numerical libraries the worker runs on: a change in any of them may change a score."""
-    h = hashlib.sha256(runner._versions().encode())
+    h = hashlib.sha256(runner.package_versions().encode())
     here = Path(__file__).resolve().parent
     for name in SCORING_MODULES:
         path = here / f"{name}.py"

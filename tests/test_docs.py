@@ -1,6 +1,6 @@
 """Docs that run (issue 17, point 6): the ``>>>`` examples of the library are doctests, and the
-public functions of train, loop, data (pipeline, feeding), transfer, distributed and checkpoints
-say ``Args:`` and ``Returns:`` (optax style)."""
+public functions of train, loop, data (dataset, loading, pipeline, feeding: all that ``cnnlab.data``
+exports), transfer, distributed and checkpoints say ``Args:`` and ``Returns:`` (optax style)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ DOCTESTED = ["cnnlab.config", "cnnlab.configs", "cnnlab.workdir", "cnnlab.loop",
              "cnnlab.transfer", "cnnlab.distributed", "cnnlab.checkpoints", "cnnlab.models",
              "cnnlab.data", "cnnlab.data.pipeline", "cnnlab.data.feeding"]
 DOCUMENTED = ["cnnlab.train", "cnnlab.loop", "cnnlab.transfer", "cnnlab.distributed",
-              "cnnlab.checkpoints", "cnnlab.data.pipeline", "cnnlab.data.feeding"]
+              "cnnlab.checkpoints", "cnnlab.data.dataset", "cnnlab.data.loading",
+              "cnnlab.data.pipeline", "cnnlab.data.feeding"]
 
 
 @pytest.mark.parametrize("name", DOCTESTED)

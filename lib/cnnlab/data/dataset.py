@@ -51,7 +51,11 @@ class Dataset:
 
 
 def default_tfds_dir() -> Path:
-    """``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets`` (the same default TFDS uses)."""
+    """Where prepared data sets live unless a ``tfds_dir`` is given.
+
+    Returns:
+      ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets`` (the same default TFDS uses).
+    """
     return Path(os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets").expanduser()
 
 

@@ -30,7 +30,11 @@ FILE_DATASETS = ("fashion_mnist", "mnist", "cifar10")
 
 
 def names() -> list[str]:
-    """The data sets cnnlab prepares itself; any other name is looked up in the TFDS catalog."""
+    """The data sets cnnlab prepares itself; any other name is looked up in the TFDS catalog.
+
+    Returns:
+      The names :func:`load` takes besides TFDS catalog names and ``folder:`` specs.
+    """
     return list(NAMES)
 
 
@@ -88,8 +92,15 @@ def load_fashion_mnist(*, data_dir: str | os.PathLike | None = None,
                        system_dirs: Sequence[str | os.PathLike] = fashion_mnist.SYSTEM_DIRS) -> Dataset:
     """Fashion-MNIST from the first place that has it, else the embedded subset.
 
-    ``system_dirs`` replaces ``/usr/share/datasets/fashion-mnist`` (tests pass ``()`` to see the
-    fallback on a machine that has the Debian package).
+    Args:
+      data_dir: a directory that must hold the four IDX files; None: ``$CNNLAB_DATA_DIR``, then
+        ``system_dirs``, then the embedded subset (:mod:`~cnnlab.data.fashion_mnist`).
+      tfds_dir: the TFDS data dir for the prepared copy (default :func:`default_tfds_dir`).
+      system_dirs: replaces ``/usr/share/datasets/fashion-mnist`` (tests pass ``()`` to see the
+        fallback on a machine that has the Debian package).
+
+    Returns:
+      A :class:`Dataset` whose ``source`` says which data it is and where it came from.
     """
     source = fashion_mnist.find(data_dir, system_dirs=system_dirs)
     return _load_fashion_mnist(source, _resolve(tfds_dir), name="fashion_mnist")
@@ -112,14 +123,31 @@ def _load_fashion_mnist(source: fashion_mnist.IdxSource, tfds_dir: Path, *, name
 
 def load_mnist(*, data_dir: str | os.PathLike | None = None,
                tfds_dir: str | os.PathLike | None = None) -> Dataset:
-    """MNIST from ``data_dir``, else from the copy of the original files (downloaded once)."""
+    """MNIST from ``data_dir``, else from the copy of the original files (downloaded once).
+
+    Args:
+      data_dir: a directory that must hold the four IDX files (:mod:`~cnnlab.data.mnist`).
+      tfds_dir: the TFDS data dir for the prepared copy (default :func:`default_tfds_dir`).
+
+    Returns:
+      A :class:`Dataset`: 60,000 train and 10,000 test images ``(28, 28, 1)``.
+    """
     return _load_files("mnist", mnist.find(data_dir), _resolve(tfds_dir), name="mnist",
                        title="MNIST", hint=mnist.OFFLINE_HINT)
 
 
 def load_cifar10(*, data_dir: str | os.PathLike | None = None,
                  tfds_dir: str | os.PathLike | None = None) -> Dataset:
-    """CIFAR-10 from ``data_dir``, else from the copy of the original archive (downloaded once)."""
+    """CIFAR-10 from ``data_dir``, else from the copy of the original archive (downloaded once).
+
+    Args:
+      data_dir: a directory that must hold the seven python-version files or their archive
+        (:mod:`~cnnlab.data.cifar10`).
+      tfds_dir: the TFDS data dir for the prepared copy (default :func:`default_tfds_dir`).
+
+    Returns:
+      A :class:`Dataset`: 50,000 train and 10,000 test images ``(32, 32, 3)``.
+    """
     return _load_files("cifar10", cifar10.find(data_dir), _resolve(tfds_dir), name="cifar10",
                        title="CIFAR-10", hint=cifar10.OFFLINE_HINT)
 
@@ -162,6 +190,16 @@ def load_catalog(name: str, *, tfds_dir: Path, download: bool = False) -> Datase
 
     Reading needs it prepared as ``array_record`` in ``tfds_dir``. Preparing it (``download=True``)
     downloads it; for image data sets TFDS then needs TensorFlow to encode the images.
+
+    Args:
+      name: a TFDS catalog name, optionally with config and version (``"kmnist"``,
+        ``"svhn_cropped:3.1.0"``).
+      tfds_dir: the TFDS data dir it is prepared in.
+      download: prepare it when it is not prepared yet.
+
+    Returns:
+      A :class:`Dataset` of its supervised (image, label) features; the test split is
+      ``"validation"`` when the data set has no ``"test"``.
     """
     import tensorflow_datasets as tfds  # noqa: PLC0415 - TFDS import cost (module doc)
 
