@@ -34,7 +34,6 @@ import argparse
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
