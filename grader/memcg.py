@@ -17,6 +17,7 @@ those of graders that are gone (killed before their clean-up ran).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import signal
@@ -25,7 +26,6 @@ from pathlib import Path
 
 _PREFIX = "cnnlab-worker-"
 _COUNTER = itertools.count()
-_PARENT: dict[str, tuple[Path, int] | None] = {}
 
 
 def _own_cgroups() -> list[tuple[Path, int]]:
@@ -52,30 +52,27 @@ def _own_cgroups() -> list[tuple[Path, int]]:
     return found
 
 
-def _usable(folder: Path, version: int) -> bool:
-    if version == 2 and "memory" not in (folder / "cgroup.subtree_control").read_text().split():
-        return False
-    probe = folder / f"{_PREFIX}probe-{os.getpid()}"
-    probe.mkdir()
-    probe.rmdir()
-    return True
-
-
+@functools.cache
 def memory_parent() -> tuple[Path, int] | None:
     """The cgroup below which workers get theirs, and its version (1 or 2); None when this kernel
     or this process offers none (then the sandbox polls). Checked once per process, by creating
     and removing a child; cgroups left by graders that are gone are removed on the way."""
-    if "found" not in _PARENT:
-        _PARENT["found"] = None
+    try:
+        candidates = _own_cgroups()
+    except (OSError, ValueError):
+        return None
+    for folder, version in candidates:
         try:
-            for folder, version in _own_cgroups():
-                if _usable(folder, version):
-                    _PARENT["found"] = (folder, version)
-                    _remove_stale(folder)
-                    break
-        except (OSError, ValueError):
-            pass
-    return _PARENT["found"]
+            if version == 2 and "memory" not in (folder / "cgroup.subtree_control").read_text():
+                continue
+            probe = folder / f"{_PREFIX}probe-{os.getpid()}"
+            probe.mkdir()
+            probe.rmdir()
+        except OSError:  # not ours to write (a read-only /sys/fs/cgroup in a container)
+            continue
+        _remove_stale(folder)
+        return folder, version
+    return None
 
 
 def _remove_stale(parent: Path) -> None:
