@@ -5,7 +5,7 @@ contain, so that the feedback points at the mistake.
 ``function@decorator`` names the module-level block right above a function (the ``@jax.jit`` of
 ``train_step``). To stay within the time budget the mistakes are graded in rounds: each round
 plants at most one mistake per function (never in a function that another planted function
-calls) in all seven modules of one submission, and grades only the planted exercises.
+calls) in all the lab modules of one submission, and grades only the planted exercises.
 """
 
 from __future__ import annotations
@@ -273,6 +273,131 @@ MUTANTS = [
      "topk = jnp.argsort(logits, axis=-1)[:, :k]\n"
      "return jnp.mean(jnp.any(topk == labels[:, None], axis=-1).astype(jnp.float32))",
      "largest logit"),
+    # --- sequences
+    ("sequences", "sliding_windows",
+     "n = series.shape[0] - lookback - horizon + 1\nif n < 1:\n    raise ValueError('short')\n"
+     "start = jnp.arange(n)[:, None]\nx = series[start + jnp.arange(lookback)[None, :]]\n"
+     "y = series[start + lookback - 1 + jnp.arange(horizon)[None, :]]\nreturn x, y",
+     "right after the window"),
+    ("sequences", "last_value_forecast", "return jnp.repeat(x[:, :1], horizon, axis=1)",
+     "the *last* value"),
+    ("sequences", "simple_rnn_cell",
+     "h = jnp.tanh(x @ params['i']['kernel'] + params['i']['bias'])\nreturn h, h",
+     "h' = tanh(x @ W_i + b + h @ W_h)"),
+    ("sequences", "lstm_cell",
+     "c, h = carry\ndef pre(n):\n"
+     "    return x @ params['i' + n]['kernel'] + h @ params['h' + n]['kernel'] + params['h' + n]['bias']\n"
+     "i, f, g, o = (jax.nn.sigmoid(pre('i')), jax.nn.sigmoid(pre('f')), jnp.tanh(pre('g')),\n"
+     "              jax.nn.sigmoid(pre('o')))\nc = i * c + f * g\nh = o * jnp.tanh(c)\nreturn (c, h), h",
+     "the *forget* gate multiplies"),
+    ("sequences", "lstm_cell",
+     "c, h = carry\ndef pre(n):\n"
+     "    return x @ params['i' + n]['kernel'] + h @ params['h' + n]['kernel'] + params['h' + n]['bias']\n"
+     "i, f, g, o = (jax.nn.sigmoid(pre('i')), jax.nn.sigmoid(pre('f')), jnp.tanh(pre('g')),\n"
+     "              jax.nn.sigmoid(pre('o')))\nc = f * c + i * g\nh = o * c\nreturn (c, h), h",
+     "h' = o * tanh(c')"),
+    ("sequences", "lstm_layer",
+     "n, hidden = xs.shape[0], params['hi']['kernel'].shape[0]\n"
+     "carry = (jnp.zeros((n, hidden)), jnp.zeros((n, hidden)))\nhs = []\n"
+     "for t in range(xs.shape[1]):\n    carry, h = lstm_cell(params, carry, xs[:, t])\n"
+     "    hs.append(h)\nreturn jnp.stack(hs, axis=1)", "compiles to no stablehlo.while"),
+    ("sequences", "MLPForecaster",
+     "x = x.reshape(x.shape[0], -1)\nx = nn.relu(nn.Dense(self.hidden)(x))\nreturn nn.Dense(1)(x)",
+     "the last layer has self.horizon outputs"),
+    ("sequences", "LSTMForecaster",
+     "if x.ndim == 2:\n    x = x[..., None]\nhs = nn.RNN(nn.LSTMCell(self.hidden))(x)\n"
+     "return nn.Dense(self.horizon)(hs.mean(axis=1))", "hidden state of the *last* step"),
+    ("sequences", "pad_sequences",
+     "rows, masks = [], []\nfor s in sequences:\n    s = list(s)[:maxlen]\n"
+     "    fill = maxlen - len(s)\n    rows.append(s + [0] * fill)\n"
+     "    masks.append([True] * len(s) + [False] * fill)\n"
+     "return jnp.asarray(rows, jnp.int32).reshape(-1, maxlen), jnp.asarray(masks, bool).reshape(-1, maxlen)",
+     "zeros in *front*"),
+    ("sequences", "embedding_lookup", "return table[tokens - 1]", "row tokens[n, t] of the table"),
+    ("sequences", "masked_mean", "return x.mean(axis=1)", "number of *valid* steps"),
+    ("sequences", "masked_mean",
+     "m = mask.astype(x.dtype)[..., None]\nreturn (x * m).sum(axis=1) / m.sum(axis=1)",
+     "clip the count at 1"),
+    ("sequences", "TextClassifier",
+     "x = nn.Embed(self.vocab_size, self.embed_dim)(tokens)\nhs = nn.RNN(nn.LSTMCell(self.hidden))(x)\n"
+     "return nn.Dense(self.num_classes)(hs.mean(axis=1))", "over the real words only"),
+    # --- gans
+    ("gans", "discriminator_loss",
+     "return -jnp.log(jax.nn.sigmoid(real_logits)).mean() - jnp.log(1 - jax.nn.sigmoid(fake_logits)).mean()",
+     "use jax.nn.softplus"),
+    ("gans", "generator_loss", "return -jax.nn.softplus(fake_logits).mean()",
+     "non-saturating: mean(-log D(G(z)))"),
+    ("gans", "conv_transpose_output_size",
+     "if output_padding >= stride:\n    raise ValueError('output_padding')\n"
+     "size = input_size * stride - 2 * padding + kernel_size + output_padding\n"
+     "if size < 1:\n    raise ValueError('size')\nreturn size", "stride multiplies (W - 1)"),
+    ("gans", "conv_transpose_output_size",
+     "return (input_size - 1) * stride - 2 * padding + kernel_size + output_padding",
+     "expected ValueError"),
+    ("gans", "conv_transpose2d",
+     "kh, kw = w.shape[:2]\npads = [(kh - 1 - padding,) * 2, (kw - 1 - padding,) * 2]\n"
+     "return jax.lax.conv_transpose(x[None], w[::-1, ::-1], (stride, stride), pads,\n"
+     "                              dimension_numbers=('NHWC', 'HWIO', 'NHWC'))[0] + b",
+     "uses conv_general_dilated"),
+    ("gans", "conv_transpose2d",
+     "h, wd, _ = x.shape\nkh, kw, _, o = w.shape\ns = stride\n"
+     "full = jnp.zeros(((h - 1) * s + kh, (wd - 1) * s + kw, o))\nfor u in range(kh):\n"
+     "    for v in range(kw):\n"
+     "        full = full.at[u:u + s * (h - 1) + 1:s, v:v + s * (wd - 1) + 1:s].add(x @ w[kh - 1 - u, kw - 1 - v])\n"
+     "return full[padding:full.shape[0] - padding, padding:full.shape[1] - padding] + b",
+     "not flipped"),
+    ("gans", "conv_transpose2d",
+     "h, wd, _ = x.shape\nkh, kw, _, o = w.shape\ns = stride\n"
+     "full = jnp.zeros(((h - 1) * s + kh, (wd - 1) * s + kw, o))\nfor u in range(kh):\n"
+     "    for v in range(kw):\n"
+     "        full = full.at[u:u + s * (h - 1) + 1:s, v:v + s * (wd - 1) + 1:s].add(x @ w[u, v])\n"
+     "return full + b", "shape mismatch"),
+    ("gans", "Generator",
+     "x = nn.leaky_relu(nn.Dense(7 * 7 * 128)(z), 0.2)\nx = x.reshape(z.shape[0], 7, 7, 128)\n"
+     "for _ in range(2):\n"
+     "    x = nn.leaky_relu(nn.ConvTranspose(128, (4, 4), strides=(2, 2), padding='SAME')(x), 0.2)\n"
+     "return nn.sigmoid(nn.Conv(1, (7, 7), padding='SAME')(x))",
+     "(N, self.base, self.base, self.features)"),
+    ("gans", "Generator",
+     "x = nn.leaky_relu(nn.Dense(self.base * self.base * self.features)(z), 0.2)\n"
+     "x = x.reshape(z.shape[0], self.base, self.base, self.features)\nfor _ in range(2):\n"
+     "    x = nn.leaky_relu(nn.ConvTranspose(self.features, (4, 4), strides=(2, 2), padding='VALID')(x), 0.2)\n"
+     "return nn.sigmoid(nn.Conv(self.channels, (7, 7), padding='SAME')(x))", "shape mismatch"),
+    ("gans", "Discriminator",
+     "for _ in range(2):\n    x = nn.Conv(self.features, (3, 3), strides=(2, 2), padding='SAME')(x)\n"
+     "    x = nn.Dropout(self.dropout, deterministic=not train)(nn.leaky_relu(x, 0.2))\n"
+     "return nn.Dense(1)(x.reshape(x.shape[0], -1))", "drop the last axis"),
+    ("gans", "gan_train_step",
+     "fake = g_state.apply_fn({'params': g_state.params}, z)\n"
+     "def d_loss_fn(dp):\n"
+     "    return discriminator_loss(d_state.apply_fn({'params': dp}, real_images), d_state.apply_fn({'params': dp}, fake))\n"
+     "d_loss, d_grads = jax.value_and_grad(d_loss_fn)(d_state.params)\n"
+     "def g_loss_fn(gp):\n"
+     "    return generator_loss(d_state.apply_fn({'params': d_state.params}, g_state.apply_fn({'params': gp}, z)))\n"
+     "g_loss, g_grads = jax.value_and_grad(g_loss_fn)(g_state.params)\n"
+     "return (g_state.apply_gradients(grads=g_grads), d_state.apply_gradients(grads=d_grads),\n"
+     "        {'d_loss': d_loss, 'g_loss': g_loss})", "*updated* discriminator"),
+    ("gans", "gan_train_step",
+     "fake = g_state.apply_fn({'params': g_state.params}, z)\n"
+     "def d_loss_fn(dp):\n"
+     "    return discriminator_loss(d_state.apply_fn({'params': dp}, real_images), d_state.apply_fn({'params': dp}, fake))\n"
+     "d_loss, d_grads = jax.value_and_grad(d_loss_fn)(d_state.params)\n"
+     "d_state = d_state.apply_gradients(grads=d_grads)\n"
+     "def g_loss_fn(gp, dp):  # the discriminator left trainable in the combined model\n"
+     "    return generator_loss(d_state.apply_fn({'params': dp}, g_state.apply_fn({'params': gp}, z)))\n"
+     "g_loss, (g_grads, dd) = jax.value_and_grad(g_loss_fn, argnums=(0, 1))(g_state.params, d_state.params)\n"
+     "return (g_state.apply_gradients(grads=g_grads), d_state.apply_gradients(grads=dd),\n"
+     "        {'d_loss': d_loss, 'g_loss': g_loss})", "the generator's update must not move the discriminator"),
+    ("gans", "gan_train_step",
+     "def d_loss_fn(dp, gp):\n    fake = g_state.apply_fn({'params': gp}, z)\n"
+     "    return discriminator_loss(d_state.apply_fn({'params': dp}, real_images), d_state.apply_fn({'params': dp}, fake))\n"
+     "d_loss, (d_grads, gd) = jax.value_and_grad(d_loss_fn, argnums=(0, 1))(d_state.params, g_state.params)\n"
+     "d_state = d_state.apply_gradients(grads=d_grads)\ng_state = g_state.apply_gradients(grads=gd)\n"
+     "def g_loss_fn(gp):\n"
+     "    return generator_loss(d_state.apply_fn({'params': d_state.params}, g_state.apply_fn({'params': gp}, z)))\n"
+     "g_loss, g_grads = jax.value_and_grad(g_loss_fn)(g_state.params)\n"
+     "return g_state.apply_gradients(grads=g_grads), d_state, {'d_loss': d_loss, 'g_loss': g_loss}",
+     "the discriminator's update must not move the generator"),
 ]
 
 
