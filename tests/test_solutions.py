@@ -346,3 +346,22 @@ def test_gan_losses_and_step():
                                                           jax.tree_util.tree_leaves(ds2.params)))
         assert (g_same, d_same) == (frozen == "g", frozen == "d")
         assert np.isfinite(metrics["d_loss"]) and np.isfinite(metrics["g_loss"])
+
+
+def test_lab_models_match_cnnlab_models():
+    """The labs' forecasters, review classifier and DCGAN pair have the parameter trees of the
+    library's (students build what the researcher's library ships)."""
+    from cnnlab import models as lib
+
+    def shapes(model, x):
+        return jax.tree_util.tree_map(jnp.shape, jax.eval_shape(
+            lambda: model.init(jax.random.PRNGKey(0), x, train=False))["params"])
+
+    window, tokens = jnp.zeros((1, 12)), jnp.zeros((1, 9), jnp.int32)
+    pairs = [(seq.MLPForecaster(hidden=32), lib.MLPForecaster(hidden=32), window),
+             (seq.LSTMForecaster(hidden=32), lib.LSTMForecaster(hidden=32), window),
+             (seq.TextClassifier(), lib.TextClassifier(), tokens),
+             (gans.Generator(), lib.DCGANGenerator(), jnp.zeros((1, 100))),
+             (gans.Discriminator(), lib.DCGANDiscriminator(), jnp.zeros((1, 28, 28, 1)))]
+    for mine, theirs, x in pairs:
+        assert shapes(mine, x) == shapes(theirs, x), type(theirs).__name__

@@ -25,9 +25,13 @@ import numpy as np
 from cnnlab.errors import CnnlabError
 from cnnlab.models.small import MLP, FlaxCNN, KerasCNN, LeNet5, WorkshopCNN
 from cnnlab.models.resnet_small import ResNetSmall
+from cnnlab.models.dcgan import Discriminator as DCGANDiscriminator
+from cnnlab.models.dcgan import Generator as DCGANGenerator
+from cnnlab.models.sequence import LSTMForecaster, MLPForecaster, TextClassifier
 
 __all__ = [
     "MLP", "WorkshopCNN", "KerasCNN", "LeNet5", "FlaxCNN", "ResNetSmall",
+    "MLPForecaster", "LSTMForecaster", "TextClassifier", "DCGANGenerator", "DCGANDiscriminator",
     "names", "get", "register", "param_count", "summary",
 ]
 
