@@ -45,7 +45,7 @@ import sys
 
 from cnnlab.errors import CnnlabError
 
-EXTENSIONS = ("cnnlab.transfer",)
+EXTENSIONS = ("cnnlab.transfer", "cnnlab.gan", "cnnlab.forecast")
 DEFAULT_CONFIG = "workshop_cnn"
 
 # flag -> TrainConfig field, for the flags that override single config fields
