@@ -45,7 +45,7 @@ import sys
 
 from cnnlab.errors import CnnlabError
 
-EXTENSIONS = ("cnnlab.transfer", "cnnlab.gan", "cnnlab.forecast")
+EXTENSIONS = ("cnnlab.transfer", "cnnlab.gan", "cnnlab.forecast", "cnnlab.text")
 DEFAULT_CONFIG = "workshop_cnn"
 
 # flag -> TrainConfig field, for the flags that override single config fields
