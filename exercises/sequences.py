@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 
 
-def sliding_windows(series: jax.Array, lookback: int, horizon: int = 1) -> tuple[jax.Array, jax.Array]:
+def sliding_windows(series: jax.Array, lookback: int,
+                    horizon: int = 1) -> tuple[jax.Array, jax.Array]:
     """Cut a series into supervised examples: ``lookback`` past values -> the next ``horizon``.
 
     Example i is ``x[i] = series[i : i + lookback]`` and ``y[i] = series[i + lookback :

@@ -118,7 +118,8 @@ def _model_exercises(r) -> list[Exercise]:
 
 def _step_exercise(r) -> Exercise:
     def inputs(seed, steps=2, n=4, latent=3):
-        return (key(seed), np.abs(randn(r, steps, n, 4, 4, 1)).clip(0, 1), randn(r, steps, n, latent))
+        real = np.abs(randn(r, steps, n, 4, 4, 1)).clip(0, 1)
+        return key(seed), real, randn(r, steps, n, latent)
 
     return Exercise(M, "gan_train_step", 3.0, (
         Case("2 steps, both networks learning", inputs(0), mode="driver:gan_step",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from grader.spec import Case, Exercise, f32, ints, key, randn, rng
+from grader.spec import Case, Exercise, f32, key, randn, rng
 
 M = "sequences"
 SCAN = {"required": ["scan"]}

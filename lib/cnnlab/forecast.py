@@ -18,7 +18,6 @@ and the test forecasts), ``forecast.md`` (the table).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -158,10 +157,11 @@ def run_forecast(config: ForecastConfig, workdir: str,
     result = {"series": config.series, "description": description, "train": split,
               "test": len(target), "lookback": config.lookback, "errors": table,
               "ratio_to_naive": {k: v["rmse"] / table["naive"]["rmse"] for k, v in table.items()}}
-    os.makedirs(workdir, exist_ok=True)
-    fileio.write_text(os.path.join(workdir, "config.json"),
-                      json.dumps(config.to_dict(), indent=2) + "\n")
-    fileio.write_text(os.path.join(workdir, "forecast.json"), json.dumps(result, indent=2) + "\n")
+    from cnnlab.train import prepare_workdir, write_json
+
+    prepare_workdir(workdir, resume=False, overwrite=False)
+    write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    write_json(os.path.join(workdir, "forecast.json"), result)
     fileio.write_text(os.path.join(workdir, "forecast.md"), format_table(result) + "\n")
     plots.forecast(values, split, predictions, os.path.join(workdir, "forecast.png"), x=years,
                    title=f"{description}: one-step-ahead test forecasts")

@@ -43,9 +43,6 @@ from flax import struct
 from cnnlab import fileio
 from cnnlab.errors import CnnlabError
 
-RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints", "plots", "quality.json")
-
-
 @dataclasses.dataclass(frozen=True)
 class GanConfig:
     """Every setting of a DCGAN run (the workshop's: Adam 2e-4, beta1 0.5, batch 128, latent
@@ -75,7 +72,8 @@ class GanConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise CnnlabError(f"unknown gan config fields {unknown}; valid: {', '.join(sorted(known))}")
+            raise CnnlabError(f"unknown gan config fields {unknown}; "
+                              f"valid: {', '.join(sorted(known))}")
         return cls(**d)
 
     def validate(self) -> None:
@@ -179,44 +177,6 @@ def make_train_step(gan: Gan) -> Callable:
 METRICS = ("d_loss", "g_loss", "d_real", "d_fake")
 
 
-def _prepare_workdir(workdir: str, *, resume: bool, overwrite: bool) -> None:
-    import shutil
-    import tempfile
-
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write-test"):
-            pass
-    except OSError as e:
-        raise CnnlabError(f"cannot write to workdir {workdir}: {e.strerror or e}; "
-                          "choose another --workdir") from None
-    ckpt = os.path.join(workdir, "checkpoints")
-    has_run = os.path.isdir(ckpt) and any(n.isdigit() for n in os.listdir(ckpt))
-    if has_run and not resume and not overwrite:
-        raise CnnlabError(f"{workdir} already holds a GAN run; pass --resume to continue it, "
-                          "--overwrite to start over, or choose another --workdir")
-    if overwrite and not resume:
-        for name in RUN_FILES:
-            path = os.path.join(workdir, name)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            elif os.path.exists(path):
-                os.unlink(path)
-
-
-def _read_metrics(workdir: str) -> list[dict]:
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _write_metrics(workdir: str, records: list[dict]) -> None:
-    fileio.write_text(os.path.join(workdir, "metrics.jsonl"),
-                      "".join(json.dumps(r) + "\n" for r in records))
-
-
 def _load_images(config: GanConfig):
     from cnnlab import data
 
@@ -258,9 +218,15 @@ def train_gan(config: GanConfig, workdir: str, *, resume: bool = False, overwrit
     from cnnlab.checkpoints import Checkpoints
     from cnnlab.data import batch_indices
 
+    # The workdir rules of `cnnlab train` (refuse to clobber a run, --overwrite deletes only run
+    # files). TODO(core, issue 17): the shared run layer (Workdir) once it lands.
+    from cnnlab.train import _write_metrics, prepare_workdir, read_metrics
+
     config.validate()
     workdir = os.path.abspath(workdir)
-    _prepare_workdir(workdir, resume=resume, overwrite=overwrite)
+    prepare_workdir(workdir, resume=resume, overwrite=overwrite)
+    if overwrite and not resume and os.path.exists(os.path.join(workdir, "quality.json")):
+        os.unlink(os.path.join(workdir, "quality.json"))
     images, source = _load_images(config)
     config_path = os.path.join(workdir, "config.json")
     if resume and os.path.exists(config_path):
@@ -277,7 +243,7 @@ def train_gan(config: GanConfig, workdir: str, *, resume: bool = False, overwrit
     sample_z = jax.random.normal(jax.random.PRNGKey(config.seed + 1),
                                  (config.samples, config.latent_dim))
     generate = jax.jit(gan.generate)
-    history = _read_metrics(workdir) if resume else []
+    history = read_metrics(workdir) if resume else []
     record: dict = history[-1] if history else {}
     with Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints) as ckpts:
         state, start = _restore(gan, ckpts, image_shape, config)
@@ -359,7 +325,8 @@ def measure_quality(workdir: str, *, classifier_workdir: str | None = None,
 
     run = load_gan(workdir)
     clf_dir = classifier_workdir or os.path.join(workdir, "classifier")
-    if not os.path.exists(os.path.join(clf_dir, "run.json")):
+    if not os.path.exists(os.path.join(clf_dir, "run.json")) or \
+            train.load_run(clf_dir).config.dataset != run.config.dataset:
         cfg = train.TrainConfig(model="workshop_cnn", dataset=run.config.dataset,
                                 epochs=classifier_epochs, data_dir=run.config.data_dir,
                                 tfds_dir=run.config.tfds_dir, plots=False, seed=seed)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import io
-import json
 import os
 import pickle
 import re
@@ -39,7 +38,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cnnlab import fileio
 from cnnlab.errors import CnnlabError
 
 START, OOV, INDEX_FROM = 1, 2, 3   # Keras imdb.load_data defaults
@@ -66,8 +64,8 @@ class TextConfig:
 class _NumpyOnly(pickle.Unpickler):
     """Unpickles numpy arrays of plain Python objects (lists of ints) and nothing else."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"), ("numpy", "dtype")}
 
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
@@ -123,7 +121,8 @@ def encode_texts(train: Sequence[str], test: Sequence[str], num_words: int
         return WORD.findall(text.lower().replace("<br />", " "))
 
     counts = collections.Counter(w for t in train for w in words(t))
-    rank = {w: i + 1 for i, (w, _) in enumerate(counts.most_common(max(num_words - INDEX_FROM - 1, 0)))}
+    kept = counts.most_common(max(num_words - INDEX_FROM - 1, 0))  # index rank + 3 < num_words
+    rank = {w: i + 1 for i, (w, _) in enumerate(kept)}
     encode = lambda t: [START] + [rank[w] + INDEX_FROM if w in rank else OOV for w in words(t)]  # noqa: E731
     return [encode(t) for t in train], [encode(t) for t in test]
 
@@ -208,9 +207,12 @@ def train_text(config: TextConfig, workdir: str,
         return optax.apply_updates(params, updates), opt_state, loss, acc
 
     evaluate = jax.jit(loss_fn)
+    # TODO(core, issue 17): the shared run layer and training loop once they land.
+    from cnnlab.train import _write_metrics, prepare_workdir, write_json
+
+    prepare_workdir(workdir, resume=False, overwrite=True)  # no checkpoints: a rerun replaces
     os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
-    fileio.write_text(os.path.join(workdir, "config.json"),
-                      json.dumps(config.to_dict(), indent=2) + "\n")
+    write_json(os.path.join(workdir, "config.json"), config.to_dict())
     history = []
     for epoch in range(config.epochs):
         t0, sums = time.time(), np.zeros(2)
@@ -227,8 +229,7 @@ def train_text(config: TextConfig, workdir: str,
                   "test_accuracy": test[1] / len(y_te), "seconds": round(time.time() - t0, 1),
                   "source": source}
         history.append(record)
-        fileio.write_text(os.path.join(workdir, "metrics.jsonl"),
-                          "".join(json.dumps(r) + "\n" for r in history))
+        _write_metrics(workdir, history)
         plots.training_curves(history, os.path.join(workdir, "plots", "curves.png"))
         if progress:
             progress(record)
