@@ -8,7 +8,7 @@ convolution alone.
    discriminator two Conv 64@3x3/2, dropout 0.4, Dense 1; LeakyReLU 0.2; Adam 2e-4, beta1 0.5;
    BCE on logits), batch 128 of 28x28x1, ``torch.set_num_threads(2)``.
 2. One transposed convolution, forward and both gradients (the generator's 14x14 -> 28x28,
-   128 -> 128 channels, batch 128): ``cnnlab.layers.conv_transpose2d`` (per output phase),
+   128 -> 128 channels, batch 128): ``cnnlab.conv_transpose.conv_transpose2d`` (per output phase),
    XLA's ``lax.conv_transpose`` (zero-dilated input) and ``torch.nn.ConvTranspose2d``.
 
 Blocks run interleaved in one process (JAX, PyTorch, per repeat; 0.5 s rest before each, as in
@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cnnlab import layers
+from cnnlab import conv_transpose
 from cnnlab.gan import Gan, GanConfig, make_train_step
 
 THREADS = 2
@@ -114,7 +114,7 @@ def jax_transpose(batch: int, fast: bool):
     k = jnp.asarray(r.standard_normal((4, 4, 128, 128)) * 0.02, jnp.float32)
     if fast:
         def f(x, k):
-            return layers.conv_transpose2d(x, k, 2, "SAME")
+            return conv_transpose.conv_transpose2d(x, k, 2, "SAME")
     else:
         def f(x, k):
             return lax.conv_transpose(x, k, (2, 2), "SAME",

@@ -17,7 +17,7 @@ import time
 
 import jax
 
-from cnnlab import data, distributed, models, train
+from cnnlab import data, distributed, models, train, xla_cpu
 
 
 def pipeline_rate(ds, mesh, *, batch_size: int, batches: int, on_device: bool) -> float:
@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=15)
     parser.add_argument("--model", default="resnet_small")
     args = parser.parse_args()
+    xla_cpu.use_multithreaded_convolutions()  # as cnnlab train does
 
     ds = data.load("fashion_mnist")
     mesh = distributed.make_mesh()

@@ -12,9 +12,9 @@ final accuracy, the total time and the time to reach each target.
     python benchmarks/time_to_accuracy.py --models resnet_small --epochs 4   # shorter
 
 The presets (``PRESETS``) are the configurations chosen for time to accuracy on a 2-core CPU.
-JAX uses one CPU device with all cores (``cnnlab.layers`` makes XLA's convolutions
-multi-threaded). ``--devices N`` splits the CPU into N JAX devices instead (data parallelism):
-on 2 cores with ``--devices 2`` an epoch of ``resnet_small`` took 34 s against 29 s on one device
+JAX uses one CPU device with all cores (and, as ``cnnlab train``, XLA's multi-threaded
+convolutions: ``cnnlab.xla_cpu``). ``--devices N`` splits the CPU into N JAX devices instead
+(data parallelism): on 2 cores with ``--devices 2`` an epoch of ``resnet_small`` took 34 s against 29 s on one device
 (an earlier, wider ``resnet_small`` once stalled in an all-reduce that way; not seen since).
 """
 
@@ -43,6 +43,8 @@ TARGETS = {"workshop_cnn": (0.90, 0.91), "resnet_small": (0.91, 0.93)}
 def child(config_json: str, workdir: str) -> None:
     """Run one training; print one JSON line per epoch (time since the parent's clock start)."""
     start = float(os.environ["CNNLAB_BENCH_T0"])
+    from cnnlab import xla_cpu
+    xla_cpu.use_multithreaded_convolutions()  # as cnnlab train does
     from cnnlab import train
 
     config = train.TrainConfig(**json.loads(config_json))

@@ -10,6 +10,10 @@ from other processes hits both alike; each figure is the median over ``--repeats
     python benchmarks/train_throughput.py                      # all three models, 7 repeats
     python benchmarks/train_throughput.py --models workshop_cnn --repeats 3 --steps 20
     CNNLAB_CONV_BACKWARD=xla python benchmarks/train_throughput.py   # plain XLA conv gradients
+    CNNLAB_XLA_FLAGS=off python benchmarks/train_throughput.py       # YNNPACK convolutions
+
+Like ``cnnlab train`` it opts in to XLA:CPU's multi-threaded convolutions
+(:func:`cnnlab.xla_cpu.use_multithreaded_convolutions`).
 
 It also checks that each train step compiled exactly once (``cnnlab.train.TRACE_COUNTS``).
 """
@@ -28,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cnnlab import layers, models, train
+from cnnlab import layers, models, train, xla_cpu
 
 MODELS = ("workshop_cnn", "flax_cnn", "resnet_small")
 THREADS = 2
@@ -216,10 +220,12 @@ def main(argv=None) -> int:
     p.add_argument("--no-torch", action="store_true", help="JAX figures only")
     p.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation timing")
     args = p.parse_args(argv)
+    xla_cpu.use_multithreaded_convolutions()  # before JAX starts (CNNLAB_XLA_FLAGS=off: not)
 
     have_torch = torch_available() and not args.no_torch
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs; "
-          f"conv backward: {layers.conv_backward_mode()}; batch {args.batch}, float32, "
+          f"conv backward: {layers.conv_backward_mode()}; multi-threaded convolutions: "
+          f"{xla_cpu.convolutions_are_multithreaded()}; batch {args.batch}, float32, "
           f"{args.repeats} x {args.steps} steps")
     if have_torch:
         import torch

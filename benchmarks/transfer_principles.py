@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnlab import data, models, train, transfer
+from cnnlab import data, models, train, transfer, xla_cpu
 from cnnlab.train import TrainConfig
 
 MODEL = "workshop_cnn"
@@ -237,6 +237,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.report:
         return report(args.report, args.out)
+    xla_cpu.use_multithreaded_convolutions()  # as cnnlab train does
     t_start = time.time()
     seeds = list(range(args.seeds))
 

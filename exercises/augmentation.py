@@ -1,5 +1,6 @@
-# Generated from solutions/augmentation.py by `python -m grader assign`: fill in every
-# `raise NotImplementedError(...)`, then run `python -m grader check <function>`.
+# Lab 7 (augmentation), generated from the reference solution. Fill in every
+# `raise NotImplementedError(...)`, then grade one function with `make check EX=random_flip`
+# (any function's name; EX=augmentation for the whole lab), here or in the folder above.
 """Lab 7 — Data augmentation and evaluation.
 
 Augmentation makes new training images from old ones (mirror, shift) so the network learns what

@@ -1,5 +1,6 @@
-# Generated from solutions/cnn_models.py by `python -m grader assign`: fill in every
-# `raise NotImplementedError(...)`, then run `python -m grader check <function>`.
+# Lab 5 (cnn_models), generated from the reference solution. Fill in every
+# `raise NotImplementedError(...)`, then grade one function with `make check EX=WorkshopCNN`
+# (any function's name; EX=cnn_models for the whole lab), here or in the folder above.
 """Lab 5 — CNN models as Flax linen modules.
 
 A Flax linen module declares its layers inside ``@nn.compact __call__``; ``model.init(key, x,

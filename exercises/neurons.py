@@ -1,5 +1,6 @@
-# Generated from solutions/neurons.py by `python -m grader assign`: fill in every
-# `raise NotImplementedError(...)`, then run `python -m grader check <function>`.
+# Lab 1 (neurons), generated from the reference solution. Fill in every
+# `raise NotImplementedError(...)`, then grade one function with `make check EX=sigmoid`
+# (any function's name; EX=neurons for the whole lab), here or in the folder above.
 """Lab 1 — Neurons and backprop.
 
 A neuron computes a weighted sum ``z = x W + b`` and passes it through an activation ``a = f(z)``.
@@ -25,7 +26,9 @@ def sigmoid(x: jax.Array) -> jax.Array:
 
     Any shape -> the same shape, values in [0, 1]. ``s(0) = 0.5``, ``s(2) ≈ 0.8808``.
     Write it from the formula (``jax.nn.sigmoid`` is not allowed). Large inputs such as
-    ``x = ±1000`` must give 0 and 1, not NaN.
+    ``x = ±1000`` must give 0 and 1, not NaN, and the gradient must stay finite there: the
+    naive ``1 / (1 + exp(-x))`` has the right value at ``x = -100``, but ``exp(100) = inf`` makes
+    its gradient ``inf / inf = NaN``.
     """
     raise NotImplementedError('exp(-|x|) never overflows: use it for both signs of x')
 
@@ -34,7 +37,8 @@ def tanh(x: jax.Array) -> jax.Array:
     """The hyperbolic tangent, elementwise: ``tanh(x) = (e^x - e^-x) / (e^x + e^-x)``.
 
     Any shape -> the same shape, values in [-1, 1]; ``tanh(x) = 2 s(2x) - 1``. Write it from the
-    formula (``jnp.tanh`` is not allowed). ``x = ±100`` must give ±1, not ``inf / inf = NaN``.
+    formula (``jnp.tanh`` is not allowed). ``x = ±100`` must give ±1, not ``inf / inf = NaN``,
+    and a finite gradient.
     """
     raise NotImplementedError('write it with exp(-2|x|) and the sign of x')
 

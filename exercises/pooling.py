@@ -1,5 +1,6 @@
-# Generated from solutions/pooling.py by `python -m grader assign`: fill in every
-# `raise NotImplementedError(...)`, then run `python -m grader check <function>`.
+# Lab 3 (pooling), generated from the reference solution. Fill in every
+# `raise NotImplementedError(...)`, then grade one function with `make check EX=max_pool`
+# (any function's name; EX=pooling for the whole lab), here or in the folder above.
 """Lab 3 — Pooling, flatten and dropout.
 
 Pooling summarises each window of a feature map by one number (its max or its mean), making the

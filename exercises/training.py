@@ -1,5 +1,6 @@
-# Generated from solutions/training.py by `python -m grader assign`: fill in every
-# `raise NotImplementedError(...)`, then run `python -m grader check <function>`.
+# Lab 4 (training), generated from the reference solution. Fill in every
+# `raise NotImplementedError(...)`, then grade one function with `make check EX=minibatch_indices`
+# (any function's name; EX=training for the whole lab), here or in the folder above.
 """Lab 4 — Training: batches, splits, optimizers by hand, metrics, and a jit-compiled step.
 
 Training repeats: take a minibatch, compute the loss and its gradient, move the parameters a little

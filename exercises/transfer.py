@@ -1,5 +1,6 @@
-# Generated from solutions/transfer.py by `python -m grader assign`: fill in every
-# `raise NotImplementedError(...)`, then run `python -m grader check <function>`.
+# Lab 6 (transfer), generated from the reference solution. Fill in every
+# `raise NotImplementedError(...)`, then grade one function with `make check EX=replace_head`
+# (any function's name; EX=transfer for the whole lab), here or in the folder above.
 """Lab 6 — Transfer learning and fine-tuning.
 
 A network trained on a big data set (ImageNet) has learned general features in its early blocks.

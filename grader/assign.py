@@ -20,8 +20,23 @@ END = re.compile(r"^\s*# END SOLUTION\s*$")
 HINT = re.compile(r"^\s*# HINT:\s*(.*)$")
 STUB = re.compile(r"^\s*# STUB:\s*(.*)$")
 DEF = re.compile(r"^\s*(?:def|class)\s+(\w+)")
-HEADER = ("# Generated from solutions/{name} by `python -m grader assign`: fill in every\n"
-          "# `raise NotImplementedError(...)`, then run `python -m grader check <function>`.\n")
+HEADER = ("# Lab {number} ({module}), generated from the reference solution. Fill in every\n"
+          "# `raise NotImplementedError(...)`, then grade one function with "
+          "`make check EX={first}`\n"
+          "# (any function's name; EX={module} for the whole lab), here or in the folder above.\n")
+# exercises/Makefile: `make check EX=...` and `make grade` work in exercises/ as in the repository.
+FORWARDING_MAKEFILE = """\
+# Every target runs in the repository (one folder up), so that `make check EX=sigmoid` and
+# `make grade` work here too; CNNLAB_CWD tells the grader to print paths and commands for this
+# folder. Written with the lab files.
+.PHONY: grade forward
+grade:
+\t@CNNLAB_CWD="$(CURDIR)" $(MAKE) --no-print-directory -C .. grade
+Makefile: ;
+%: forward
+\t@CNNLAB_CWD="$(CURDIR)" $(MAKE) --no-print-directory -C .. $@
+forward: ;
+"""
 
 
 def strip_solutions(source: str, name: str = "<module>") -> str:
@@ -60,26 +75,32 @@ def strip_solutions(source: str, name: str = "<module>") -> str:
 
 
 def render(solution_file: Path) -> str:
-    text = strip_solutions(solution_file.read_text(), solution_file.name)
-    return HEADER.format(name=solution_file.name) + text
+    source = solution_file.read_text()
+    text = strip_solutions(source, solution_file.name)
+    module = solution_file.stem
+    number = MODULES.index(module) + 1 if module in MODULES else "?"
+    first = next((b[0].split("@")[0] for b in solution_blocks(source)), module)
+    return HEADER.format(number=number, module=module, first=first) + text
 
 
 def assign(solutions_dir: Path = ROOT / "solutions", exercises_dir: Path = ROOT / "exercises",
            *, check: bool = False) -> list[str]:
-    """Write (or with ``check=True`` only compare) ``exercises/<module>.py`` for every lab module.
+    """Write (or with ``check=True`` only compare) ``exercises/<module>.py`` for every lab module,
+    and ``exercises/Makefile``, which forwards ``make`` targets to the repository's.
 
     Returns the modules whose exercise file differs (check) or was written.
     """
     changed = []
     exercises_dir.mkdir(parents=True, exist_ok=True)
-    for module in MODULES:
-        want = render(solutions_dir / f"{module}.py")
-        target = exercises_dir / f"{module}.py"
+    files = [(f"{module}.py", render(solutions_dir / f"{module}.py")) for module in MODULES]
+    for name, want in files + [("Makefile", FORWARDING_MAKEFILE)]:
+        module = name.removesuffix(".py")
+        target = exercises_dir / name
         have = target.read_text() if target.exists() else None
         if have != want:
             changed.append(module)
             if not check:
-                tmp = target.with_suffix(".py.tmp")
+                tmp = target.with_name(target.name + ".tmp")
                 tmp.write_text(want)
                 tmp.replace(target)
     return changed

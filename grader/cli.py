@@ -1,7 +1,8 @@
-"""``python -m grader``: grade exercises and print a scoreboard.
+"""``python -m grader``: grade exercises and print a scoreboard (students: ``make grade``).
 
     python -m grader                         grade every exercise in exercises/
     python -m grader check conv_output_size  one exercise (or a lab: `check convolution`, `check 2`)
+                                             (students: `make check EX=conv_output_size`)
     python -m grader --submission solutions  grade another folder with the same modules
     python -m grader --json results.json     also write Gradescope's results.json
     python -m grader --fail-under 80         exit 1 when the score is below 80 % (for CI)
@@ -27,14 +28,12 @@ from grader.codec import write_json
 PLUGINS = ("grader.release", "grader.classroom", "grader.gradescope")
 ROOT = Path(__file__).resolve().parent.parent
 
-STATUS_STYLE = {"passed": "green", "failed": "red", "not attempted": "yellow",
-                "missing": "magenta", "error": "red", "timeout": "red"}
-
 
 def _grading_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
     d = argparse.SUPPRESS if suppress else None
-    p.add_argument("--submission", metavar="DIR", default=d if suppress else "exercises",
-                   help="folder holding the lab modules (default: exercises)")
+    p.add_argument("--submission", metavar="DIR", default=d if suppress else None,
+                   help="folder holding the lab modules (default: the exercises/ folder of the "
+                        "repository you are in)")
     p.add_argument("--json", metavar="FILE", default=d,
                    help="write the results as Gradescope results.json")
     p.add_argument("--fail-under", metavar="PCT", type=float, default=d,
@@ -45,7 +44,7 @@ def _grading_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
     p.add_argument("--timeout", type=float, default=d if suppress else 30.0,
                    help="seconds per exercise (default 30)")
     p.add_argument("-v", "--verbose", action="store_true", default=d if suppress else False,
-                   help="list every failed case")
+                   help="details of every exercise, passed cases and what they printed too")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,50 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_results(result, *, detailed: bool) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    if not console.is_terminal:  # piped or captured: wide enough for the hint column
-        console = Console(width=120)
-    table = Table(title=f"cnnlab grades — {result.submission}", show_lines=False)
-    table.add_column("Lab", no_wrap=True)
-    table.add_column("Exercise", no_wrap=True)
-    table.add_column("Points", justify="right", no_wrap=True)
-    table.add_column("Status", no_wrap=True)
-    table.add_column("First hint", overflow="fold")
-    last_lab = None
-    for e in result.exercises:
-        style = STATUS_STYLE.get(e.status, "")
-        hint = "" if e.status == "passed" else e.first_hint()
-        if len(hint) > 160 and not detailed:
-            hint = hint[:157] + "..."
-        table.add_row(e.lab if e.lab != last_lab else "", e.name,
-                      f"{e.score:g}/{e.points:g}", f"[{style}]{e.status}[/{style}]", hint,
-                      end_section=False)
-        last_lab = e.lab
-    table.add_section()
-    table.add_row("", "[bold]total[/bold]", f"[bold]{result.score:g}/{result.max_score:g}[/bold]",
-                  f"[bold]{result.percent:.0f}%[/bold]", f"{result.execution_time:.1f} s")
-    console.print(table)
-    if detailed:
-        for e in result.exercises:
-            if e.status != "passed":
-                console.rule(f"{e.qualname}  {e.score:g}/{e.points:g}  {e.status}")
-                console.print(e.output_text(max_cases=50), markup=False, highlight=False)
-    for w in result.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}")
-    if not detailed and any(e.status != "passed" for e in result.exercises):
-        console.print("details of one exercise: python -m grader check NAME", style="dim")
-
-
 def _grade(args, names) -> int:
+    from grader.commands import default_submission
     from grader.runner import grade_submission
+    from grader.scoreboard import print_results
 
-    result = grade_submission(args.submission, exercises=names, include_hidden=args.hidden,
+    submission = args.submission if args.submission is not None else default_submission()
+    result = grade_submission(submission, exercises=names, include_hidden=args.hidden,
                               jobs=getattr(args, "jobs", None), timeout_s=args.timeout)
-    _print_results(result, detailed=bool(names) or args.verbose)
+    print_results(result, detailed=bool(names) or args.verbose, verbose=args.verbose,
+                  own_submission=args.submission is not None)
     if getattr(args, "json", None):
         write_json(Path(args.json), result.to_gradescope())
     fail_under = getattr(args, "fail_under", None)
@@ -149,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
                 print("exercises/ is up to date")
             else:
-                print(f"wrote exercises/ ({len(changed)} module(s) changed)")
+                print(f"wrote exercises/ ({len(changed)} file(s) changed)")
             return 0
         if args.command == "expected":
             from grader.runner import export_expected

@@ -5,7 +5,8 @@ one message about the *first* difference, naming where it is (``output['head']['
 and what was expected: a structure difference (missing or extra keys, a tuple of the wrong
 length), a type difference (int expected, float given), a shape or dtype difference (chex style,
 both shown), NaN/inf where finite values were expected, or the first value outside the tolerance
-with both values and how many values differ.
+with both values and how many values differ. :func:`difference` returns the same message with its
+kind (:data:`KINDS`), which decides which hints fit the failure (:mod:`grader.diagnose`).
 
 Tolerances depend on the expected dtype (float32: rtol 1e-4, atol 1e-5; float64 1e-9; float16 /
 bfloat16 1e-2; ints and bools exact) and can be overridden per case.
@@ -13,10 +14,27 @@ bfloat16 1e-2; ints and bools exact) and can be overridden per case.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 import numpy as np
+
+# What a difference is about: the form of the result (array shapes, keys, lengths), its type
+# (int vs float, dtype), NaN/inf where finite values were expected, or other values.
+KINDS = ("shape", "type", "nonfinite", "value")
+
+
+@dataclasses.dataclass(frozen=True)
+class Difference:
+    """The first difference between two results: its kind (one of :data:`KINDS`) and the message."""
+
+    kind: str
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
 
 TOLERANCES = {  # dtype name -> (rtol, atol)
     "float64": (1e-9, 1e-10), "float32": (1e-4, 1e-5), "float16": (1e-2, 1e-3),
@@ -81,9 +99,16 @@ def _scalar_kind(x) -> str | None:
 def compare(expected: Any, actual: Any, *, path: str = "output", rtol: float | None = None,
             atol: float | None = None) -> str | None:
     """``None`` if ``actual`` matches ``expected``, else a message about the first difference."""
+    found = difference(expected, actual, path=path, rtol=rtol, atol=atol)
+    return found.text if found else None
+
+
+def difference(expected: Any, actual: Any, *, path: str = "output", rtol: float | None = None,
+               atol: float | None = None) -> Difference | None:
+    """``None`` if ``actual`` matches ``expected``, else the first difference and its kind."""
     if isinstance(expected, dict):
         if not isinstance(actual, dict):
-            return f"{path}: expected a dict, got {_describe(actual)}"
+            return Difference("shape", f"{path}: expected a dict, got {_describe(actual)}")
         missing = [k for k in expected if k not in actual]
         extra = [k for k in actual if k not in expected]
         if missing or extra:
@@ -94,37 +119,42 @@ def compare(expected: Any, actual: Any, *, path: str = "output", rtol: float | N
             if extra:
                 parts.append(f"unexpected key{'s' if len(extra) > 1 else ''} "
                              + ", ".join(repr(k) for k in extra))
-            return f"{path}: {'; '.join(parts)} (expected keys {sorted(map(str, expected))})"
+            return Difference("shape", f"{path}: {'; '.join(parts)} "
+                                       f"(expected keys {sorted(map(str, expected))})")
         for k in expected:
-            msg = compare(expected[k], actual[k], path=f"{path}[{k!r}]", rtol=rtol, atol=atol)
+            msg = difference(expected[k], actual[k], path=f"{path}[{k!r}]", rtol=rtol, atol=atol)
             if msg:
                 return msg
         return None
     if isinstance(expected, list | tuple):
         if not isinstance(actual, list | tuple):
-            return f"{path}: expected a {type(expected).__name__} of length {len(expected)}, " \
-                   f"got {_describe(actual)}"
+            return Difference("shape", f"{path}: expected a {type(expected).__name__} of length "
+                                       f"{len(expected)}, got {_describe(actual)}")
         if len(actual) != len(expected):
-            return f"{path}: expected {len(expected)} items, got {len(actual)}"
+            return Difference("shape", f"{path}: expected {len(expected)} items, got {len(actual)}")
         for i, (e, a) in enumerate(zip(expected, actual)):
-            msg = compare(e, a, path=f"{path}[{i}]", rtol=rtol, atol=atol)
+            msg = difference(e, a, path=f"{path}[{i}]", rtol=rtol, atol=atol)
             if msg:
                 return msg
         return None
     if expected is None or isinstance(expected, str):
         if actual != expected or type(actual) is not type(expected):
-            return f"{path}: expected {_fmt_value(expected)}, got {_describe(actual)}"
+            return Difference("value", f"{path}: expected {_fmt_value(expected)}, "
+                                       f"got {_describe(actual)}")
         return None
     # numbers: Python scalars and arrays
     ek, ak = _scalar_kind(expected), _scalar_kind(actual)
     if ek is not None and not isinstance(expected, np.ndarray):
         # a Python scalar is expected: accept a 0-d array of the same kind
         if ak is None:
-            return f"{path}: expected {ek} {_fmt_value(expected)}, got {_describe(actual)}"
+            return Difference("shape" if isinstance(actual, np.ndarray | list | tuple | dict)
+                              else "type",
+                              f"{path}: expected {ek} {_fmt_value(expected)}, "
+                              f"got {_describe(actual)}")
         if ek != ak and not (ek == "float" and ak == "int"):
             hint = " (use // for integer division)" if ek == "int" and ak == "float" else ""
-            return f"{path}: expected {ek} {_fmt_value(expected)}, got {ak} " \
-                   f"{_fmt_value(np.asarray(actual).item())}{hint}"
+            return Difference("type", f"{path}: expected {ek} {_fmt_value(expected)}, got {ak} "
+                                      f"{_fmt_value(np.asarray(actual).item())}{hint}")
         expected = np.asarray(expected)
         actual = np.asarray(actual)
         if expected.dtype.kind == "f":
@@ -136,11 +166,12 @@ def compare(expected: Any, actual: Any, *, path: str = "output", rtol: float | N
                 actual = actual.astype(expected.dtype) if actual.dtype.kind == expected.dtype.kind \
                     or (expected.dtype.kind == "f" and actual.dtype.kind in "iu") else actual
         else:
-            return f"{path}: expected {_describe(expected)}, got {_describe(actual)}"
+            return Difference("shape" if isinstance(actual, list | tuple | dict) else "type",
+                              f"{path}: expected {_describe(expected)}, got {_describe(actual)}")
     expected = np.asarray(expected)
     if actual.shape != expected.shape:
-        return f"{path}: shape mismatch: expected {_fmt_shape(expected.shape)}, " \
-               f"got {_fmt_shape(actual.shape)}"
+        return Difference("shape", f"{path}: shape mismatch: expected "
+                                   f"{_fmt_shape(expected.shape)}, got {_fmt_shape(actual.shape)}")
     if actual.dtype != expected.dtype:
         if actual.dtype.kind == expected.dtype.kind == "i" or \
                 actual.dtype.kind == expected.dtype.kind == "u":
@@ -151,11 +182,13 @@ def compare(expected: Any, actual: Any, *, path: str = "output", rtol: float | N
                 hint = " (computed with numpy instead of jax.numpy?)"
             elif expected.dtype.kind == "f" and actual.dtype.kind in "iub":
                 hint = " (integer division or a comparison where a float was expected?)"
-            return f"{path}: dtype mismatch: expected {expected.dtype}, got {actual.dtype}{hint}"
+            return Difference("type", f"{path}: dtype mismatch: expected {expected.dtype}, "
+                                      f"got {actual.dtype}{hint}")
     return _compare_values(expected, actual, path, rtol, atol)
 
 
-def _compare_values(expected: np.ndarray, actual: np.ndarray, path: str, rtol, atol) -> str | None:
+def _compare_values(expected: np.ndarray, actual: np.ndarray, path: str, rtol,
+                    atol) -> Difference | None:
     if expected.dtype.kind in "biu":
         bad = expected != actual
     else:
@@ -169,26 +202,32 @@ def _compare_values(expected: np.ndarray, actual: np.ndarray, path: str, rtol, a
         bad = ~close
     if not bad.any():
         return None
-    first = tuple(np.argwhere(bad)[0]) if bad.ndim else ()
-    where = f"{path}{_fmt_index(first)}" if first else path
-    ev, av = expected[first], actual[first]
     n_bad, n = int(bad.sum()), bad.size
     count = f" ({n_bad} of {n} values differ)" if n > 1 else ""
     if expected.dtype.kind in "fc":
+        # NaN/inf where a finite value was expected tells more than any other difference: first
+        broken = bad & ~np.isfinite(actual) & np.isfinite(expected)
+        first = tuple(np.argwhere(broken if broken.any() else bad)[0]) if bad.ndim else ()
+        where = f"{path}{_fmt_index(first)}" if first else path
+        ev, av = expected[first], actual[first]
         fa = complex(av) if expected.dtype.kind == "c" else float(av)
         fe = complex(ev) if expected.dtype.kind == "c" else float(ev)
         if isinstance(fa, float) and math.isnan(fa) and not math.isnan(fe):
-            return f"{where}: got NaN, expected {_fmt_value(fe)}{count} — something overflowed " \
-                   f"(inf - inf, inf / inf) or took log/sqrt of a negative number"
+            return Difference("nonfinite", f"{where}: got NaN, expected {_fmt_value(fe)}{count} — "
+                              "something overflowed (inf - inf, inf / inf, 0 * inf) or took "
+                              "log/sqrt of a negative number")
         if isinstance(fa, float) and math.isinf(fa) and not math.isinf(fe):
-            return f"{where}: got {fa}, expected {_fmt_value(fe)}{count} — an overflow (exp of a " \
-                   f"large number?)"
+            return Difference("nonfinite", f"{where}: got {fa}, expected {_fmt_value(fe)}{count} "
+                                           "— an overflow (exp of a large number?)")
         diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
         with np.errstate(invalid="ignore"):
             max_diff = float(np.nanmax(np.where(bad, diff, 0)))
-        return f"{where}: expected {_fmt_value(fe)}, got {_fmt_value(fa)}{count}; " \
-               f"max abs difference {max_diff:.3g}"
-    return f"{where}: expected {_fmt_value(ev)}, got {_fmt_value(av)}{count}"
+        return Difference("value", f"{where}: expected {_fmt_value(fe)}, got {_fmt_value(fa)}"
+                                   f"{count}; max abs difference {max_diff:.3g}")
+    first = tuple(np.argwhere(bad)[0]) if bad.ndim else ()
+    where = f"{path}{_fmt_index(first)}" if first else path
+    ev, av = expected[first], actual[first]
+    return Difference("value", f"{where}: expected {_fmt_value(ev)}, got {_fmt_value(av)}{count}")
 
 
 def exactly_equal(a: Any, b: Any) -> bool:

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from grader import capture
+
 
 def _is_array(x) -> bool:
     return isinstance(x, jax.Array | np.ndarray)
@@ -71,22 +73,42 @@ def _jit_call(fn, args, kwargs, options):
     return _jitted(fn, static_argnums, static_argnames)(*args, **kwargs)
 
 
+_PRINTS: set = set()  # functions that printed while traced: their plain calls run eagerly
+
+
 def mode_call(fn, args, kwargs, options, **_):
     """A plain call — compiled as a whole with ``jax.jit`` for speed (one compilation instead of
     one per operation). Whenever that fails (Python control flow on values, numpy on arrays,
     non-array results, or a genuine error) the function runs again eagerly and that outcome
-    counts, so plain cases never require jit-compatible code. Functions without array arguments
-    run as they are (``options["jit_static"]`` compiles them too, all arguments static)."""
+    counts, so plain cases never require jit-compatible code. A function that prints runs
+    eagerly too: traced, it prints tracers instead of the values the student wants to see (and a
+    compiled function prints only when traced). Functions without array arguments run as they
+    are (``options["jit_static"]`` compiles them too, all arguments static)."""
     statics = [a for a in (*args, *kwargs.values()) if not _has_array(a)]
     all_static = len(statics) == len(args) + len(kwargs)
     if options.get("eager") or (all_static and not options.get("jit_static")) \
-            or not all(_hashable(a) for a in statics):
+            or not all(_hashable(a) for a in statics) or _prints(fn):
         return fn(*args, **kwargs), {}
-    try:
-        return _jit_call(fn, args, kwargs, options), {}
-    except Exception:  # noqa: BLE001 - tracer errors, returned objects, ...: the eager call decides
-        pass
+    with capture.aside() as traced:
+        try:
+            out = _jit_call(fn, args, kwargs, options)
+        except Exception:  # noqa: BLE001 - tracer errors, returned objects, ...: eager decides
+            out = traced  # (not a result)
+    if traced.total:
+        try:
+            _PRINTS.add(fn)
+        except TypeError:  # unhashable: it is traced again next time and found again
+            pass
+    elif out is not traced:
+        return out, {}
     return fn(*args, **kwargs), {}
+
+
+def _prints(fn) -> bool:
+    try:
+        return fn in _PRINTS
+    except TypeError:
+        return False
 
 
 def _maybe_jit(f, *args):

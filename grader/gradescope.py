@@ -182,9 +182,9 @@ def build_bundle(out_zip: str | os.PathLike, *, modules: Sequence[str] | None = 
         if leaks:  # pragma: no cover - guarded by BUNDLE_ITEMS
             raise CnnlabError(f"the bundle would ship {leaks[0]}")
         out.parent.mkdir(parents=True, exist_ok=True)
-        from grader.reports import atomic_write_bytes
+        from cnnlab.fileio import write_bytes
 
-        atomic_write_bytes(out, buf.getvalue())
+        write_bytes(out, buf.getvalue())
     print(f"wrote {out} ({len(names)} files, {out.stat().st_size / 2**20:.1f} MB): upload it as "
           "the autograder of a Gradescope programming assignment", file=stream)
     return out

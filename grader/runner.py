@@ -41,11 +41,13 @@ from pathlib import Path
 
 import numpy as np
 
+from grader import names as names_of
 from grader import specs as spec_registry
 from grader.codec import CodecError, decode, encode, load_arrays, read_json, save_arrays, write_json
-from grader.compare import compare, exactly_equal
+from grader.capture import printed_of
+from grader.compare import Difference, compare, difference, exactly_equal
 from grader.delegation import delegations
-from grader.diagnose import describe_error
+from grader.diagnose import case_hint, describe_error, error_kind
 from grader.results import CaseResult, ExerciseResult, SubmissionResult
 from grader.spec import Case, Exercise
 from grader.verify import OPAQUE_OPS, STABLEHLO_OPS, verify_programs
@@ -552,23 +554,12 @@ def open_reference(reference: str | Path | None = None):
 # --- selection ---------------------------------------------------------------------------------------
 
 def select_exercises(names: Sequence[str] | None) -> list[Exercise]:
-    """Exercises named by function (``conv2d``), ``module.function``, module or lab number."""
-    every = spec_registry.load_all()
-    if not names:
-        return every
-    chosen: list[Exercise] = []
-    for name in names:
-        n = name.strip()
-        if n.lower().startswith("lab"):
-            n = n[3:].strip()
-        if n.isdigit() and 1 <= int(n) <= len(spec_registry.MODULES):
-            n = spec_registry.MODULES[int(n) - 1]
-        hits = [e for e in every if n in (e.name, e.qualname, e.module)]
-        if not hits:
-            valid = ", ".join([m for m in spec_registry.MODULES] + [e.name for e in every])
-            raise GraderError(f"unknown exercise {name!r}; valid names: {valid}")
-        chosen += [h for h in hits if h not in chosen]
-    return [e for e in every if e in chosen]
+    """Exercises named by function (``conv2d``), ``module.function``, module or lab number, in
+    any case (:mod:`grader.names`); a :class:`GraderError` saying what is valid otherwise."""
+    try:
+        return names_of.select_exercises(names, spec_registry.load_all(), spec_registry.MODULES)
+    except names_of.UnknownName as e:
+        raise GraderError(str(e)) from None
 
 
 # --- grading ------------------------------------------------------------------------------------------
@@ -577,10 +568,10 @@ def _check_case(ex: Exercise, case: Case, cid: str, plan: ModulePlan, raw, array
                 verified: dict | None = None) -> CaseResult:
     """Compare one student outcome with the reference outcome; a student-facing message.
     ``verified``: what the grader's verifier found in the program of a "from scratch" case."""
-    res = CaseResult(case.name, passed=False, weight=case.weight, hidden=case.hidden)
+    res = CaseResult(case.name, passed=False, weight=case.weight, hidden=case.hidden,
+                     printed=printed_of(raw))
     if case.check == "check_grads" or (case.check == "no_primitives" and not _decidable(case)):
         res.weight = 0.0  # only the student's own process can tell: feedback, no points
-    hint = f" Hint: {case.hint}" if case.hint else ""
     actual = decode_outcome(raw, arrays) if raw is not None else \
         {"ok": False, "error": {"kind": "Error", "message": "no result"}}
     expected = plan.expected.get(cid)
@@ -594,44 +585,55 @@ def _check_case(ex: Exercise, case: Case, cid: str, plan: ModulePlan, raw, array
                 err.get("kind") == expected["error"].get("kind"):
             res.passed = True
             return res
-        res.message = describe_error(err) + ("" if res.not_attempted else hint)
+        res.message = describe_error(err)
+        res.kind = error_kind(err)
+        if not expected["ok"] and case.check == "match" and not res.not_attempted:
+            res.kind = "raises"
+            res.message = f"expected {expected['error'].get('kind')}, but it raised {res.message}"
+        res.hint = case_hint(case, res.kind, reference_raises=not expected["ok"],
+                             exception=err.get("kind"))
         return res
     out, info = actual["out"], actual["info"]
+    kind = "value"  # of a failure described by a plain message (a Difference has its own)
     if info.get("mutated"):
-        res.message = f"your function modified its input at {info['mutated']}: build new " \
-                      f"arrays/dicts instead (e.g. new = dict(params)).{hint}"
-        return res
-    if case.check == "match":
+        msg, kind = (f"your function modified its input at {info['mutated']}: build new "
+                     f"arrays/dicts instead (e.g. new = dict(params))"), "mutated"
+    elif case.check == "match":
         if not expected["ok"]:
-            res.message = f"expected {expected['error'].get('kind')} to be raised, but it " \
-                          f"returned {_short(out)}.{hint}"
-            return res
-        msg = compare(expected["out"], out, rtol=case.rtol, atol=case.atol)
+            msg, kind = (f"expected {expected['error'].get('kind')} to be raised, but it "
+                         f"returned {_short(out)}"), "raises"
+        else:
+            msg = difference(expected["out"], out, rtol=case.rtol, atol=case.atol)
     elif case.check == "no_primitives":
-        msg = _from_scratch(case, out, verified, expected["out"])
+        msg, kind = _from_scratch(case, out, verified, expected["out"]), "from_scratch"
     elif case.check == "pure":
         if not isinstance(out, dict) or set(out) != {"first", "second"}:
             msg = "malformed purity outcome"
         elif not exactly_equal(out["first"], out["second"]):
-            msg = "two calls with the same inputs (and key) gave different results: depend only " \
-                  "on the arguments (no global state or counters, no new PRNG keys)"
+            msg, kind = ("two calls with the same inputs (and key) gave different results: depend "
+                         "only on the arguments (no global state or counters, no new PRNG keys)"), \
+                "impure"
         else:
-            msg = compare(expected["out"]["first"], out["first"], rtol=case.rtol, atol=case.atol)
+            msg = difference(expected["out"]["first"], out["first"], rtol=case.rtol,
+                             atol=case.atol)
     elif case.check == "check_grads":
         ok = isinstance(out, dict) and out.get("ok") is True
         msg = None if ok else f"jax.test_util.check_grads: your backward pass is not the " \
                               f"derivative of your loss: {str(out.get('message', ''))[:300]} " \
                               f"({OWN_PROCESS})"
+        kind = "grads"
     elif case.check == "traced_once":  # the values here; compiled once: _compiled_once
-        msg = compare(expected["out"], out, rtol=case.rtol, atol=case.atol)
+        msg = difference(expected["out"], out, rtol=case.rtol, atol=case.atol)
     elif case.check == "unchanged":
-        msg = _check_unchanged(plan, cid, case, out)
-        if msg is None:
-            msg = compare(expected["out"], out, rtol=case.rtol, atol=case.atol)
+        msg = _check_unchanged(plan, cid, case, out) or \
+            difference(expected["out"], out, rtol=case.rtol, atol=case.atol)
     else:  # pragma: no cover - guarded by Case.__post_init__
         msg = f"unknown check {case.check}"
     if msg:
-        res.message = msg + "." * (not msg.endswith(".")) + hint
+        text = str(msg)
+        res.message = text + "." * (not text.endswith("."))
+        res.kind = msg.kind if isinstance(msg, Difference) else kind
+        res.hint = case_hint(case, res.kind, reference_raises=not expected["ok"])
     else:
         res.passed = True
     return res
@@ -643,8 +645,10 @@ NOT_DECIDABLE = ("it compiles to the same operations as the formula, so only you
 
 
 def _uses(used) -> str:
-    return "uses " + ", ".join(f"{u} ({PRIMITIVE_SOURCES[u]})" if u in PRIMITIVE_SOURCES else u
-                               for u in used)
+    def source(u: str) -> str:  # "conv_general_dilated (from lax.conv, ... or jax.scipy.signal)"
+        where = PRIMITIVE_SOURCES[u].rsplit(", ", 1)
+        return f"{u} (from {' or '.join(where)})"
+    return "uses " + ", ".join(source(u) if u in PRIMITIVE_SOURCES else u for u in used)
 
 
 def _decidable(case: Case) -> list[str]:

@@ -66,8 +66,8 @@ _ENV_KEEP_PREFIXES = ("LC_", "JAX_", "XLA_", "TF_CPP_", "OMP_", "OPENBLAS_", "MK
 _ENV_DROP = ("JAX_COMPILATION_CACHE_DIR",)  # a compilation cache shared with student code
 # The course's own code the worker runs: of the packages grader and cnnlab (and any other folder
 # holding the reference), the sandbox shows these files and nothing else.
-WORKER_MODULES = ("grader", "grader.worker", "grader.codec", "grader.drivers", "grader.proctree",
-                  "grader.verify", "cnnlab", "cnnlab.fileio")
+WORKER_MODULES = ("grader", "grader.worker", "grader.codec", "grader.capture", "grader.drivers",
+                  "grader.proctree", "grader.verify", "cnnlab", "cnnlab.fileio")
 _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/ld.so.cache")
 # bwrap as root needs no user namespace (the child changes its uid itself); these are the rest of
 # what --unshare-all unshares.

@@ -17,6 +17,12 @@ Modes (how the worker calls ``fn``; see :mod:`grader.worker`):
 
 Inputs are numpy arrays and Python scalars (PRNG keys are raw uint32 ``(2,)`` arrays, see
 :func:`key`); the worker hands arrays to the student as ``jax.Array``.
+
+Hints: a case's ``hint`` is shown only when the case fails in a way the hint is about, its
+``hint_on`` kinds (``("nonfinite",)`` for an overflow hint, ``("shape",)`` for an output-size
+hint; the default follows the mode and check, see :func:`grader.diagnose.default_hint_on`), and
+only the first hint for each kind of failure (:meth:`grader.results.ExerciseResult.hints`): order
+the cases from simple to special, and write a hint for the mistake its case is the first to catch.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+
+from grader.diagnose import valid_hint_on
 
 CHECKS = ("match", "no_primitives", "pure", "check_grads", "traced_once", "unchanged")
 
@@ -39,16 +47,21 @@ class Case:
     mode: str = "call"
     options: dict = dataclasses.field(default_factory=dict)
     check: str = "match"
-    hint: str | None = None          # shown when this case fails
+    hint: str | None = None          # shown when this case fails in a way of ``hint_on``
     hidden: bool = False
     weight: float = 1.0
     rtol: float | None = None
     atol: float | None = None
     fn: str | None = None            # defaults to the exercise's name
+    hint_on: tuple[str, ...] = ()    # failure kinds the hint addresses (grader.diagnose); ()
+                                     # for the default of the case's mode and check
 
     def __post_init__(self):
         if self.check not in CHECKS:
             raise ValueError(f"unknown check {self.check!r}")
+        unknown = [k for k in self.hint_on if not valid_hint_on(k)]
+        if unknown:
+            raise ValueError(f"unknown failure kinds in hint_on: {sorted(unknown)}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,7 +4,8 @@
 it names in turn, imports ``REQUEST_DIR/submission/<module>.py`` (the submission's other top-level
 modules are importable beside it), reads its inputs ``REQUEST_DIR/inputs/<module>.npz``, runs
 every requested call, and writes per exercise ``REQUEST_DIR/out/<module>/<exercise>.json``
-(outcomes: output skeleton or error kind, message and the student's line) and ``.npz`` (the output
+(outcomes: output skeleton or error kind, message and the student's line; what the call printed,
+:mod:`grader.capture`) and ``.npz`` (the output
 arrays); a module that cannot be imported gets ``out/<module>/import_error.json`` instead. Before
 each import and each exercise it writes ``out/progress.json`` (module, exercise, stage): the
 sandbox's heartbeat watches it, and the grader reads from it whether a worker that died was
@@ -33,6 +34,7 @@ import sys
 from pathlib import Path
 
 # Own references first: student code imported later may patch modules, not these names.
+from grader.capture import CaseOutput
 from grader.codec import CodecError, decode, encode, load_arrays, read_json, save_arrays, write_json
 from grader.proctree import descendants
 
@@ -304,14 +306,17 @@ def run_exercises(module, exercises: list[dict], in_arrays: dict, out_dir: Path,
                         "kind": "Timeout", "module": "", "where": None,
                         "message": f"not run: the exercise exceeded {timeout:g} s"}}
                     continue
+                printed = CaseOutput()  # what the student's code prints, shown under the case
                 try:
-                    outcomes[call["id"]] = run_call(module, call, in_arrays, out_arrays,
-                                                    f"c{i}_", student_dir)
+                    with printed:
+                        outcome = run_call(module, call, in_arrays, out_arrays, f"c{i}_",
+                                           student_dir)
                 except ExerciseTimeout:
                     timed_out = True
-                    outcomes[call["id"]] = {"ok": False, "error": {
+                    outcome = {"ok": False, "error": {
                         "kind": "Timeout", "module": "", "where": None,
                         "message": f"timed out after {timeout:g} s"}}
+                outcomes[call["id"]] = printed.attach(outcome)
         finally:
             _stop_alarm()
         try:

@@ -47,7 +47,9 @@ def conv_output_size(input_size: int | Sequence[int], kernel_size: int | Sequenc
     W=227, K=11, P=0, S=4 -> 55 (AlexNet's first layer).
 
     Raises ``ValueError`` with a clear message when ``(W - K + 2P)`` is not divisible by S (the
-    kernel would not fit an integer number of times) or when the result would be < 1.
+    kernel would not fit an integer number of times) or when the result would be < 1. (A layer
+    such as :func:`conv2d` rounds down instead, dropping what the last window cannot cover; this
+    function is for designing a network, where a size that does not divide is usually a mistake.)
 
     Per axis: if any argument is a sequence (e.g. ``(28, 32)``), apply the formula per axis
     (ints broadcast) and return a tuple.
@@ -141,7 +143,9 @@ def conv2d(x: jax.Array, w: jax.Array, b: jax.Array, *, stride: int = 1,
     :func:`padding_amounts`).
 
     Shapes: x (H, W, C_in), w (KH, KW, C_in, C_out) (HWIO, as Flax), b (C_out,) ->
-    (OH, OW, C_out) with OH = (H - KH + 2P) // S + 1 (:func:`conv_output_size`, rounded down).
+    (OH, OW, C_out) with OH = (H - KH + 2P) // S + 1: the lecture's formula rounded down, the
+    rows the last window cannot cover being dropped (as ``lax.conv`` and Keras do). So compute it
+    with ``//`` here: :func:`conv_output_size` raises when S does not divide ``H - KH + 2P``.
     Equals ``lax.conv_general_dilated`` — which is not allowed here; nor is ``jnp.convolve``.
     ``stride`` and ``padding`` are plain Python values (static under ``jax.jit``).
     """

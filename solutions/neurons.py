@@ -23,7 +23,9 @@ def sigmoid(x: jax.Array) -> jax.Array:
 
     Any shape -> the same shape, values in [0, 1]. ``s(0) = 0.5``, ``s(2) ≈ 0.8808``.
     Write it from the formula (``jax.nn.sigmoid`` is not allowed). Large inputs such as
-    ``x = ±1000`` must give 0 and 1, not NaN.
+    ``x = ±1000`` must give 0 and 1, not NaN, and the gradient must stay finite there: the
+    naive ``1 / (1 + exp(-x))`` has the right value at ``x = -100``, but ``exp(100) = inf`` makes
+    its gradient ``inf / inf = NaN``.
     """
     # BEGIN SOLUTION
     # HINT: exp(-|x|) never overflows: use it for both signs of x
@@ -36,7 +38,8 @@ def tanh(x: jax.Array) -> jax.Array:
     """The hyperbolic tangent, elementwise: ``tanh(x) = (e^x - e^-x) / (e^x + e^-x)``.
 
     Any shape -> the same shape, values in [-1, 1]; ``tanh(x) = 2 s(2x) - 1``. Write it from the
-    formula (``jnp.tanh`` is not allowed). ``x = ±100`` must give ±1, not ``inf / inf = NaN``.
+    formula (``jnp.tanh`` is not allowed). ``x = ±100`` must give ±1, not ``inf / inf = NaN``,
+    and a finite gradient.
     """
     # BEGIN SOLUTION
     # HINT: write it with exp(-2|x|) and the sign of x

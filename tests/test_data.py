@@ -6,27 +6,34 @@ scikit-learn's digits, and real TFDS preparation into temporary TFDS data dirs. 
 
 from __future__ import annotations
 
+import ast
 import gzip
 import hashlib
 import importlib.util
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from sklearn.datasets import load_digits
 
 import cnnlab.data as data
-from cnnlab.data import fashion_mnist
+from cnnlab.data import builders, fashion_mnist
 from cnnlab.data.idx import read_idx, read_images_and_labels, write_idx
+from cnnlab.data.sources import Sources
 from cnnlab.errors import CnnlabError
 
 SUBSET = fashion_mnist.SUBSET_DIR
 MANIFEST = json.loads((SUBSET / "manifest.json").read_text())
 DEBIAN = Path(fashion_mnist.SYSTEM_DIRS[0])
+SUBSET_KEY = Sources.local(SUBSET, fashion_mnist.ALL_FILES).fingerprint  # the copy's config name
 
 
 def sha256(path: Path) -> str:
@@ -165,7 +172,7 @@ def test_truncated_file_in_data_dir_fails_cleanly_and_leaves_nothing_prepared(id
     tfds_dir = tmp_path / "tfds"
     with pytest.raises(CnnlabError, match="train-images-idx3-ubyte.gz: truncated gzip"):
         data.load("fashion_mnist", data_dir=idx_dir, tfds_dir=tfds_dir)
-    assert not list((tfds_dir / "cnnlab_fashion_mnist" / "full").iterdir())  # no half-written data
+    assert not list((tfds_dir / "cnnlab_fashion_mnist").glob("src-*/*"))  # no half-written data
     shutil.copy(SUBSET / bad.name, bad)  # repaired: the next load prepares normally
     ds = data.load("fashion_mnist", data_dir=idx_dir, tfds_dir=tfds_dir)
     assert len(ds.train) == 6000
@@ -174,7 +181,7 @@ def test_truncated_file_in_data_dir_fails_cleanly_and_leaves_nothing_prepared(id
 # --- TFDS builders and load() --------------------------------------------------------------------
 
 def test_names():
-    assert data.names() == ["fashion_mnist", "fashion_mnist_subset", "digits"]
+    assert data.names() == ["fashion_mnist", "fashion_mnist_subset", "mnist", "cifar10", "digits"]
 
 
 def test_subset_builder_output_equals_the_idx_contents(subset_ds, tfds_dir):
@@ -187,15 +194,14 @@ def test_subset_builder_output_equals_the_idx_contents(subset_ds, tfds_dir):
     assert subset_ds.class_names == fashion_mnist.CLASS_NAMES
     assert subset_ds.source == "embedded Fashion-MNIST subset (6,000/1,000)"
     assert subset_ds.image_shape == (28, 28, 1) and subset_ds.num_classes == 10
-    prepared = tfds_dir / "cnnlab_fashion_mnist" / "subset" / "1.0.0"
+    prepared = tfds_dir / "cnnlab_fashion_mnist" / SUBSET_KEY / "1.0.0"
     assert sorted(p.name for p in prepared.glob("*.array_record*")) == [
         "cnnlab_fashion_mnist-test.array_record-00000-of-00001",
         "cnnlab_fashion_mnist-train.array_record-00000-of-00001"]
 
 
 def test_prepared_data_reads_back_with_tfds_data_source(subset_ds, tfds_dir):
-    import tensorflow_datasets as tfds
-    source = tfds.data_source("cnnlab_fashion_mnist/subset", data_dir=tfds_dir, split="test",
+    source = tfds.data_source(f"cnnlab_fashion_mnist/{SUBSET_KEY}", data_dir=tfds_dir, split="test",
                               try_gcs=False)
     assert len(source) == 1000
     for i in (0, 123, 999):  # random access, TFDS's own decoding
@@ -204,15 +210,15 @@ def test_prepared_data_reads_back_with_tfds_data_source(subset_ds, tfds_dir):
 
 
 def test_fast_reader_agrees_with_tfds_decoding(subset_ds, tfds_dir):
-    from cnnlab.data import builders
-    builder = builders.CnnlabFashionMnist(config="subset", data_dir=tfds_dir)
+    config = builders.CnnlabFashionMnist.config_for(Sources.local(SUBSET, fashion_mnist.ALL_FILES))
+    builder = builders.CnnlabFashionMnist(config=config, data_dir=tfds_dir)
     slow = data.read_split(builder, "test", fast=False)
     np.testing.assert_array_equal(slow.images, subset_ds.test.images)
     np.testing.assert_array_equal(slow.labels, subset_ds.test.labels)
 
 
 def test_second_load_reuses_the_prepared_files(subset_ds, tfds_dir):
-    prepared = tfds_dir / "cnnlab_fashion_mnist" / "subset" / "1.0.0"
+    prepared = tfds_dir / "cnnlab_fashion_mnist" / SUBSET_KEY / "1.0.0"
     before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in prepared.iterdir()}
     again = data.load("fashion_mnist_subset", tfds_dir=tfds_dir)
     assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in prepared.iterdir()} == before
@@ -240,14 +246,17 @@ def test_lookup_order_data_dir_then_env_then_system(idx_dir, tmp_path, monkeypat
     assert fashion_mnist.find(None, system_dirs=[tmp_path / "nothing", idx_dir]).directory == idx_dir
 
 
-def test_full_data_from_a_data_dir_is_reprepared_when_the_files_change(idx_dir, tmp_path):
+def test_changed_files_in_a_data_dir_are_prepared_beside_the_first_copy(idx_dir, tmp_path):
     tfds_dir = tmp_path / "tfds"
     ds = data.load("fashion_mnist", data_dir=idx_dir, tfds_dir=tfds_dir)
     assert ds.source == f"full Fashion-MNIST (6,000/1,000) from {idx_dir}"
+    first = list((tfds_dir / "cnnlab_fashion_mnist").glob("src-*/1.0.0"))
     for name, n in [("t10k-images-idx3-ubyte.gz", 50), ("t10k-labels-idx1-ubyte.gz", 50)]:
         write_idx(idx_dir / name, read_idx(idx_dir / name)[:n])  # other files, same names
     ds = data.load("fashion_mnist", data_dir=idx_dir, tfds_dir=tfds_dir)
     assert len(ds.test) == 50 and len(ds.train) == 6000
+    copies = list((tfds_dir / "cnnlab_fashion_mnist").glob("src-*/1.0.0"))
+    assert len(first) == 1 and len(copies) == 2 and first[0] in copies
 
 
 def test_explicit_data_dir_without_the_files_names_where_it_looked(tmp_path):
@@ -264,7 +273,6 @@ def test_default_lookup_finds_the_debian_files(monkeypatch):
 
 
 def test_digits(digits_ds):
-    from sklearn.datasets import load_digits
     ds = digits_ds
     assert (len(ds.train), len(ds.test)) == (1437, 360)
     assert ds.image_shape == (8, 8, 1) and ds.train.images.dtype == np.uint8
@@ -277,7 +285,7 @@ def test_digits(digits_ds):
     ref_images = np.rint(ref.images * 255 / 16).astype(np.uint8)[..., None]
     both = np.concatenate([ds.train.images, ds.test.images])
     def key(images, labels):  # the multiset of (image bytes, label) pairs
-        return sorted(zip(map(bytes, images.reshape(len(images), -1)), labels.tolist()))
+        return sorted(zip(map(bytes, images.reshape(len(images), -1)), labels.tolist(), strict=True))
     assert key(both, np.concatenate([ds.train.labels, ds.test.labels])) == key(ref_images, ref.target)
     assert both.max() == 255
 
@@ -291,21 +299,22 @@ def test_catalog_names_load_prepared_tfds_datasets(digits_ds, tfds_dir):
 
 def test_catalog_dataset_not_prepared_says_how_without_downloading(tmp_path):
     with pytest.raises(CnnlabError) as e:
-        data.load("mnist", tfds_dir=tmp_path)
+        data.load("kmnist", tfds_dir=tmp_path)
     message = str(e.value)
-    assert f"not prepared in {tmp_path}" in message and "tfds build mnist" in message
+    assert f"not prepared in {tmp_path}" in message and "tfds build kmnist" in message
     assert "needs TensorFlow" in message and "\n" not in message
-    assert not (tmp_path / "mnist").exists() and not (tmp_path / "downloads").exists()
+    assert not (tmp_path / "kmnist").exists() and not (tmp_path / "downloads").exists()
 
 
 @pytest.mark.parametrize("name", ["fashion_mnst", "no_such_dataset", "Fashion-MNIST"])
 def test_unknown_dataset_names_list_the_valid_ones(name, tmp_path):
-    with pytest.raises(CnnlabError, match="valid: fashion_mnist, fashion_mnist_subset, digits"):
+    valid = "valid: fashion_mnist, fashion_mnist_subset, mnist, cifar10, digits"
+    with pytest.raises(CnnlabError, match=valid):
         data.load(name, tfds_dir=tmp_path)
 
 
-def test_data_dir_only_applies_to_fashion_mnist(tmp_path):
-    with pytest.raises(CnnlabError, match="only applies to fashion_mnist"):
+def test_data_dir_only_applies_to_data_sets_made_from_files(tmp_path):
+    with pytest.raises(CnnlabError, match="only applies to fashion_mnist, mnist, cifar10, not to 'digits'"):
         data.load("digits", data_dir=tmp_path, tfds_dir=tmp_path)
 
 
@@ -328,7 +337,8 @@ def test_batch_indices(n, batch, seed, epoch, drop):
         assert b.shape[0] == -(-n // batch)
         np.testing.assert_array_equal(np.sort(b.ravel()[:n]), np.arange(n))  # each example once
         assert data.batch_mask(n, batch).sum() == n and data.batch_mask(n, batch).shape == b.shape
-    np.testing.assert_array_equal(b, data.batch_indices(n, batch, seed=seed, epoch=epoch, drop_remainder=drop))
+    again = data.batch_indices(n, batch, seed=seed, epoch=epoch, drop_remainder=drop)
+    np.testing.assert_array_equal(b, again)
 
 
 def test_epochs_shuffle_differently_and_reproducibly():
@@ -406,3 +416,48 @@ def test_augment_is_jittable_deterministic_by_key_and_does_not_mutate():
     np.testing.assert_array_equal(data.augment(jax.random.key(7), images, flip=False, pad=0), images)
     x = data.augment(jax.random.key(7), data.normalize(images))  # works on float batches too
     assert x.dtype == np.float32 and x.shape == images.shape
+
+
+# --- module structure ----------------------------------------------------------------------------
+
+def _data_module_imports() -> dict[str, set[str]]:
+    """cnnlab.data module -> the cnnlab.data modules it imports (anywhere in the file)."""
+    package = Path(data.__file__).parent
+    graph = {}
+    for path in package.glob("*.py"):
+        name = f"cnnlab.data.{path.stem}" if path.stem != "__init__" else "cnnlab.data"
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cnnlab.data"):
+                targets |= ({f"{node.module}.{a.name}" for a in node.names} | {node.module})
+            elif isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names if a.name.startswith("cnnlab.data")}
+        graph[name] = targets
+    return {m: {t for t in ts if t in graph and t != m} for m, ts in graph.items()}
+
+
+def test_data_modules_have_no_import_cycle_and_the_core_imports_no_loader():
+    graph = _data_module_imports()
+    assert graph["cnnlab.data.dataset"] == set()  # the core: Split, Dataset, read_split
+    for loader in ("cnnlab.data.loading", "cnnlab.data.image_folder"):
+        assert "cnnlab.data.dataset" in graph[loader]
+    visiting, done = [], set()
+
+    def visit(module):  # depth-first search; a module met again while still open is a cycle
+        assert module not in visiting, f"import cycle: {' -> '.join([*visiting, module])}"
+        if module in done:
+            return
+        visiting.append(module)
+        for target in graph[module] - {"cnnlab.data"}:
+            visit(target)
+        visiting.pop()
+        done.add(module)
+
+    for module in graph:
+        visit(module)
+
+
+def test_importing_cnnlab_data_does_not_import_tensorflow_datasets():
+    code = "import sys, cnnlab.data; print('tensorflow_datasets' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

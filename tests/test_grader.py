@@ -9,6 +9,7 @@ function calls), all the lab modules in one submission, graded in one call.
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -17,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from grader.assign import assign, replace_block, solution_blocks, strip_solutions
-from grader.runner import GraderError, grade_submission
+from grader.results import CaseResult, ExerciseResult, SubmissionResult, printed_block
+from grader.runner import GraderError, grade_submission, select_exercises
 from grader.specs import MODULES, load_all
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -53,7 +55,7 @@ def test_exercise_names_are_unique_and_every_function_is_graded():
         owners = {b[0].split("@")[0] for b in solution_blocks((SOLUTIONS / f"{module}.py").read_text())}
         graded = {e.name for e in every if e.module == module}
         assert owners == graded, module
-    planted = {(m, o.split("@")[0]) for m, o, _, _ in MUTANTS}
+    planted = {(m.module, m.owner.split("@")[0]) for m in MUTANTS}
     assert {(e.module, e.name) for e in every} <= planted
 
 
@@ -114,7 +116,8 @@ def test_processes_left_behind_by_an_exercise_are_ended_before_the_next(tmp_path
         "                time.sleep(60)",
         "            os._exit(0)",
         "    time.sleep(0.5)",
-        "return 1 / (1 + jnp.exp(-x))"]))
+        "e = jnp.exp(-jnp.abs(x))",
+        "return jnp.where(x >= 0, 1 / (1 + e), e / (1 + e))"]))
     src = replace_block(src, "relu", "\n".join([
         "import glob, os",
         "alive = [p for p in glob.glob('grandchild-*') if os.path.exists(f'/proc/{p[11:]}/stat')",
@@ -182,7 +185,7 @@ def test_saved_expected_outputs_grade_like_the_reference(tmp_path):
     store = SavedStore(tmp_path / "expected")
     ok = grade_submission(SOLUTIONS, exercises=["cnn_models", "augmentation"], reference=store)
     assert ok.percent == 100.0
-    sub = _write_round(tmp_path / "wrong", [m for m in MUTANTS if m[1] == "receptive_field"])
+    sub = _write_round(tmp_path / "wrong", [m for m in MUTANTS if m.owner == "receptive_field"])
     bad = grade_submission(sub, exercises=["receptive_field"], reference=store)
     assert bad.by_name("receptive_field").score < 1
 
@@ -205,14 +208,124 @@ def test_cli_check_json_and_errors(tmp_path):
     p = _cli("check", "conv_output_size", "--fail-under", "50")   # blank exercises/: 0 %
     assert p.returncode == 1 and "not attempted" in p.stdout
 
-    p = _cli("check", "no_such_exercise")
+    p = _cli("check", "Sigmod")
     assert p.returncode == 2 and p.stderr.count("\n") == 1
-    assert "unknown exercise 'no_such_exercise'" in p.stderr and "conv2d" in p.stderr
+    assert "unknown exercise 'Sigmod': did you mean sigmoid?" in p.stderr
+    assert "1 neurons, 2 convolution" in p.stderr and "conv2d_single" not in p.stderr
 
     p = _cli("--submission", str(tmp_path / "missing"))
     assert p.returncode == 2 and "not found" in p.stderr and "Traceback" not in p.stderr
 
 
-def test_grader_error_for_unknown_names():
-    with pytest.raises(GraderError, match="valid names"):
-        grade_submission(SOLUTIONS, exercises=["nope"])
+def test_names_match_in_any_case_with_did_you_mean_and_lab_numbers():
+    assert [e.qualname for e in select_exercises(["Conv2D"])] == ["convolution.conv2d"]
+    assert [e.qualname for e in select_exercises(["CONVOLUTION.conv2d"])] == ["convolution.conv2d"]
+    lab2 = [e.qualname for e in select_exercises(["convolution"])]
+    assert lab2 and all(q.startswith("convolution.") for q in lab2)
+    for name in ("2", "lab 2", "Lab2", "exercises/convolution.py"):
+        assert [e.qualname for e in select_exercises([name])] == lab2, name
+    for typo, meant in [("sigmod", "sigmoid"), ("seminar_cnn", "SeminarCNN"),
+                        ("nurons", "neurons (lab 1)"), ("pool", "max_pool")]:
+        with pytest.raises(GraderError) as e:
+            grade_submission(SOLUTIONS, exercises=[typo])
+        message = str(e.value)
+        assert "did you mean" in message and meant in message, message
+        assert "\n" not in message and len(message) < 300, message
+        assert "1 neurons, 2 convolution, 3 pooling, 4 training, 5 cnn_models, 6 transfer, " \
+               "7 augmentation" in message
+    with pytest.raises(GraderError, match="unknown exercise 'zzz': Name an exercise"):
+        select_exercises(["zzz"])
+
+
+# --- what the student reads ----------------------------------------------------------------------
+
+def test_printed_output_is_shown_under_its_case_capped_and_never_for_hidden_cases(tmp_path):
+    """print() output of the student's code: under each failed case (head and tail of a flood),
+    under passed cases too with verbose, in Gradescope's output, every line marked so that it
+    never passes for the grader's own; never for a hidden case (it would show hidden inputs)."""
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    src = (SOLUTIONS / "neurons.py").read_text()
+    src = replace_block(src, "softmax",  # prints, and NaN at large logits
+                        "print('softmax of', x.shape)\n"
+                        "e = jnp.exp(x)\nreturn e / e.sum(axis=axis, keepdims=True)")
+    src = replace_block(src, "relu", "import sys\nfor i in range(100_000):\n    print('line', i)\n"
+                                     "print('\\x1b[31mthe end\\x1b[0m', file=sys.stderr)\nreturn x")
+    (sub / "neurons.py").write_text(src)
+    result = grade_submission(sub, exercises=["softmax", "relu"], include_hidden=True)
+    softmax, relu = result.by_name("softmax"), result.by_name("relu")
+    assert any(c.hidden and c.printed for c in softmax.cases)
+
+    text = softmax.output_text(max_cases=50)
+    lines = text.splitlines()
+    i = lines.index(next(ln for ln in lines if ln.startswith("- large logits")))
+    assert lines[i + 1:i + 3] == ["  your code printed (1 line):", "  │ softmax of (1, 3)"]
+    shown = [ln for ln in lines if "softmax of" in ln]
+    assert all(ln.startswith("  │ ") for ln in shown)
+    failed = [c for c in softmax.cases if not c.passed and not c.hidden]
+    assert len(shown) == len(failed)            # failed public cases only: no passed, no hidden
+    verbose = softmax.output_text(max_cases=50, verbose=True).splitlines()
+    public = [c for c in softmax.cases if not c.hidden]
+    assert "+ random #0 shape (5,): passed" in verbose and "  │ softmax of (5,)" in verbose
+    assert len([ln for ln in verbose if "softmax of" in ln]) >= len(public)
+    assert sum("your code printed" in ln for ln in verbose) == len(public)
+
+    flood = relu.output_text(max_cases=1, printed_budget=None)
+    assert "│ line 0" in flood and "│ line 99999" in flood and "│ the end" in flood
+    assert "characters not shown" in flood and "\x1b" not in flood
+    assert "your code printed (1,088,898 characters):" in flood and len(flood) < 3000
+    many = "".join(f"step {i}\n" for i in range(50))     # short enough to keep: lines cut
+    assert printed_block(many)[11:13] == ["  │ … 30 lines not shown …", "  │ step 40"]
+
+    gs = {t["name"]: t for t in result.to_gradescope()["tests"]}
+    assert "│ softmax of (1, 3)" in gs["neurons.softmax"]["output"]
+    assert "softmax of" not in gs["neurons.softmax (hidden)"]["output"]
+
+
+def _one_exercise(*cases, hint="the general hint") -> SubmissionResult:
+    ex = ExerciseResult("neurons", "softmax", "1 Neurons", 2.0, [CaseResult("fine", True), *cases],
+                        status="failed", hint=hint)
+    return SubmissionResult("exercises", [ex])
+
+
+def test_scoreboard_keeps_the_hint_whole_and_bracketed_text():
+    from rich.console import Console
+
+    from grader.scoreboard import HINT_WIDTH, print_results
+
+    nan = CaseResult("large logits [1000, 1000, 999]", False, kind="nonfinite",
+                     message="output[0, 0]: got NaN, expected 0.422319 (3 of 3 values differ) — "
+                             "something overflowed (inf - inf, inf / inf, 0 * inf) or took "
+                             "log/sqrt of a negative number.",
+                     hint="exp(1000) overflows: subtract the max along [rows, cols] first")
+    result = _one_exercise(nan)
+    first = result.exercises[0].first_hint(HINT_WIDTH)
+    assert first.startswith(nan.hint + " — large logits [1000, 1000, 999]: output[0, 0]: got NaN")
+    assert len(first) <= HINT_WIDTH and first.endswith(" …")
+    assert first[:-2] == first[:-2].rstrip() and (first[:-2] + " ") in (nan.hint + " — "
+                                                                         + nan.name + ": "
+                                                                         + nan.message + " ")
+    console = Console(width=120, record=True, file=io.StringIO())
+    print_results(result, detailed=False, verbose=False, console=console)
+    screen = " ".join(console.export_text().split())
+    assert "[rows, cols]" in " ".join(screen.replace("│", " ").split())
+
+
+def test_a_hint_shows_only_for_the_failure_it_addresses():
+    overflow = dict(kind="nonfinite", hint="subtract the max")
+    value = CaseResult("axis=0", False, message="output[0]: expected 1, got 2.", kind="value",
+                       hint="normalise along the `axis` argument")
+    later = CaseResult("axis=1", False, message="output[1]: expected 1, got 3.", kind="value",
+                       hint="another explanation of the same symptom")
+    nan = CaseResult("large logits", False, message="output[0]: got NaN.", **overflow)
+    ex = _one_exercise(value, later, nan).exercises[0]
+    assert [h for _, h in ex.hints()] == ["normalise along the `axis` argument", "subtract the max"]
+    text = ex.output_text()
+    assert text.count("normalise along") == 1 and "another explanation" not in text
+    assert text.splitlines()[1] == "hint: normalise along the `axis` argument"   # first
+    assert "  hint: subtract the max" in text.splitlines()                        # under its case
+    assert "the general hint" not in text     # a case hint applied
+    error = CaseResult("random", False, message="NameError: name 'e' is not defined", kind="error")
+    assert _one_exercise(error).exercises[0].hints() == []   # its message is the teaching
+    wrong = CaseResult("random", False, message="output[0]: expected 1, got 2.", kind="value")
+    assert [h for _, h in _one_exercise(wrong).exercises[0].hints()] == ["the general hint"]

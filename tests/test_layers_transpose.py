@@ -1,4 +1,4 @@
-"""cnnlab.layers.ConvTranspose: a drop-in for flax.linen.ConvTranspose (same parameters, values
+"""cnnlab.conv_transpose.ConvTranspose: a drop-in for flax.linen.ConvTranspose (same parameters, values
 and gradients) computed as stride-1 convolutions per output phase."""
 
 import flax.linen as nn
@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnnlab import layers
+from cnnlab import conv_transpose
 
 
 @st.composite
@@ -36,7 +36,7 @@ def test_conv_transpose_equals_flax_in_value_and_gradients(case, seed):
     rng = np.random.default_rng(seed)
     x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
     ref = nn.ConvTranspose(features, kernel_size, strides=strides, padding=padding)
-    mine = layers.ConvTranspose(features, kernel_size, strides=strides, padding=padding)
+    mine = conv_transpose.ConvTranspose(features, kernel_size, strides=strides, padding=padding)
     variables = ref.init(jax.random.PRNGKey(seed), x)
     assert jax.tree_util.tree_map(jnp.shape, mine.init(jax.random.PRNGKey(seed), x)) == \
         jax.tree_util.tree_map(jnp.shape, variables)
@@ -63,12 +63,12 @@ def test_dcgan_upsampling_shapes_and_xla_switch(monkeypatch):
     """stride 2 + "SAME" doubles the image (7 -> 14 -> 28), with or without the fast path."""
     x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 7, 7, 4)), jnp.float32)
     kernel = jnp.asarray(np.random.default_rng(1).standard_normal((4, 4, 4, 2)), jnp.float32)
-    fast = layers.conv_transpose2d(x, kernel, 2, "SAME")
+    fast = conv_transpose.conv_transpose2d(x, kernel, 2, "SAME")
     assert fast.shape == (3, 14, 14, 2)
-    jaxpr = str(jax.make_jaxpr(lambda x, k: layers.conv_transpose2d(x, k, 2, "SAME"))(x, kernel))
+    jaxpr = str(jax.make_jaxpr(lambda x, k: conv_transpose.conv_transpose2d(x, k, 2, "SAME"))(x, kernel))
     assert "lhs_dilation=(2, 2)" not in jaxpr        # no zero-dilated input on the fast path
     monkeypatch.setenv("CNNLAB_CONV_BACKWARD", "xla")
-    jaxpr = str(jax.make_jaxpr(lambda x, k: layers.conv_transpose2d(x, k, 2, "SAME"))(x, kernel))
+    jaxpr = str(jax.make_jaxpr(lambda x, k: conv_transpose.conv_transpose2d(x, k, 2, "SAME"))(x, kernel))
     assert "lhs_dilation=(2, 2)" in jaxpr
-    np.testing.assert_allclose(layers.conv_transpose2d(x, kernel, 2, "SAME"), fast,
+    np.testing.assert_allclose(conv_transpose.conv_transpose2d(x, kernel, 2, "SAME"), fast,
                                rtol=1e-5, atol=1e-5)

@@ -118,7 +118,8 @@ def test_the_view_shows_only_the_allow_list(tmp_path):
     links = {f"/{name}" for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
              if os.path.islink(f"/{name}")}
     worker = {str(ROOT / "grader" / f) for f in ("__init__.py", "worker.py", "codec.py",
-                                                 "drivers.py", "proctree.py", "verify.py")}
+                                                 "capture.py", "drivers.py", "proctree.py",
+                                                 "verify.py")}
     worker |= {str(ROOT / "lib" / "cnnlab" / f) for f in ("__init__.py", "fileio.py")}
     mine = {str(work / f) for f in ("walk.py", "out/mine.txt")}
     assert seen - links - {"/etc/ld.so.cache"} == worker | mine

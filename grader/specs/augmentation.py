@@ -25,7 +25,8 @@ def _exercises() -> list[Exercise]:
         ), hint="one bernoulli(key, 0.5, (N,)) decision per image; mirror the width axis"),
         Exercise(M, "random_crop", 1.0, (
             Case("8 images, pad 2", (key(0), imgs), {"pad": 2},
-                 hint="pad every side by `pad`, then offsets randint(key, (N, 2), 0, 2 pad + 1)"),
+                 hint="pad every side by `pad`; each image gets its own (row, column) offset: "
+                      "randint(key, (N, 2), 0, 2 pad + 1)"),
             Case("6 images 5x5x3, pad 1", (key(1), randn(r, 6, 5, 5, 3)), {"pad": 1},
                  hint="each image gets its own (row, column) offset"),
             Case("pad 0 is the identity", (key(2), imgs), {"pad": 0}),
@@ -42,7 +43,8 @@ def _exercises() -> list[Exercise]:
         ), hint="(softmax(f(x)) + softmax(f(x[:, :, ::-1]))) / 2"),
         Exercise(M, "top_k_accuracy", 1.0, (
             Case("k=1 is the accuracy", (logits, labels, 1),
-                 hint="k = 1: the label must be the class of the largest logit"),
+                 hint="k = 1: the label must be the class of the largest logit, and only that "
+                      "one (exactly k classes count)"),
             Case("k=3", (logits, labels, 3), hint="the label is among the k *largest* logits"),
             Case("k=C gives 1", (logits, labels, 6)),
             Case("k=2 on (30, 10)", (randn(r, 30, 10), ints(r, 10, 30), 2),

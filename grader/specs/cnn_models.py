@@ -14,16 +14,17 @@ def _exercises() -> list[Exercise]:
     return [
         Exercise(M, "WorkshopCNN", 2.0, (
             Case("28x28x1, 10 classes", (randn(r, 2, 28, 28, 1), key(0)), {"num_classes": 10},
-                 mode="driver:flax_model", hint=TREE_HINT),
+                 mode="driver:flax_model", hint=TREE_HINT, hint_on=("shape",)),
             Case("16x16x3, 4 classes", (randn(r, 1, 16, 16, 3), key(1)), {"num_classes": 4},
-                 mode="driver:flax_model", hint="use self.num_classes for the last layer"),
+                 mode="driver:flax_model", hint="use self.num_classes for the last layer",
+                 hint_on=("shape",)),
         ), hint="3 x (nn.Conv(f, (3, 3), strides=2, padding='SAME') + relu), flatten, nn.Dense"),
         Exercise(M, "SeminarCNN", 2.0, (
             Case("28x28x1, 10 classes", (randn(r, 2, 28, 28, 1), key(0)), {"num_classes": 10},
-                 mode="driver:flax_model", hint=TREE_HINT),
+                 mode="driver:flax_model", hint=TREE_HINT, hint_on=("shape",)),
             Case("32x32x3, 3 classes, hidden 64", (randn(r, 1, 32, 32, 3), key(2)),
                  {"num_classes": 3, "hidden": 64}, mode="driver:flax_model",
-                 hint="use self.hidden and self.num_classes"),
+                 hint="use self.hidden and self.num_classes", hint_on=("shape",)),
         ), hint="conv 4@5x5 valid, pool, conv 12@5x5 valid, pool, flatten, dense, dense"),
         Exercise(M, "receptive_field", 1.0, (
             Case("no layers", ([],)),

@@ -9,8 +9,8 @@ from grader.spec import Case, Exercise, f32, key, randn, rng
 M = "gans"
 NO_CONV = ["conv_general_dilated", "conv"]
 SIZE_HINT = "output size (W - 1) S - 2P + K per axis"
-TREE_HINT = ("compare your parameter tree with the docstring: layer order, features, kernel "
-             "sizes, strides and padding decide every shape")
+TREE_HINT = ("compare your parameter tree with the docstring: layer order, kernel sizes, strides, "
+             "padding and the attributes (self.features, self.base, ...) decide every shape")
 
 
 def _size_cases() -> tuple[Case, ...]:
@@ -59,7 +59,10 @@ def _conv_transpose_cases(r) -> tuple[Case, ...]:
              mode="grad", options={"argnums": [1]}),
         Case("from scratch (no lax.conv_transpose)", (randn(r, 3, 3, 2), randn(r, 4, 4, 2, 2),
                                                       randn(r, 2)), {"stride": 2, "padding": 1},
-             mode="jaxpr", check="no_primitives", options={"forbidden": NO_CONV}),
+             mode="jaxpr", check="no_primitives", options={"forbidden": NO_CONV},
+             hint="write it yourself: zeros of size (W - 1) S + K per axis, then for every kernel "
+                  "offset (u, v) add x @ w[u, v] on the grid of stride S; crop P; no "
+                  "lax.conv_transpose"),
     ]
     return tuple(cases)
 
@@ -74,7 +77,8 @@ def _loss_exercises(r) -> list[Exercise]:
             Case("an undecided discriminator: 2 log 2", (np.zeros(5, np.float32),
                                                          np.zeros(5, np.float32))),
             Case("very confident logits stay finite", (extreme, -extreme),
-                 hint="log(sigmoid(l)) gives -inf for l << 0: use jax.nn.softplus"),
+                 hint="log(sigmoid(l)) gives -inf for l << 0: use jax.nn.softplus",
+                 hint_on=("nonfinite", "value")),
             Case("(N, 1) logits", (randn(r, 6, 1), randn(r, 6, 1)),
                  hint="the *mean* over each batch"),
             Case("under jax.jit", (real, fake), mode="jit"),
@@ -87,7 +91,7 @@ def _loss_exercises(r) -> list[Exercise]:
             Case("saturating (minimax), random logits", (fake,), {"non_saturating": False},
                  hint="saturating: mean(log(1 - D(G(z)))) = -mean(softplus(fake_logits))"),
             Case("confidently rejected fakes stay finite", (-extreme,),
-                 hint="use jax.nn.softplus, never log(sigmoid(.))"),
+                 hint="use jax.nn.softplus, never log(sigmoid(.))", hint_on=("nonfinite", "value")),
             Case("gradient of the saturating loss", (randn(r, 6, scale=3.0),),
                  {"non_saturating": False}, mode="grad", options={"argnums": [0]}),
             Case("under jax.jit", (fake,), mode="jit"),
@@ -99,7 +103,7 @@ def _model_exercises(r) -> list[Exercise]:
     return [
         Exercise(M, "Generator", 2.0, (
             Case("latent 10 -> 28x28x1, 8 features", (randn(r, 2, 10), key(0)),
-                 {"features": 8}, mode="driver:flax_model", hint=TREE_HINT),
+                 {"features": 8}, mode="driver:flax_model", hint=TREE_HINT, hint_on=("shape",)),
             Case("base 2 -> 8x8x3, 4 features", (randn(r, 3, 6), key(1)),
                  {"features": 4, "base": 2, "channels": 3}, mode="driver:flax_model",
                  hint="reshape to (N, self.base, self.base, self.features); the last conv has "
@@ -108,7 +112,9 @@ def _model_exercises(r) -> list[Exercise]:
                 "7x7 SAME, sigmoid"),
         Exercise(M, "Discriminator", 2.0, (
             Case("28x28x1, 8 features", (randn(r, 2, 28, 28, 1), key(0)), {"features": 8},
-                 mode="driver:flax_model", hint=TREE_HINT),
+                 mode="driver:flax_model", hint_on=("shape",),
+                 hint="self.features filters in both convs; one logit per image: Dense(1), then "
+                      "drop the last axis: (N,)"),
             Case("8x8x3, 4 features", (randn(r, 3, 8, 8, 3), key(1)), {"features": 4},
                  mode="driver:flax_model",
                  hint="one logit per image: Dense(1), then drop the last axis: (N,)"),
@@ -122,19 +128,22 @@ def _step_exercise(r) -> Exercise:
         return key(seed), real, randn(r, steps, n, latent)
 
     return Exercise(M, "gan_train_step", 3.0, (
-        Case("2 steps, both networks learning", inputs(0), mode="driver:gan_step",
-             atol=1e-4, rtol=1e-3,
-             hint="update the discriminator first; the generator's loss uses the *updated* "
-                  "discriminator and the non-saturating generator_loss"),
         Case("generator frozen: the discriminator learns by its own loss only", inputs(1),
              mode="driver:gan_step", options={"frozen": "generator"}, atol=1e-4, rtol=1e-3,
-             hint="the generator's update must not move the discriminator: differentiate the "
-                  "generator's loss w.r.t. the generator's parameters only, and apply "
-                  "d_state's optimizer once, to the discriminator's own gradient"),
+             hint="the generator's update must not move the discriminator (differentiate the "
+                  "generator's loss w.r.t. the generator's parameters only; apply d_state's "
+                  "optimizer once, to d_loss's gradient), and g_loss is computed against the "
+                  "*updated* discriminator"),
         Case("discriminator frozen: the generator learns by its own loss only", inputs(2),
              mode="driver:gan_step", options={"frozen": "discriminator"}, atol=1e-4, rtol=1e-3,
              hint="the discriminator's update must not move the generator: differentiate "
                   "d_loss w.r.t. d_params only and leave g_state to the generator's own step"),
+        # last: the one-network cases above catch a network moved by its opponent's loss (and a
+        # g_loss against the old discriminator); this one whatever is left
+        Case("2 steps, both networks learning", inputs(0), mode="driver:gan_step",
+             atol=1e-4, rtol=1e-3,
+             hint="update the discriminator first; the generator's loss uses the *updated* "
+                  "discriminator and the non-saturating generator_loss"),
     ), hint="D step: d_loss of d_params, apply_gradients; then G step against the new D")
 
 

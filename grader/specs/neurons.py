@@ -11,8 +11,10 @@ VMAP_HINT = "the function must also work under jax.vmap (write it for one exampl
 
 def elementwise(name: str, *, seed: int, points: float = 1.0, scale: float = 3.0,
                 extra: tuple[Case, ...] = (), forbidden: tuple[str, ...] = (), grad: bool = True,
-                hint: str = "") -> Exercise:
-    """Random shapes, jit, vmap, grad and (optionally) a "from scratch" rule for f(x)."""
+                large_grad: str = "", hint: str = "") -> Exercise:
+    """Random shapes, jit, vmap, grad and (optionally) a "from scratch" rule for f(x);
+    ``large_grad``: also the gradient at x = ±100 must be finite, with that hint when it is not
+    (a form whose values survive large |x| may still have a NaN gradient there)."""
     r = rng(seed)
     cases = [Case(f"random #{i} shape {shape}", (randn(r, *shape, scale=scale),))
              for i, shape in enumerate(random_shapes(seed, 4))]
@@ -20,7 +22,7 @@ def elementwise(name: str, *, seed: int, points: float = 1.0, scale: float = 3.0
     cases += [
         Case("under jax.jit", (x,), mode="jit", hint=JIT_HINT),
         Case("under jax.vmap", (randn(r, 3, 4, scale=scale),), mode="vmap",
-             options={"in_axes": [0]}, hint=VMAP_HINT),
+             options={"in_axes": [0]}, hint=VMAP_HINT, hint_on=("tracer", "shape")),
     ]
     if grad:
         cases.append(Case("gradient (jax.grad)", (x + 0.01,), mode="grad",
@@ -29,7 +31,11 @@ def elementwise(name: str, *, seed: int, points: float = 1.0, scale: float = 3.0
         cases.append(Case("from scratch", (x,), mode="jaxpr", check="no_primitives",
                           options={"forbidden": list(forbidden)},
                           hint="write it from the formula with jnp.exp and arithmetic"))
-    return Exercise(M, name, points, tuple(cases) + extra, hint=hint)
+    cases += extra
+    if large_grad:  # after the values at large |x|: a NaN value makes a NaN gradient too
+        cases.append(Case("gradient at x = ±100", (f32([-100.0, -20.0, 0.0, 20.0, 100.0]),),
+                          mode="grad", hint=large_grad, hint_on=("nonfinite",)))
+    return Exercise(M, name, points, tuple(cases), hint=hint)
 
 
 def _mlp3_params(r, d=4, h1=5, h2=3, o=2):
@@ -47,12 +53,14 @@ def _softmax_cases() -> tuple[Case, ...]:
         Case("axis=1 of a (2, 5, 3) array", (randn(r, 2, 5, 3),), {"axis": 1},
              hint="normalise along the `axis` argument"),
         Case("large logits [1000, 1000, 999]", (f32([[1000, 1000, 999]]),),
-             hint="exp(1000) overflows: subtract the max along the axis first"),
+             hint="exp(1000) overflows: subtract the max along the axis first",
+             hint_on=("nonfinite",)),
         Case("very negative logits", (f32([[-1000, -1001, -1002]]),),
-             hint="exp(-1000) underflows to 0: subtract the max along the axis first"),
+             hint="exp(-1000) underflows to 0: subtract the max along the axis first",
+             hint_on=("nonfinite",)),
         Case("under jax.jit", (randn(r, 3, 5),), mode="jit", hint=JIT_HINT),
         Case("under jax.vmap", (randn(r, 4, 6),), mode="vmap", options={"in_axes": [0]},
-             hint=VMAP_HINT),
+             hint=VMAP_HINT, hint_on=("tracer", "shape")),
         Case("gradient (jax.grad)", (randn(r, 3, 4),), mode="grad"),
     ]
     return tuple(cases)
@@ -69,7 +77,7 @@ def _ce_cases() -> tuple[Case, ...]:
         Case("large logits (1000)", (f32([[1000.0, 0.0, -1000.0], [0.0, 1000.0, 2.0]]),
                                      ints(r, 3, 2) * 0),
              hint="log(softmax) overflows/underflows for large logits: use "
-                  "logsumexp(z) - z[label] with the max subtracted"),
+                  "logsumexp(z) - z[label] with the max subtracted", hint_on=("nonfinite",)),
         Case("mean over the batch", (randn(r, 6, 4), ints(r, 4, 6)),
              hint="the loss is the *mean* over the N examples, not the sum"),
         Case("under jax.jit", (randn(r, 5, 4), ints(r, 4, 5)), mode="jit", hint=JIT_HINT),
@@ -85,12 +93,18 @@ def _exercises() -> list[Exercise]:
     exercises = [
         elementwise("sigmoid", seed=101, forbidden=("logistic",),
                     extra=(Case("s(0) = 0.5, s(±1000) = 0 and 1", (big,),
-                                hint="no NaN for large |x|"),),
+                                hint="e^1000 = inf: no NaN for large |x| — compute with "
+                                     "exp(-|x|), which never overflows", hint_on=("nonfinite",)),),
+                    large_grad="a NaN gradient at x = -100: 1 / (1 + exp(-x)) has the right "
+                               "value there, but exp(100) = inf makes its gradient inf / inf; "
+                               "use exp(-|x|), which never overflows, for both signs",
                     hint="1 / (1 + exp(-x))"),
         elementwise("tanh", seed=102, forbidden=("tanh",),
                     extra=(Case("tanh(±100) = ±1", (f32([-100.0, -20.0, 0.0, 20.0, 100.0]),),
                                 hint="e^100 / e^100 is inf / inf = NaN: rewrite with "
-                                     "exp(-2|x|), which never overflows"),),
+                                     "exp(-2|x|), which never overflows", hint_on=("nonfinite",)),),
+                    large_grad="a gradient of inf / inf = NaN at x = ±100: compute with "
+                               "exp(-2|x|) (or 2 s(2x) - 1 with a stable sigmoid)",
                     hint="(e^x - e^-x) / (e^x + e^-x), or 2 s(2x) - 1"),
         elementwise("relu", seed=103, extra=(Case("zero and negatives", (f32([-2.0, 0.0, 3.0]),)),),
                     hint="max(0, x) elementwise: jnp.where or jnp.maximum"),
@@ -105,7 +119,8 @@ def _exercises() -> list[Exercise]:
                  hint="use the alpha argument"),
             Case("gradient at x = 100 and -100", (f32([100.0, -100.0, 1.0]),), mode="grad",
                  hint="jnp.where differentiates both branches: exp(100) = inf in the branch you "
-                      "do not use makes the gradient NaN; clamp: exp(minimum(x, 0))")),
+                      "do not use makes the gradient NaN; clamp: exp(minimum(x, 0))",
+                 hint_on=("nonfinite",))),
             hint="x for x > 0, alpha (e^x - 1) otherwise"),
         Exercise(M, "maxout", 1.0, tuple(
             [Case(f"random #{i} N={n} D={d} M={m} K={k}",
@@ -137,7 +152,7 @@ def _exercises() -> list[Exercise]:
              for i, s in enumerate([(4,), (3, 5), (2, 2, 3)])]
             + [Case("under jax.jit", (randn(r, 2, 4), randn(r, 2, 4)), mode="jit"),
                Case("under jax.vmap", (randn(r, 3, 4), randn(r, 3, 4)), mode="vmap",
-                    options={"in_axes": [0, 0]}, hint=VMAP_HINT)]),
+                    options={"in_axes": [0, 0]}, hint=VMAP_HINT, hint_on=("tracer", "shape"))]),
             hint="J v = p * (v - sum(p * v)) along the last axis"),
         Exercise(M, "softmax_cross_entropy_grad", 1.0, tuple(
             [Case(f"random #{i} logits ({n}, {c})", (randn(r, n, c), ints(r, c, n)),
@@ -176,7 +191,8 @@ def _exercises() -> list[Exercise]:
             Case("6-layer sigmoid network, width 8",
                  ([{"w": randn(r, 8, 8), "b": randn(r, 8)} for _ in range(6)],
                   randn(r, 16, 8), randn(r, 16, 8)),
-                 hint="one norm per layer, first layer first; use jax.grad of the loss"),
+                 hint="one norm per layer, first layer first; use jax.grad of the loss",
+                 hint_on=("value", "shape")),
             Case("3 layers of different widths",
                  ([{"w": randn(r, 4, 6), "b": randn(r, 6)}, {"w": randn(r, 6, 5), "b": randn(r, 5)},
                    {"w": randn(r, 5, 2), "b": randn(r, 2)}], randn(r, 5, 4), randn(r, 5, 2))),

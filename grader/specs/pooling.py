@@ -16,13 +16,14 @@ def _pool_cases(kind: str) -> tuple[Case, ...]:
     lecture = f32(LECTURE)[:, :, None]
     first = ("expected [[6, 8], [3, 4]]" if kind == "max" else "expected [[3.25, 5.25], [2, 2]]")
     cases = [Case("the lecture's 4x4 example, 2x2 stride 2", (lecture,),
-                  hint=f"{first}; the stride defaults to the window")]
+                  hint=f"{first}; the stride defaults to the window", hint_on=("shape", "value"))]
     combos = [((6, 6, 2), 2, None, 0), ((7, 5, 3), 3, 2, 0), ((5, 5, 1), 2, 1, 0),
               ((6, 8, 2), (2, 3), (2, 3), 0), ((5, 7, 2), 3, 2, 1), ((4, 4, 1), 2, 2, 1)]
     for i, (shape, w, s, p) in enumerate(combos):
         cases.append(Case(f"random #{i} {shape} window {w} stride {s} pad {p}",
                           (randn(r, *shape),), {"window": w, "stride": s, "padding": p},
-                          hint="OH = (H + 2P - WH) // S + 1; windows start every S pixels"))
+                          hint="OH = (H + 2P - WH) // S + 1; windows start every S pixels",
+                          hint_on=("shape",)))
     neg_hint = ("pad with -inf so that padding never wins the max" if kind == "max"
                 else "pad with zeros and divide by the full window size WH * WW")
     cases += [
@@ -52,21 +53,24 @@ def _exercises() -> list[Exercise]:
         Exercise(M, "global_avg_pool", 1.0, (
             Case("batch (2, 7, 7, 5)", (randn(r, 2, 7, 7, 5),)),
             Case("one image (4, 3, 6)", (randn(r, 4, 3, 6),),
-                 hint="average over H and W, the axes (-3, -2), whatever comes before"),
+                 hint="average over H and W, the axes (-3, -2), whatever comes before",
+                 hint_on=("shape", "value")),
             Case("(1, 1, 1, 3)", (randn(r, 1, 1, 1, 3),)),
             Case("under jax.jit", (randn(r, 2, 4, 4, 3),), mode="jit"),
         ), hint="average over the two spatial axes, whatever comes before them"),
         Exercise(M, "flatten", 1.0, (
             Case("(32, 7, 7, 64)", (randn(r, 32, 7, 7, 64),),
-                 hint="keep the batch axis: (N, ...) -> (N, -1)"),
-            Case("(2, 3, 4)", (randn(r, 2, 3, 4),), hint="keep the batch axis"),
+                 hint="keep the batch axis: (N, ...) -> (N, -1)", hint_on=("shape",)),
+            Case("(2, 3, 4)", (randn(r, 2, 3, 4),), hint="keep the batch axis",
+                 hint_on=("shape",)),
             Case("(1, 5)", (randn(r, 1, 5),)),
             Case("under jax.jit", (randn(r, 4, 2, 2, 3),), mode="jit"),
         ), hint="(N, d1, d2, ...) -> (N, d1 * d2 * ...)"),
         Exercise(M, "dropout", 2.0, (
             Case("rate 0.5, train", (key(0), x, 0.5), {"train": True},
-                 hint="kept units are scaled by 1 / (1 - rate) so that the expected activation "
-                      "stays the same"),
+                 hint="the mask is exactly jax.random.bernoulli(key, 1 - rate, x.shape), with the "
+                      "key given; kept units are scaled by 1 / (1 - rate) so that the expected "
+                      "activation stays the same"),
             Case("rate 0.2, train, 3-D", (key(1), randn(r, 3, 4, 5), 0.2), {"train": True},
                  hint="keep = jax.random.bernoulli(key, 1 - rate, x.shape)"),
             Case("train=False returns x unchanged", (key(2), x, 0.5), {"train": False},

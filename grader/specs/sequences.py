@@ -87,7 +87,9 @@ def _cell_exercises(r) -> list[Exercise]:
             Case("gradient w.r.t. the inputs", (lstm_params(r, 2, 3), randn(r, 2, 4, 2)),
                  mode="grad", options={"argnums": [1]}),
             Case("written with jax.lax.scan", (lstm_params(r, 2, 3), randn(r, 2, 6, 2)),
-                 mode="jaxpr", check="no_primitives", options=SCAN),
+                 mode="jaxpr", check="no_primitives", options=SCAN,
+                 hint="loop over time with jax.lax.scan(step, carry, xs) on time-major inputs: "
+                      "a Python for loop puts one copy of the cell per step into the program"),
         ), hint="lstm_cell scanned over the time axis with jax.lax.scan; (N, T, H) out"),
     ]
 
@@ -115,7 +117,8 @@ def _forecast_exercises(r) -> list[Exercise]:
         ), hint="x[:, -1] repeated horizon times: (N, horizon)"),
         Exercise(M, "MLPForecaster", 1.0, (
             Case("lookback 6, hidden 8, horizon 1", (randn(r, 2, 6), key(0)),
-                 {"hidden": 8, "horizon": 1}, mode="driver:flax_model", hint=TREE_HINT),
+                 {"hidden": 8, "horizon": 1}, mode="driver:flax_model", hint=TREE_HINT,
+                 hint_on=("shape",)),
             Case("(N, 5, 1) windows, hidden 4, horizon 3", (randn(r, 3, 5, 1), key(1)),
                  {"hidden": 4, "horizon": 3}, mode="driver:flax_model",
                  hint="flatten the window first; the last layer has self.horizon outputs"),
@@ -176,7 +179,8 @@ def _text_exercises(r) -> list[Exercise]:
         Exercise(M, "TextClassifier", 2.0, (
             Case("vocabulary 20, padded at the end", (tokens(r, 20, 3, 6), key(0)),
                  {"vocab_size": 20, "embed_dim": 4, "hidden": 5, "num_classes": 2},
-                 mode="driver:flax_model", hint=TREE_HINT),
+                 mode="driver:flax_model", hint=TREE_HINT,
+                 hint_on=("shape",)),
             Case("padded in front, 3 classes", (tokens(r, 12, 4, 5, pad_front=True), key(1)),
                  {"vocab_size": 12, "embed_dim": 3, "hidden": 4, "num_classes": 3},
                  mode="driver:flax_model",

@@ -26,7 +26,7 @@ def _exercises() -> list[Exercise]:
     return [
         Exercise(M, "minibatch_indices", 1.0, (
             Case("10 examples, batch 4, epoch 0", (10, 4), {"seed": 0, "epoch": 0}, options=FAST,
-                 hint="drop the remainder: 10 // 4 = 2 batches"),
+                 hint="drop the remainder: 10 // 4 = 2 batches", hint_on=("shape",)),
             Case("10 examples, batch 4, epoch 1", (10, 4), {"seed": 0, "epoch": 1}, options=FAST,
                  hint="every epoch has its own order: fold the epoch into the key"),
             Case("100 examples, batch 32, seed 3, epoch 2", (100, 32), {"seed": 3, "epoch": 2},
@@ -36,18 +36,20 @@ def _exercises() -> list[Exercise]:
         ), hint="the exact permutation of the docstring, cut into N // batch_size full batches"),
         Exercise(M, "train_test_split", 1.0, (
             Case("100 examples, 25 % test", (100, 0.25), {"seed": 0}, options=FAST,
-                 hint="the *first* ceil(f N) indices of the permutation are the test set"),
+                 hint="the *first* ceil(f N) indices of the permutation are the test set",
+                 hint_on=("shape", "value")),
             Case("10 examples, 20 % test", (10, 0.2), {"seed": 1}, options=FAST),
             Case("7 examples, 50 % test rounds up", (7, 0.5), {"seed": 2}, options=FAST,
-                 hint="n_test = ceil(test_fraction * N)"),
+                 hint="n_test = ceil(test_fraction * N)", hint_on=("shape", "value")),
         ), hint="one permutation; its first ceil(test_fraction * N) indices are the test set"),
         Exercise(M, "kfold_indices", 1.0, (
             Case("N=10, k=3", (10, 3), options=FAST,
-                 hint="the first N % k folds get one extra index, so every index is validated once"),
+                 hint="the first N % k folds get one extra index, so every index is validated once",
+                 hint_on=("shape", "value")),
             Case("N=9, k=3", (9, 3), options=FAST),
             Case("N=5, k=5 (leave one out)", (5, 5), options=FAST),
             Case("N=7, k=2", (7, 2), options=FAST,
-                 hint="the first N % k folds get one extra index"),
+                 hint="the first N % k folds get one extra index", hint_on=("shape", "value")),
         ), hint="consecutive folds of size N // k (+1 for the first N % k); train = the rest"),
         Exercise(M, "sgd_step", 1.0, (
             Case("a 2-layer tree, lr 0.1", (_tree(r), _tree(r), 0.1),
@@ -59,7 +61,8 @@ def _exercises() -> list[Exercise]:
         ), hint="p - lr * g for every leaf of the tree"),
         Exercise(M, "adam_init", 1.0, (
             Case("a 2-layer tree", (_tree(r),),
-                 hint='{"count": int32 0, "mu": zeros like params, "nu": zeros like params}'),
+                 hint='{"count": int32 0, "mu": zeros like params, "nu": zeros like params}',
+                 hint_on=("type", "shape", "value")),
             Case("a single array", (randn(r, 5),)),
         ), hint="zeros shaped like every leaf, and an int32 step counter"),
         Exercise(M, "adam_step", 2.0, (
@@ -81,7 +84,7 @@ def _exercises() -> list[Exercise]:
         ), hint="weight_decay / 2 times the sum of squares of every leaf"),
         Exercise(M, "accuracy", 1.0, (
             Case("random (20, 5)", (randn(r, 20, 5), ints(r, 5, 20)),
-                 hint="argmax over the *class* axis (-1)"),
+                 hint="argmax over the *class* axis (-1)", hint_on=("value", "shape", "error")),
             Case("all correct", (np.eye(4, dtype=np.float32), np.arange(4, dtype=np.int32))),
             Case("random (7, 3)", (randn(r, 7, 3), ints(r, 3, 7))),
             Case("under jax.jit", (randn(r, 8, 4), ints(r, 4, 8)), mode="jit"),

@@ -35,13 +35,16 @@ def _exercises() -> list[Exercise]:
         Exercise(M, "replace_head", 2.0, (
             Case("ImageNet-like head 1000 -> 5 classes", (backbone_tree(r, classes=1000), 5,
                                                           key(0)),
-                 hint="the new head has num_classes outputs: kernel (F, num_classes)"),
+                 hint="the new head has num_classes outputs: kernel (F, num_classes)",
+                 hint_on=("shape",)),
             Case("10 -> 2 classes", (backbone_tree(r), 2, key(1))),
             Case("head named 'classifier'", (backbone_tree(r, head="classifier"), 3, key(2)),
-                 {"head": "classifier"}, hint="use the `head` argument"),
+                 {"head": "classifier"}, hint="use the `head` argument",
+                 hint_on=("error", "shape", "value")),
             Case("under jax.jit", (backbone_tree(r), 4, key(3)), mode="jit"),
             Case("the input tree is not modified", (backbone_tree(r), 3, key(4)), mode="call",
-                 options={"eager": True}, hint="build a new dict: new = dict(params)"),
+                 options={"eager": True}, hint="build a new dict: new = dict(params)",
+                 hint_on=("mutated",)),
         ), hint="a new outer dict whose head has num_classes outputs; the other blocks unchanged"),
         Exercise(M, "trainable_labels", 1.0, (
             Case("train the head", (backbone_tree(r), ("head",)),
@@ -81,7 +84,7 @@ def _exercises() -> list[Exercise]:
             Case("3 steps, both blocks trainable",
                  (mlp, randn(r, 3, 5, 6), ints(r, 3, 15).reshape(3, 5)),
                  {"trainable": ("backbone", "head")}, mode="driver:finetune",
-                 hint="use the `trainable` argument"),
+                 hint="use the `trainable` argument", hint_on=("value", "error")),
         ), hint="only the trainable blocks are differentiated and updated"),
     ]
 

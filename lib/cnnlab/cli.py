@@ -332,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     # orbax and TFDS log routine notes through absl at WARNING; keep the terminal for our lines.
     logging.getLogger("absl").setLevel(logging.ERROR)
     try:
+        from cnnlab import xla_cpu
+        xla_cpu.use_multithreaded_convolutions()  # before JAX starts; CNNLAB_XLA_FLAGS=off: not
         from cnnlab.train import enable_compilation_cache
         enable_compilation_cache()
         parser = build_parser()

@@ -141,7 +141,7 @@ def run_forecast(config: ForecastConfig, workdir: str,
     scaled = (values - lo) / (hi - lo)
     x_tr, y_tr = windows(scaled, config.lookback, 0, split)
     x_te, y_te = windows(scaled, config.lookback, split, len(values))
-    unscale = lambda v: np.asarray(v, np.float64) * (hi - lo) + lo  # noqa: E731
+    unscale = lambda v: np.asarray(v, np.float64) * (hi - lo) + lo
     target = unscale(y_te)[:, 0]
     predictions = {"naive (last value)": unscale(x_te[:, -1])}
     table = {"naive": errors(predictions["naive (last value)"], target)}

@@ -43,6 +43,7 @@ from flax import struct
 from cnnlab import fileio
 from cnnlab.errors import CnnlabError
 
+
 @dataclasses.dataclass(frozen=True)
 class GanConfig:
     """Every setting of a DCGAN run (the workshop's: Adam 2e-4, beta1 0.5, batch 128, latent

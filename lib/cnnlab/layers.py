@@ -1,31 +1,38 @@
-"""Layers that train fast on a CPU: :class:`Conv`, :func:`max_pool`, :func:`avg_pool`.
+"""Drop-ins for :class:`flax.linen.Conv`, :func:`flax.linen.max_pool` and
+:func:`flax.linen.avg_pool` that train faster on a CPU.
 
-:class:`Conv` is a drop-in for :class:`flax.linen.Conv` (same parameter names and shapes:
-``kernel`` HWIO, ``bias`` (features,)); the pools are drop-ins for ``nn.max_pool`` /
-``nn.avg_pool``. Values and gradients equal XLA's; only the way they are computed differs, and
-only on CPU (decided when tracing, from ``jax.default_backend()``; GPU/TPU get plain XLA).
-What was measured on this 2-core CPU (jaxlib 0.10, batch 128; ``benchmarks/train_throughput.py``):
+Same signatures, parameters and meaning as Flax's (``max_pool(x, (2, 2))`` pools with stride 1,
+as in Flax; pass ``strides=(2, 2)``), the same values and gradients under ``jax.jit``,
+``jax.vmap``, ``jax.grad``, ``jax.jvp`` and sharding. Only how they are computed differs, only
+on CPU (decided when tracing, from ``jax.default_backend()``), and only for the configurations
+listed below; every other configuration (1-D/3-D, dilation, feature groups, masks, causal
+padding, overlapping pools, other backends, ...) *is* Flax's own implementation, called with
+the same arguments. ``tests/test_flax_dropin.py`` runs Flax's own Conv and pooling tests
+against these. What was measured on this 2-core CPU (``benchmarks/train_throughput.py``):
 
-1. XLA:CPU runs convolutions through YNNPACK on a single thread. Importing this module adds
-   ``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`` to ``XLA_FLAGS`` so they
-   run on Eigen's multi-threaded convolution instead: 2x on every convolution, forward and
-   backward (see :data:`YNN_CONV_FLAG`; ``CNNLAB_XLA_FLAGS=off`` leaves XLA_FLAGS alone).
-2. The convolution's weight gradient gets slower *per image* as the batch grows (at
-   14x14x64->64: 1.5x the forward pass at batch 32, 2x at 128, 6x at 256). :func:`conv2d` has a
-   :func:`jax.custom_vjp` whose weight gradient is the same sum taken in a faster order,
+1. The convolution's weight gradient gets slower *per image* as the batch grows (at
+   14x14x64->64: 1.5x the forward pass at batch 32, 2x at 128, 6x at 256). :func:`conv2d`
+   (2-D, NHWC/HWIO, no dilation or groups) has a :func:`jax.custom_jvp` whose tangent is linear
+   in the inputs' tangents and written so that its transpose (what ``jax.grad`` runs) is the
+   weight gradient summed over chunks of 16 images, 1.2-2x faster at batch 128, 3-6x at 256:
 
-       dW[i, j, c, o] = sum_{n, p, q} xpad[n, s*p + i, s*q + j, c] * dY[n, p, q, o],
+       dW[i, j, c, o] = sum_b sum_{n in chunk b, p, q} xpad[n, s*p + i, s*q + j, c] * dY[n, p, q, o]
 
-   summed over chunks of 16 images ("chunks", 1.2-2x at batch 128, 3-6x at 256); per-tap
-   shifted matmuls ("taps") and one im2col matmul ("im2col") are there too, tested, and measured
-   slower here (:func:`choose_backward`).
-3. A convolution with 1-4 input channels (a grayscale or RGB first layer) is computed forward as
-   a sum of per-tap products that XLA fuses into one loop (:func:`conv_taps`, 5x).
-4. Non-overlapping pools are a reshape and a max/mean; the max pool has its own gradient
-   (first maximum of each window, as ``nn.max_pool``): XLA:CPU's ``select_and_scatter`` measured
-   9x slower, and ``reduce_window`` of ``nn.avg_pool`` materialises full-size constants.
+   Per-tap shifted matmuls ("taps") and one im2col matmul ("im2col") are there too, tested, and
+   measured slower here (:func:`choose_backward`).
+2. A convolution with 1-4 input channels (a grayscale or RGB first layer) is computed forward,
+   while differentiating, as a sum of per-tap products that XLA fuses into one loop
+   (:func:`conv_taps`, 5x).
+3. Non-overlapping 2-D pools (``strides == window_shape``, "VALID" or "SAME") are a max/sum of
+   strided slices (XLA:CPU's ``select_and_scatter``, the gradient of ``nn.max_pool``, measured 9x
+   slower; ``reduce_window`` made XLA materialise full-size constants). The max pool's gradient
+   goes to the first maximum of each window, as XLA's ``select_and_scatter`` chooses it; the
+   index of that maximum is found in the forward pass, together with the maximum.
 
-``CNNLAB_CONV_BACKWARD=xla`` turns 2 and 3 off (for comparisons).
+``CNNLAB_CONV_BACKWARD=xla`` turns 1 and 2 off (for comparisons).
+
+Importing this module changes no JAX or XLA setting; XLA:CPU's multi-threaded convolutions are
+an explicit opt-in, :func:`cnnlab.xla_cpu.use_multithreaded_convolutions`.
 """
 
 from __future__ import annotations
@@ -33,50 +40,22 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Sequence
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.linen import linear as _flax_linear
+from flax.linen import pooling as _flax_pooling
 from jax import lax
 
-# XLA:CPU (jaxlib 0.10) hands convolutions to YNNPACK by default, which runs each one on a
-# single thread; without it they go to Eigen's convolution on the intra-op thread pool (all
-# cores). Measured here on 2 cores: 14x14x32->64 at batch 128, forward 10.9 -> 5.4 ms, input
-# gradient 11.4 -> 5.6 ms, same results. The flag must be in XLA_FLAGS before JAX compiles
-# anything, so it is added when this module is imported (``import cnnlab.models`` does), unless
-# XLA_FLAGS already sets it or CNNLAB_XLA_FLAGS=off. Only for the jaxlib versions it was
-# verified on: an unknown XLA flag aborts the process.
-YNN_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
-_VERIFIED_JAXLIB = ("0.10.",)
+# Flax's own pools, bound once: the fallbacks must reach them even when a test (or a user) has
+# put cnnlab's functions in their place on ``flax.linen``.
+_flax_max_pool = _flax_pooling.max_pool
+_flax_avg_pool = _flax_pooling.avg_pool
 
-
-def _add_xla_cpu_flags() -> bool:
-    import jaxlib
-
-    flags = os.environ.get("XLA_FLAGS", "")
-    if (os.environ.get("CNNLAB_XLA_FLAGS", "").lower() in ("off", "0", "no")
-            or "xla_cpu_experimental_ynn_fusion_type" in flags
-            or not jaxlib.__version__.startswith(_VERIFIED_JAXLIB)):
-        return False
-    os.environ["XLA_FLAGS"] = f"{flags} {YNN_CONV_FLAG}".strip()
-    return True
-
-
-_add_xla_cpu_flags()
-
-
-def multithreaded_cpu_convolutions() -> bool:
-    """Whether XLA:CPU compiles convolutions to its multi-threaded Eigen path in this process
-    (False when the flag came too late: something compiled before ``cnnlab.layers`` was
-    imported). Compiles one tiny convolution to find out."""
-    if jax.default_backend() != "cpu":
-        return False
-    x = jnp.zeros((2, 8, 8, 32))  # tiny convolutions never go to YNNPACK: this one would
-    hlo = jax.jit(lambda x, k: _conv_xla(x, k, (1, 1), ((1, 1), (1, 1)))).lower(
-        x, jnp.zeros((3, 3, 32, 32))).compile().as_text()
-    return "ynn_fusion" not in hlo
-
+# --------------------------------------------------------------------------------------------
+# The convolution
+# --------------------------------------------------------------------------------------------
 
 PaddingLike = str | int | Sequence[int | tuple[int, int]]
 Pads = tuple[tuple[int, int], tuple[int, int]]
@@ -103,7 +82,7 @@ def explicit_padding(padding: PaddingLike, x_hw: Sequence[int], kernel_hw: Seque
 
 
 def conv_backward_mode() -> str:
-    """"fast" when :func:`conv2d` uses the custom CPU backward pass here, else "xla"."""
+    """"fast" when :func:`conv2d` uses its custom derivative here, else "xla"."""
     if os.environ.get("CNNLAB_CONV_BACKWARD", "auto").lower() == "xla":
         return "xla"
     return "fast" if jax.default_backend() == "cpu" else "xla"
@@ -147,9 +126,9 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: int | Sequence[int] = (1, 1
 
         y[n, p, q, o] = sum_{i, j, c} xpad[n, s*p + i, s*q + j, c] * kernel[i, j, c, o]
 
-    and the same gradients. ``backward``: "auto" (the custom VJP with
+    and the same derivatives in every mode. ``backward``: "auto" (the custom derivative with
     :func:`choose_backward`'s methods on CPU, XLA's elsewhere), "xla", or a pair
-    (weight method, input method) forcing the custom VJP, e.g. ("taps", "xla").
+    (weight method, input method) forcing the custom derivative, e.g. ("taps", "xla").
     """
     strides = _pairs(strides, 2)
     pads = explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
@@ -173,53 +152,6 @@ def _conv_xla(x, kernel, strides, pads):
     return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_DN)
 
 
-def conv_taps(x: jax.Array, kernel: jax.Array, strides: Sequence[int], pads: Pads) -> jax.Array:
-    """The convolution as a sum of kh*kw*C broadcast products, for a handful of input channels:
-
-        y[n, p, q, :] = sum_{i, j, c} xpad[n, s*p + i, s*q + j, c] * kernel[i, j, c, :]
-
-    Elementwise only, so XLA fuses it into one loop over the output: measured 5-8x faster here
-    than its convolution for a grayscale first layer (kh*kw*C tiny). (Written as per-tap
-    ``dot_general`` instead, XLA sometimes materialised each tap's product separately.)
-    """
-    kh, kw, c, o = kernel.shape
-    # Materialise the input once: fused into the taps, its producers (e.g. uint8 -> float
-    # scaling) would be recomputed for every tap and output channel.
-    xp = _pad(lax.optimization_barrier(x), pads)
-    n = x.shape[0]
-    ho = (xp.shape[1] - kh) // strides[0] + 1
-    wo = (xp.shape[2] - kw) // strides[1] + 1
-    acc = None
-    for i in range(kh):
-        for j in range(kw):
-            tap = _offset_slice(xp, i, j, (ho, wo), strides).astype(jnp.float32)
-            for ci in range(c):  # accumulate in float32 whatever the input dtype
-                y = tap[..., ci:ci + 1] * kernel[i, j, ci].astype(jnp.float32)  # (N, Ho, Wo, O)
-                acc = y if acc is None else acc + y
-    return acc.astype(x.dtype)
-
-
-TAPS_FORWARD_MAX_CHANNELS = 4
-
-
-def _forward(x, kernel, strides, pads):
-    """The forward pass when differentiating (the ``fwd`` rule of the custom VJP)."""
-    if kernel.shape[2] <= TAPS_FORWARD_MAX_CHANNELS:
-        return conv_taps(x, kernel, strides, pads)
-    return _conv_xla(x, kernel, strides, pads)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def _conv_custom(x, kernel, strides, pads, wgrad, dgrad):
-    # Not differentiated (inference): XLA's convolution. Measured: the per-tap form, fused by
-    # XLA:CPU into its YNNPACK elementwise graphs, made inference 2-3x slower there.
-    return _conv_xla(x, kernel, strides, pads)
-
-
-def _conv_fwd(x, kernel, strides, pads, wgrad, dgrad):
-    return _forward(x, kernel, strides, pads), (x, kernel)
-
-
 def _offset_slice(xp: jax.Array, i: int, j: int, out_hw: Sequence[int],
                   strides: Sequence[int]) -> jax.Array:
     """xp[:, i::sh][:, :Ho], xp[:, :, j::sw][:, :, :Wo]: the inputs kernel tap (i, j) sees."""
@@ -229,372 +161,290 @@ def _offset_slice(xp: jax.Array, i: int, j: int, out_hw: Sequence[int],
                      (1, sh, sw, 1))
 
 
-def _pad(x: jax.Array, pads: Pads) -> jax.Array:
-    return lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
+def _pad(x: jax.Array, pads: Pads, value: float = 0.0) -> jax.Array:
+    """Pad (or, with negative pads, crop) the two spatial axes of NHWC ``x``."""
+    return lax.pad(x, jnp.array(value, x.dtype),
+                   ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
 
 
-def weight_grad_xla(x: jax.Array, g: jax.Array, kernel_hw: Sequence[int],
-                    strides: Sequence[int], pads: Pads) -> jax.Array:
-    """dL/dW (kh, kw, C, O) from the input x (N, H, W, C) and dL/dY g (N, H', W', O), by XLA
-    (the transpose of the convolution in its kernel argument)."""
-    kernel = jax.ShapeDtypeStruct((*kernel_hw, x.shape[-1], g.shape[-1]), x.dtype)
-    (dw,) = jax.linear_transpose(lambda k: _conv_xla(x, k, strides, pads), kernel)(g)
-    return dw
+def _taps(x: jax.Array, kernel_hw: Sequence[int], strides: Sequence[int], pads: Pads):
+    """The padded input and its (i, j) tap slices, each (N, Ho, Wo, C), in row-major order."""
+    kh, kw = kernel_hw
+    xp = _pad(x, pads)
+    ho = (xp.shape[1] - kh) // strides[0] + 1
+    wo = (xp.shape[2] - kw) // strides[1] + 1
+    return [_offset_slice(xp, i, j, (ho, wo), strides) for i in range(kh) for j in range(kw)]
 
 
-def weight_grad_chunks(x: jax.Array, g: jax.Array, kernel_hw: Sequence[int],
-                       strides: Sequence[int], pads: Pads, chunk: int = CHUNK) -> jax.Array:
-    """:func:`weight_grad_xla` summed over chunks of the batch (at most :data:`MAX_CHUNKS`):
+def conv_taps(x: jax.Array, kernel: jax.Array, strides: Sequence[int], pads: Pads) -> jax.Array:
+    """The convolution as a sum of kh*kw*C broadcast products, for a handful of input channels:
 
-        dW = sum_b dW(x[b*chunk:(b+1)*chunk], g[b*chunk:(b+1)*chunk])
+        y[n, p, q, :] = sum_{i, j, c} xpad[n, s*p + i, s*q + j, c] * kernel[i, j, c, :]
 
-    The same sum in another order; XLA:CPU is several times faster on small batches."""
+    Elementwise only, so XLA fuses it into one loop over the output: measured 5-8x faster here
+    than its convolution for a grayscale first layer (kh*kw*C tiny). (Written as per-tap
+    ``dot_general`` instead, XLA sometimes materialised each tap's product separately.)
+    """
+    kh, kw, c, _ = kernel.shape
+    # Materialise the input once: fused into the taps, its producers (e.g. uint8 -> float
+    # scaling) would be recomputed for every tap and output channel.
+    taps = _taps(lax.optimization_barrier(x), (kh, kw), strides, pads)
+    acc = None
+    for t, tap in enumerate(taps):
+        i, j = divmod(t, kw)
+        tap = tap.astype(jnp.float32)
+        for ci in range(c):  # accumulate in float32 whatever the input dtype
+            y = tap[..., ci:ci + 1] * kernel[i, j, ci].astype(jnp.float32)  # (N, Ho, Wo, O)
+            acc = y if acc is None else acc + y
+    return acc.astype(x.dtype)
+
+
+def conv_chunks(x: jax.Array, kernel: jax.Array, strides: Sequence[int], pads: Pads,
+                chunk: int = CHUNK) -> jax.Array:
+    """XLA's convolution of chunks of the batch (at most :data:`MAX_CHUNKS`), concatenated.
+
+    The same values; what matters is its transpose in ``kernel`` (the weight gradient), which
+    autodiff makes a sum of per-chunk weight gradients,
+    ``dW = sum_b dW(x[b*chunk:(b+1)*chunk], dY[b*chunk:(b+1)*chunk])``: several times faster on
+    XLA:CPU than one weight gradient over the whole batch."""
     n = x.shape[0]
     chunk = max(chunk, -(-n // MAX_CHUNKS))
-    parts = [weight_grad_xla(x[i:i + chunk], g[i:i + chunk], kernel_hw, strides, pads)
-             for i in range(0, n, chunk)]
-    return functools.reduce(jnp.add, parts)
+    parts = [_conv_xla(x[i:i + chunk], kernel, strides, pads) for i in range(0, n, chunk)]
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
 
 
-def weight_grad_taps(x: jax.Array, g: jax.Array, kernel_hw: Sequence[int],
-                     strides: Sequence[int], pads: Pads) -> jax.Array:
-    """dL/dW (kh, kw, C, O) from the input x (N, H, W, C) and dL/dY g (N, H', W', O):
-    one (C, M) x (M, O) matmul per kernel tap, M = N*H'*W'."""
-    kh, kw = kernel_hw
-    xp = _pad(x, pads)
-    n, ho, wo, o = g.shape
-    g2 = g.reshape(n * ho * wo, o)
-    taps = [lax.dot_general(_offset_slice(xp, i, j, (ho, wo), strides).reshape(n * ho * wo, -1),
-                            g2, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
-            for i in range(kh) for j in range(kw)]
-    return jnp.stack(taps).reshape(kh, kw, x.shape[-1], o).astype(x.dtype)
-
-
-def weight_grad_im2col(x: jax.Array, g: jax.Array, kernel_hw: Sequence[int],
-                       strides: Sequence[int], pads: Pads) -> jax.Array:
-    """The same as :func:`weight_grad_taps` as one (kh*kw*C, M) x (M, O) matmul over the
-    stacked taps (im2col): better when C is small."""
-    kh, kw = kernel_hw
-    xp = _pad(x, pads)
-    n, ho, wo, o = g.shape
-    cols = jnp.concatenate([_offset_slice(xp, i, j, (ho, wo), strides)
-                            for i in range(kh) for j in range(kw)], axis=-1)
-    dw = lax.dot_general(cols.reshape(n * ho * wo, -1), g.reshape(n * ho * wo, o),
-                         (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
-    return dw.reshape(kh, kw, x.shape[-1], o).astype(x.dtype)
-
-
-def input_grad_taps(g: jax.Array, kernel: jax.Array, x_shape: Sequence[int],
-                    strides: Sequence[int], pads: Pads) -> jax.Array:
-    """dL/dx (N, H, W, C) from g (N, H', W', O): per tap, (M, O) x (O, C), placed back at the
-    strided positions it came from (a pad with interior gaps) and summed; then the padding is
-    cut."""
-    kh, kw, c, o = kernel.shape
-    n, h, w, _ = x_shape
-    _, ho, wo, _ = g.shape
-    (sh, sw) = strides
-    hp, wp = h + sum(pads[0]), w + sum(pads[1])
-    g2 = g.reshape(n * ho * wo, o)
+def conv_tap_matmuls(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
+                     pads: Pads) -> jax.Array:
+    """The convolution as one (M, C) x (C, O) matmul per kernel tap, summed (M = N*H'*W').
+    Transposed in ``kernel`` it is one (C, M) x (M, O) matmul per tap; in ``x``, per-tap
+    (M, O) x (O, C) products placed back at the strided positions they came from."""
+    kh, kw, _, _ = kernel.shape
     acc = None
-    for i in range(kh):
-        for j in range(kw):
-            y = lax.dot_general(g2, kernel[i, j], (((1,), (1,)), ((), ())),
-                                preferred_element_type=jnp.float32).reshape(n, ho, wo, c)
-            y = lax.pad(y, jnp.zeros((), y.dtype),
-                        ((0, 0, 0), (i, hp - i - (ho - 1) * sh - 1, sh - 1),
-                         (j, wp - j - (wo - 1) * sw - 1, sw - 1), (0, 0, 0)))
-            acc = y if acc is None else acc + y
-    lo_h, lo_w = pads[0][0], pads[1][0]
-    return lax.slice(acc, (0, lo_h, lo_w, 0), (n, lo_h + h, lo_w + w, c)).astype(g.dtype)
+    for t, tap in enumerate(_taps(x, (kh, kw), strides, pads)):
+        y = lax.dot_general(tap, kernel[divmod(t, kw)], (((3,), (0,)), ((), ())),
+                            preferred_element_type=jnp.float32)
+        acc = y if acc is None else acc + y
+    return acc.astype(x.dtype)
 
 
-def _conv_bwd(strides, pads, wgrad, dgrad, res, g):
-    x, kernel = res
-    kernel_hw = kernel.shape[:2]
-    if wgrad == "xla":
-        dw = weight_grad_xla(x, g, kernel_hw, strides, pads)
-    elif wgrad == "chunks":
-        dw = weight_grad_chunks(x, g, kernel_hw, strides, pads)
-    elif wgrad == "im2col":
-        dw = weight_grad_im2col(x, g, kernel_hw, strides, pads)
+def conv_im2col(x: jax.Array, kernel: jax.Array, strides: Sequence[int], pads: Pads
+                ) -> jax.Array:
+    """The convolution as one (M, kh*kw*C) x (kh*kw*C, O) matmul over the stacked taps (im2col);
+    transposed in ``kernel``, one (kh*kw*C, M) x (M, O) matmul."""
+    kh, kw, c, o = kernel.shape
+    cols = jnp.concatenate(_taps(x, (kh, kw), strides, pads), axis=-1)
+    y = lax.dot_general(cols, kernel.reshape(kh * kw * c, o), (((3,), (0,)), ((), ())),
+                        preferred_element_type=jnp.float32)
+    return y.astype(x.dtype)
+
+
+# Each method is a way to compute the convolution, linear in both arguments; the derivative of
+# conv2d applies one of them to the tangents, and autodiff transposes it into the gradient.
+_CONV_FORMS = {"xla": _conv_xla, "chunks": conv_chunks, "taps": conv_tap_matmuls,
+               "im2col": conv_im2col}
+TAPS_FORWARD_MAX_CHANNELS = 4
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
+def _conv_custom(x, kernel, strides, pads, wgrad, dgrad):
+    # Not differentiated (inference): XLA's convolution. Measured: the per-tap form, fused by
+    # XLA:CPU into its YNNPACK elementwise graphs, made inference 2-3x slower there.
+    return _conv_xla(x, kernel, strides, pads)
+
+
+def _conv_jvp(strides, pads, wgrad, dgrad, primals, tangents):
+    """dy = conv(dx, kernel) by the input method + conv(x, dkernel) by the weight method.
+
+    A tangent rule rather than a VJP, so that forward mode (``jax.jvp``, ``jax.jacfwd``) works
+    too; ``jax.grad`` transposes the linear tangent map into the gradients (e.g. "chunks" into
+    per-chunk weight gradients). Symbolic zeros skip the terms nobody asked for (the input
+    gradient of the first layer)."""
+    x, kernel = primals
+    dx, dkernel = tangents
+    if kernel.shape[2] <= TAPS_FORWARD_MAX_CHANNELS:
+        y = conv_taps(x, kernel, strides, pads)
     else:
-        dw = weight_grad_taps(x, g, kernel_hw, strides, pads)
-    # The input gradient of the first layer is dead code that XLA removes after inlining.
-    if dgrad == "taps":
-        dx = input_grad_taps(g, kernel, x.shape, strides, pads)
-    else:
-        x_struct = jax.ShapeDtypeStruct(x.shape, x.dtype)
-        (dx,) = jax.linear_transpose(lambda x: _conv_xla(x, kernel, strides, pads), x_struct)(g)
-    return dx.astype(x.dtype), dw.astype(kernel.dtype)
+        y = _conv_xla(x, kernel, strides, pads)
+    dy = None
+    if not isinstance(dx, jax.custom_derivatives.SymbolicZero):
+        dy = _CONV_FORMS[dgrad](dx, kernel, strides, pads)
+    if not isinstance(dkernel, jax.custom_derivatives.SymbolicZero):
+        term = _CONV_FORMS[wgrad](x, dkernel, strides, pads)
+        dy = term if dy is None else dy + term
+    return y, (jnp.zeros_like(y) if dy is None else dy)
 
 
-_conv_custom.defvjp(_conv_fwd, _conv_bwd)
+_conv_custom.defjvp(_conv_jvp, symbolic_zeros=True)
 
 
-def _whole_windows(x_hw: Sequence[int], window: tuple[int, int], strides: tuple[int, int],
-                   padding):
-    """``((Ho, Wo), pads)`` of a pool whose windows tile the input (``strides == window``,
-    "VALID" or "SAME"), else ``None``. "VALID": Ho = H // wh, the leftover rows cropped (negative
-    pads); "SAME": Ho = ceil(H / wh), padded evenly (the extra row at the end)."""
-    if strides != window or not isinstance(padding, str) or padding.upper() not in ("SAME",
-                                                                                    "VALID"):
-        return None
-    (h, w), (wh, ww) = x_hw, window
-    if padding.upper() == "VALID":
-        ho, wo = h // wh, w // ww
-        return (ho, wo), ((0, ho * wh - h), (0, wo * ww - w))
-    ho, wo = -(-h // wh), -(-w // ww)
-    ph, pw = ho * wh - h, wo * ww - w
-    return (ho, wo), ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
+class Conv(nn.Conv):
+    """:class:`flax.linen.Conv` (same attributes, parameters and results), faster on CPU.
 
-
-def max_pool(x: jax.Array, window_shape: Sequence[int] = (2, 2),
-             strides: Sequence[int] | None = None, padding: str = "VALID") -> jax.Array:
-    """:func:`flax.linen.max_pool` for NHWC ``x``, fast on CPU when the windows do not overlap.
-
-    With ``strides == window_shape`` (the usual 2x2/2 pool) it is a reshape and a max,
-    (N, H, W, C) -> (N, H//wh, W//ww, C) for "VALID" (ceil for "SAME", padded with -inf), with a
-    custom gradient: each output's gradient goes to the first maximum of its window (as
-    ``nn.max_pool``'s ``select_and_scatter``, which measured 9x slower on XLA:CPU; autodiff of the
-    reshaped max is 3x slower too). Other pools fall back to ``nn.max_pool``.
-    """
-    window = _pairs(window_shape, 2)
-    strides = window if strides is None else _pairs(strides, 2)
-    tiling = _whole_windows(x.shape[1:3], window, strides, padding)
-    if tiling is None:
-        return nn.max_pool(x, window, strides, padding)
-    _, pads = tiling
-    return _window_max(x, window, pads)
-
-
-def avg_pool(x: jax.Array, window_shape: Sequence[int] = (2, 2),
-             strides: Sequence[int] | None = None, padding: str = "VALID") -> jax.Array:
-    """:func:`flax.linen.avg_pool` (``count_include_pad=True``, its default) for NHWC ``x``.
-
-    Non-overlapping windows (``strides == window_shape``) are a sum of strided slices times
-    1 / (wh * ww): XLA:CPU's
-    ``reduce_window`` made ``nn.avg_pool`` materialise full-size constant tensors every step
-    (about 7 ms of a 45 ms Flax-example-CNN step here). Other pools fall back to ``nn.avg_pool``.
-    """
-    window = _pairs(window_shape, 2)
-    strides = window if strides is None else _pairs(strides, 2)
-    tiling = _whole_windows(x.shape[1:3], window, strides, padding)
-    if tiling is None:
-        return nn.avg_pool(x, window, strides, padding)
-    (ho, wo), pads = tiling
-    (wh, ww) = window
-    xp = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
-    # A sum of strided slices (elementwise), not a reduce: XLA:CPU hands reduces to YNNPACK,
-    # which then materialised full-size broadcast constants for the fused ReLU every step.
-    taps = [_offset_slice(xp, i, j, (ho, wo), window) for i in range(wh) for j in range(ww)]
-    return functools.reduce(jnp.add, taps) * jnp.asarray(1.0 / (wh * ww), x.dtype)
-
-
-def _pad_windows(x, window, pads):
-    """Pad (with -inf) or crop x to whole windows: (N, Ho, wh, Wo, ww, C)."""
-    n, h, w, c = x.shape
-    xp = lax.pad(x, jnp.array(-jnp.inf, x.dtype),
-                 ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
-    (wh, ww) = window
-    return xp.reshape(n, xp.shape[1] // wh, wh, xp.shape[2] // ww, ww, c)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def _window_max(x, window, pads):
-    # The max of strided slices (elementwise) rather than a reduce, for the reason in avg_pool.
-    xw = _pad_windows(x, window, pads)
-    (wh, ww) = window
-    return functools.reduce(jnp.maximum, [xw[:, :, i, :, j, :] for i in range(wh)
-                                          for j in range(ww)])
-
-
-def _window_max_fwd(x, window, pads):
-    y = _window_max(x, window, pads)
-    return y, (x, y)
-
-
-def _window_max_bwd(window, pads, res, g):
-    x, y = res
-    xw = _pad_windows(x, window, pads)
-    (wh, ww) = window
-    taken = jnp.zeros(y.shape, bool)
-    rows = []
-    for i in range(wh):  # row-major scan of the window: the first maximum takes the gradient
-        cols = []
-        for j in range(ww):
-            hit = (xw[:, :, i, :, j, :] == y) & ~taken
-            taken = taken | hit
-            cols.append(jnp.where(hit, g, jnp.zeros((), g.dtype)))
-        rows.append(jnp.stack(cols, axis=3))          # (N, Ho, Wo, ww, C)
-    dxw = jnp.stack(rows, axis=2)                      # (N, Ho, wh, Wo, ww, C)
-    n, ho, _, wo, _, c = dxw.shape
-    dxp = dxw.reshape(n, ho * wh, wo * ww, c)
-    # Undo the padding/cropping: slice off padded rows, re-add cropped ones as zeros.
-    neg = ((0, 0, 0), (-pads[0][0], -pads[0][1], 0), (-pads[1][0], -pads[1][1], 0), (0, 0, 0))
-    return (lax.pad(dxp, jnp.zeros((), g.dtype), neg),)
-
-
-_window_max.defvjp(_window_max_fwd, _window_max_bwd)
-
-
-class Conv(nn.Module):
-    """2-D convolution, NHWC, parameters like :class:`flax.linen.Conv`.
-
-    Attributes:
-      features: output channels O.
-      kernel_size: (kh, kw).
-      strides: (sh, sw) or an int.
-      padding: "SAME", "VALID", an int, or ((lo, hi), (lo, hi)).
-      use_bias: add a bias of shape (O,).
-
-    ``x`` (N, H, W, C) -> (N, H', W', O) with ``H' = ceil(H / sh)`` for SAME and
+    A 2-D convolution over NHWC inputs (any number of batch axes, or none) with "SAME",
+    "VALID", "CIRCULAR", "REFLECT", int or explicit padding, no dilation, no feature groups, no
+    mask, default precision and real floating dtypes runs through :func:`conv2d` on CPU;
+    everything else is ``flax.linen.Conv.__call__`` itself. ``kernel`` HWIO, ``bias`` (features,);
+    ``x`` (..., H, W, C) -> (..., H', W', features), ``H' = ceil(H / sh)`` for "SAME" and
     ``floor((H + lo + hi - kh) / sh) + 1`` otherwise.
     """
 
-    features: int
-    kernel_size: Sequence[int] = (3, 3)
-    strides: int | Sequence[int] = 1
-    padding: PaddingLike = "SAME"
-    use_bias: bool = True
-    kernel_init: Any = nn.initializers.lecun_normal()
-    bias_init: Any = nn.initializers.zeros_init()
-
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kh, kw = _pairs(self.kernel_size, 2)
-        kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features),
-                            jnp.float32)
-        y = conv2d(x, kernel.astype(x.dtype), self.strides, self.padding)
-        if self.use_bias:
-            bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
-            y = y + bias.astype(y.dtype)
-        return y
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        padding = self._fast_padding(inputs)
+        if padding is None:
+            return super().__call__(inputs)
+        kernel_size = tuple(self.kernel_size)
+        strides = _pairs(1 if self.strides is None else self.strides, 2)
+        batch_shape = inputs.shape[:-3]
+        x = inputs.reshape((-1, *inputs.shape[-3:]))
+        if padding in _PAD_MODES:  # as Flax: pad the input periodically / by reflection
+            pads = [(0, 0)] + [((k - 1) // 2, k // 2) for k in kernel_size] + [(0, 0)]
+            x, padding = jnp.pad(x, pads, mode=_PAD_MODES[padding]), "VALID"
+        kernel = self.param("kernel", self.kernel_init,
+                            (*kernel_size, inputs.shape[-1], self.features), self.param_dtype)
+        bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+                if self.use_bias else None)
+        x, kernel, bias = self.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = conv2d(x, kernel, strides, padding)
+        if bias is not None:
+            y = y + bias
+        return y.reshape((*batch_shape, *y.shape[1:]))
+
+    def _fast_padding(self, inputs: jax.Array):
+        """The padding for :func:`conv2d` when the fast path covers this call, else None."""
+        if (conv_backward_mode() != "fast" or isinstance(self.kernel_size, int)
+                or len(self.kernel_size) != 2 or inputs.ndim < 3 or inputs.size == 0
+                or self.feature_group_count != 1 or self.mask is not None
+                or self.precision is not None or self.conv_general_dilated is not None
+                or self.conv_general_dilated_cls is not None
+                or any(_pairs(1 if d is None else d, 2) != (1, 1)
+                       for d in (self.input_dilation, self.kernel_dilation))
+                or not all(jnp.issubdtype(t, jnp.floating)
+                           for t in (inputs.dtype, self.param_dtype, self.dtype or jnp.float32))):
+            return None
+        try:
+            padding = _flax_linear.canonicalize_padding(self.padding, 2)
+        except ValueError:
+            return None  # Flax raises its own error
+        if isinstance(padding, str):
+            return padding if padding in ("SAME", "VALID", *_PAD_MODES) else None
+        return tuple((int(lo), int(hi)) for lo, hi in padding)
 
 
-# --- Transposed convolution --------------------------------------------------------------------
-#
-# XLA computes lax.conv_transpose as a convolution of the input spread out with S - 1 zeros
-# between pixels ("lhs dilation"): S*S times the work, and its gradients on XLA:CPU measured
-# 5-10x slower than PyTorch's ConvTranspose2d (DCGAN generator layers 7->14 and 14->28, 128
-# channels, batch 64). Every output pixel of a stride-S transposed convolution is fed by one
-# phase of the kernel only: output row S*m + r only sees kernel rows i = i0(r) + S*j. So the
-# layer is S*S ordinary stride-1 convolutions of the undilated input, one per output phase
-# (rh, rw), each with its exact sub-kernel, whose outputs are interleaved ("sub-pixel
-# convolution"). No multiplication by an inserted zero, and each sub-convolution goes through
-# conv2d above (multi-threaded, chunked weight gradient).
+_PAD_MODES = {"CIRCULAR": "wrap", "REFLECT": "reflect"}
 
 
-def conv_transpose_padding(padding: PaddingLike, kernel_hw: Sequence[int],
-                           strides: Sequence[int]) -> Pads:
-    """Flax/lax ``conv_transpose`` padding -> ((lo, hi), (lo, hi)) of the zero-dilated input.
+# --------------------------------------------------------------------------------------------
+# Pools
+# --------------------------------------------------------------------------------------------
 
-    "SAME" (output = H * S): total ``K + S - 2``, ``lo = K - 1`` if ``S > K - 1`` else
-    ``ceil(total / 2)``; "VALID" (output = (H - 1) S + K, or H * S when K < S): total
-    ``K + S - 2 + max(K - S, 0)``, ``lo = K - 1``; ints and pairs are used as they are (lax's
-    rules, ``jax.lax.conv_transpose``)."""
-    if isinstance(padding, str):
-        mode = padding.upper()
-        if mode not in ("SAME", "VALID"):
-            raise ValueError(f"padding must be 'SAME', 'VALID', an int or pairs, got {padding!r}")
-        pads = []
-        for k, s in zip(kernel_hw, strides):
-            total = k + s - 2 + (max(k - s, 0) if mode == "VALID" else 0)
-            lo = k - 1 if (mode == "VALID" or s > k - 1) else -(-total // 2)
-            pads.append((lo, total - lo))
-        return tuple(pads)
-    if isinstance(padding, int):
-        return ((padding, padding),) * 2
-    return tuple((p, p) if isinstance(p, int) else (int(p[0]), int(p[1])) for p in padding)
-
-
-def _transpose_phases(size: int, k: int, s: int, pads: tuple[int, int]):
-    """One axis of a transposed convolution as S phases.
-
-    The output has ``L = (size - 1) S + 1 + lo + hi - K + 1`` pixels; output ``S m + r`` is
-    ``sum_j x[m + off_r + j] * kernel[i0_r + S j]`` for ``j < taps_r``. Returns ``(L, M,
-    [(i0_r, taps_r, off_r) for r < S])`` with M = ceil(L / S) outputs per phase (the last
-    phases may have one too many: cropped after interleaving)."""
-    lo, hi = pads
-    length = (size - 1) * s + 1 + lo + hi - k + 1
-    phases = []
-    for r in range(s):
-        i0 = (lo - r) % s
-        taps = max(0, -(-(k - i0) // s))
-        phases.append((i0, taps, (r + i0 - lo) // s))
-    return length, -(-length // s), phases
+def _tiling(x: jax.Array, window_shape, strides, padding):
+    """``(window, pads)`` when a pool is one the fast path covers: CPU, 2-D windows that tile
+    the input (``strides == window_shape``), "VALID" or "SAME", a floating input with at least
+    one whole window. Else None. "VALID": Ho = H // wh, leftover rows cropped (negative pads);
+    "SAME": Ho = ceil(H / wh), padded evenly (the extra row at the end), as ``lax`` pads."""
+    window = tuple(window_shape)
+    if (jax.default_backend() != "cpu" or len(window) != 2 or strides is None
+            or tuple(strides) != window or not isinstance(padding, str)
+            or padding not in ("SAME", "VALID") or x.ndim < 3 or x.size == 0
+            or not jnp.issubdtype(x.dtype, jnp.floating)):
+        return None
+    (h, w), (wh, ww) = x.shape[-3:-1], window
+    if padding == "VALID":
+        pads = ((0, h // wh * wh - h), (0, w // ww * ww - w))
+    else:
+        ph, pw = -(-h // wh) * wh - h, -(-w // ww) * ww - w
+        pads = ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
+    if h + sum(pads[0]) == 0 or w + sum(pads[1]) == 0:
+        return None
+    return window, pads
 
 
-def conv_transpose2d(x: jax.Array, kernel: jax.Array, strides: int | Sequence[int] = (1, 1),
-                     padding: PaddingLike = "SAME") -> jax.Array:
-    """``jax.lax.conv_transpose(x, kernel, strides, padding, dimension_numbers=NHWC/HWIO/NHWC)``
-    (what ``flax.linen.ConvTranspose`` computes: no kernel flip), fast on CPU.
+def _as_nhwc(x: jax.Array, fn):
+    """Apply ``fn`` (N, H, W, C) -> (N, H', W', C) to ``x`` with any number of batch axes."""
+    y = fn(x.reshape((-1, *x.shape[-3:])))
+    return y.reshape((*x.shape[:-3], *y.shape[1:]))
 
-    ``x`` (N, H, W, C), ``kernel`` (kh, kw, C, O) -> (N, H', W', O), the correlation of the
-    zero-dilated, padded input with the kernel,
 
-        y[n, p, q, o] = sum_{i, j, c} xdil[n, p + i, q + j, c] * kernel[i, j, c, o],
-        xdil[S a + lo, S b + lo'] = x[a, b] (zeros elsewhere),
+def max_pool(inputs: jax.Array, window_shape: Sequence[int], strides: Sequence[int] | None = None,
+             padding: str | Sequence[tuple[int, int]] = "VALID") -> jax.Array:
+    """:func:`flax.linen.max_pool`: the maximum of each window (``strides`` default 1).
 
-    with H' = H * S for "SAME" and (H - 1) S + kh for "VALID" (when kh >= S). On CPU it is
-    computed as S*S stride-1 convolutions (see the comment above); elsewhere, or with
-    ``CNNLAB_CONV_BACKWARD=xla``, by XLA. Same values and gradients.
+    ``inputs`` (batch..., H, W, C) (any number of batch axes, or none). Windows that tile the
+    input (``strides == window_shape``, "VALID" or "SAME") on CPU:
+    (N, H, W, C) -> (N, H//wh, W//ww, C) for "VALID" (ceil for "SAME", padded with -inf), as a
+    max of strided slices; the gradient of each output goes to the first maximum of its window
+    in row-major order (ties included), as ``nn.max_pool``'s. Everything else is
+    ``nn.max_pool``.
     """
-    strides = _pairs(strides, 2)
-    pads = conv_transpose_padding(padding, kernel.shape[:2], strides)
-    if conv_backward_mode() == "xla" or strides == (1, 1):
-        return lax.conv_transpose(x, kernel, strides, pads, dimension_numbers=_DN)
-    n, h, w, _ = x.shape
-    (sh, sw), o = strides, kernel.shape[-1]
-    len_h, m_h, rows = _transpose_phases(h, kernel.shape[0], sh, pads[0])
-    len_w, m_w, cols = _transpose_phases(w, kernel.shape[1], sw, pads[1])
-    if len_h <= 0 or len_w <= 0:  # nothing to compute: lax's (empty) answer
-        return lax.conv_transpose(x, kernel, strides, pads, dimension_numbers=_DN)
-    out_rows = []
-    for i0_h, taps_h, off_h in rows:
-        out_cols = []
-        for i0_w, taps_w, off_w in cols:
-            if taps_h == 0 or taps_w == 0:  # kernel smaller than the stride: a phase of zeros
-                out_cols.append(jnp.zeros((n, m_h, m_w, o), x.dtype))
-                continue
-            sub = kernel[i0_h::sh][:taps_h, i0_w::sw][:, :taps_w]
-            # rows off .. off + M - 1 + taps - 1 of x (zeros outside; negative pads crop)
-            xp = lax.pad(x, jnp.zeros((), x.dtype),
-                         ((0, 0, 0), (-off_h, m_h + off_h + taps_h - 1 - h, 0),
-                          (-off_w, m_w + off_w + taps_w - 1 - w, 0), (0, 0, 0)))
-            out_cols.append(conv2d(xp, sub, (1, 1), "VALID"))
-        out_rows.append(jnp.stack(out_cols, axis=3))          # (N, Mh, Mw, sw, O)
-    y = jnp.stack(out_rows, axis=2)                            # (N, Mh, sh, Mw, sw, O)
-    return y.reshape(n, m_h * sh, m_w * sw, o)[:, :len_h, :len_w]
+    tiling = _tiling(inputs, window_shape, strides, padding)
+    if tiling is None:
+        return _flax_max_pool(inputs, window_shape, strides, padding)
+    window, pads = tiling
+    return _as_nhwc(inputs, lambda x: _window_max(x, window, pads))
 
 
-class ConvTranspose(nn.Module):
-    """2-D transposed convolution, NHWC, a drop-in for :class:`flax.linen.ConvTranspose` (its
-    default ``transpose_kernel=False``): the same ``kernel`` (kh, kw, C, O) and ``bias`` (O,)
-    parameters and the same values, computed by :func:`conv_transpose2d`.
+def avg_pool(inputs: jax.Array, window_shape: Sequence[int], strides: Sequence[int] | None = None,
+             padding: str | Sequence[tuple[int, int]] = "VALID",
+             count_include_pad: bool = True) -> jax.Array:
+    """:func:`flax.linen.avg_pool`: the mean of each window (``strides`` default 1).
 
-    Attributes:
-      features: output channels O.
-      kernel_size: (kh, kw).
-      strides: (sh, sw) or an int; ``strides=2`` with "SAME" doubles H and W.
-      padding: "SAME", "VALID", an int, or ((lo, hi), (lo, hi)) of the dilated input.
-      use_bias: add a bias of shape (O,).
+    Windows that tile the input (``strides == window_shape``, "VALID", or "SAME" with padded
+    zeros counted) on CPU are a sum of strided slices times 1 / (wh * ww): XLA:CPU's
+    ``reduce_window`` made ``nn.avg_pool`` materialise full-size constant tensors every step
+    (about 7 ms of a 45 ms Flax-example-CNN step here). Everything else is ``nn.avg_pool``.
     """
+    tiling = _tiling(inputs, window_shape, strides, padding)
+    if tiling is not None and not count_include_pad and any(map(any, tiling[1])):
+        tiling = None  # a mean over only the real entries of partly padded windows
+    if tiling is None:
+        return _flax_avg_pool(inputs, window_shape, strides, padding, count_include_pad)
+    window, pads = tiling
+    return _as_nhwc(inputs, lambda x: _window_mean(x, window, pads))
 
-    features: int
-    kernel_size: Sequence[int] = (3, 3)
-    strides: int | Sequence[int] = 1
-    padding: PaddingLike = "SAME"
-    use_bias: bool = True
-    kernel_init: Any = nn.initializers.lecun_normal()
-    bias_init: Any = nn.initializers.zeros_init()
 
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kh, kw = _pairs(self.kernel_size, 2)
-        kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features),
-                            jnp.float32)
-        y = conv_transpose2d(x, kernel.astype(x.dtype), self.strides, self.padding)
-        if self.use_bias:
-            bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
-            y = y + bias.astype(y.dtype)
-        return y
+def _window_taps(x, window, pads, value):
+    """The wh*ww strided slices (N, Ho, Wo, C) of x padded (cropped) to whole windows."""
+    xp = _pad(x, pads, value)
+    (wh, ww) = window
+    out_hw = (xp.shape[1] // wh, xp.shape[2] // ww)
+    return [_offset_slice(xp, i, j, out_hw, window) for i in range(wh) for j in range(ww)]
+
+
+def _window_mean(x, window, pads):
+    # A sum of strided slices (elementwise), not a reduce: XLA:CPU hands reduces to YNNPACK,
+    # which then materialised full-size broadcast constants for the fused ReLU every step.
+    taps = _window_taps(x, window, pads, 0.0)
+    return functools.reduce(jnp.add, taps) * jnp.asarray(1.0 / len(taps), x.dtype)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def _window_max(x, window, pads):
+    # The max of strided slices (elementwise) rather than a reduce, for the reason above.
+    return functools.reduce(jnp.maximum, _window_taps(x, window, pads, -jnp.inf))
+
+
+@_window_max.defjvp
+def _window_max_jvp(window, pads, primals, tangents):
+    """dy = dx at the first maximum of each window.
+
+    The index of that maximum is taken in the same pass as the maximum, by XLA's own rule
+    (``select_and_scatter`` with ``>=``: keep the current pick unless it is smaller), and the
+    tangent is selected by that index. Not by comparing x with the saved maximum (what this did
+    before): XLA may compute x in two places (e.g. fused into both the forward max and the
+    comparison), rounding differently in each, and then no entry of a window equalled its
+    maximum and the window's gradient was lost; that happened with batch norm before the pool
+    and the batch sharded over several devices (41-55 % off in resnet_small's first stages).
+    """
+    (x,), (dx,) = primals, tangents
+    taps = _window_taps(x, window, pads, -jnp.inf)
+    y = functools.reduce(jnp.maximum, taps)
+    best, index = taps[0], jnp.zeros(y.shape, jnp.int32)
+    for k, tap in enumerate(taps[1:], start=1):
+        take = ~(best >= tap)
+        best, index = jnp.where(take, tap, best), jnp.where(take, k, index)
+    dtaps = _window_taps(dx, window, pads, 0.0)
+    dy = functools.reduce(jnp.add, [jnp.where(index == k, dt, jnp.zeros((), dt.dtype))
+                                    for k, dt in enumerate(dtaps)])
+    return y, dy
+

@@ -123,7 +123,7 @@ def encode_texts(train: Sequence[str], test: Sequence[str], num_words: int
     counts = collections.Counter(w for t in train for w in words(t))
     kept = counts.most_common(max(num_words - INDEX_FROM - 1, 0))  # index rank + 3 < num_words
     rank = {w: i + 1 for i, (w, _) in enumerate(kept)}
-    encode = lambda t: [START] + [rank[w] + INDEX_FROM if w in rank else OOV for w in words(t)]  # noqa: E731
+    encode = lambda t: [START] + [rank[w] + INDEX_FROM if w in rank else OOV for w in words(t)]
     return [encode(t) for t in train], [encode(t) for t in test]
 
 

@@ -1,4 +1,5 @@
-"""Data sets for cnnlab: Fashion-MNIST, its embedded subset, scikit-learn digits, TFDS catalog.
+"""Data sets for cnnlab: Fashion-MNIST (and its embedded subset), MNIST, CIFAR-10, scikit-learn
+digits, image folders, the TFDS catalog.
 
 >>> ds = cnnlab.data.load("fashion_mnist")        # full data when found, else the subset
 >>> ds.source                                     # says which, and from where
@@ -6,13 +7,21 @@
 >>> x = cnnlab.data.augment(key, ds.train.images[batches[0]])   # uint8, on device
 >>> x = cnnlab.data.normalize(x)                  # float32 in [0, 1]
 
-Modules: :mod:`~cnnlab.data.loading` (``load``), :mod:`~cnnlab.data.fashion_mnist` (where the IDX
-files are looked up), :mod:`~cnnlab.data.idx` (the IDX reader), :mod:`~cnnlab.data.builders`
-(the TFDS builders; imported lazily because TFDS takes a second to import),
-:mod:`~cnnlab.data.pipeline` (batches and augmentation).
+Modules, each importing only those listed before it:
+:mod:`~cnnlab.data.dataset` (``Split``, ``Dataset``, ``read_split``: the core),
+:mod:`~cnnlab.data.sources` (source files and the checksum fingerprint that keys a prepared copy),
+:mod:`~cnnlab.data.idx` and :mod:`~cnnlab.data.cifar10` (the file formats),
+:mod:`~cnnlab.data.fashion_mnist`, :mod:`~cnnlab.data.mnist`, :mod:`~cnnlab.data.cifar10` (where
+the files are looked up or downloaded from), :mod:`~cnnlab.data.builders` (the TFDS builders),
+:mod:`~cnnlab.data.preparation` (prepare once, never over a good copy),
+:mod:`~cnnlab.data.image_folder` (your own images), :mod:`~cnnlab.data.loading` (``load``),
+:mod:`~cnnlab.data.pipeline` (batches and augmentation). The modules that import TFDS
+(``builders``, ``preparation``, ``image_folder``) are imported lazily by ``loading``, because TFDS
+takes a second to import.
 """
 
-from cnnlab.data.loading import Dataset, Split, default_tfds_dir, load, load_fashion_mnist, names, read_split
+from cnnlab.data.dataset import Dataset, Split, default_tfds_dir, read_split
+from cnnlab.data.loading import load, load_fashion_mnist, names
 from cnnlab.data.pipeline import (augment, batch_indices, batch_mask, epoch_permutation, normalize,
                                   random_crop, random_flip)
 

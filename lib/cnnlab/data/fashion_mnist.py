@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from cnnlab.errors import CnnlabError
+from cnnlab.data import sources
 
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -48,21 +48,6 @@ class IdxSource:
     directory: Path
     searched: tuple[str, ...] = ()
 
-    def path(self, split: str, what: str) -> Path:
-        """Path of the ``what`` ("images" or "labels") file of ``split`` ("train" or "test")."""
-        return self.directory / FILES[split][what == "labels"]
-
-
-def _missing(directory: Path) -> list[str]:
-    return [f for f in ALL_FILES if not (directory / f).is_file()]
-
-
-def _complete_dir(directory: Path) -> Path | None:
-    for d in (directory, directory / "fashion-mnist"):
-        if not _missing(d):
-            return d
-    return None
-
 
 def find(data_dir: str | os.PathLike | None = None, *,
          system_dirs: Sequence[str | os.PathLike] = SYSTEM_DIRS,
@@ -75,18 +60,12 @@ def find(data_dir: str | os.PathLike | None = None, *,
       CnnlabError: ``data_dir`` was given but does not hold the four files.
     """
     if data_dir is not None:
-        d = Path(data_dir).expanduser()
-        if not d.is_dir():
-            raise CnnlabError(f"data dir {d} does not exist; point --data-dir at a directory with "
-                              f"the Fashion-MNIST files ({', '.join(ALL_FILES)}), or {HOW_TO_GET}")
-        found = _complete_dir(d)
-        if found is None:
-            raise CnnlabError(f"Fashion-MNIST files not found in {d} (missing {', '.join(_missing(d))}); "
-                              f"{HOW_TO_GET}, or leave out --data-dir to use the embedded subset")
-        return IdxSource("full", found)
+        return IdxSource("full", sources.find_dir(
+            data_dir, ALL_FILES, "fashion-mnist", what="Fashion-MNIST",
+            how_to_get=f"{HOW_TO_GET}, or leave out --data-dir to use the embedded subset"))
     candidates = ([env[ENV_VAR]] if env.get(ENV_VAR) else []) + [os.fspath(s) for s in system_dirs]
     for c in candidates:
-        found = _complete_dir(Path(c).expanduser())
+        found = sources.complete_dir(Path(c).expanduser(), ALL_FILES, "fashion-mnist")
         if found is not None:
             return IdxSource("full", found)
     return IdxSource("subset", SUBSET_DIR, tuple(candidates))

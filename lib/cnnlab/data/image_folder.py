@@ -15,29 +15,33 @@ How it is prepared (once; later calls with the same files and options read the p
    skipped. ONE warning lists everything skipped or converted;
 3. split: per class, a seeded shuffle puts ``round(val_fraction * n)`` images (at least one) in
    the validation split (``Dataset.test``) and the rest in ``train`` (stratified);
-4. TFDS: the builder ``cnnlab_image_folder`` (a config per folder + options) stores the PNGs with
-   ``tfds.features.Image`` fed file paths (no TensorFlow needed) as ``array_record``; reading goes
-   through ``as_data_source`` like every cnnlab data set.
+4. TFDS: the builder ``cnnlab_image_folder`` stores the PNGs with ``tfds.features.Image`` fed
+   file paths (no TensorFlow needed) as ``array_record``; reading goes through ``as_data_source``
+   like every cnnlab data set. Its config name is a hash of the files' checksums and the options:
+   changed files are prepared beside the copy of the old ones, never over it, and a preparation
+   that fails or is killed leaves no copy (:mod:`cnnlab.data.preparation`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
-import logging
 import os
-import sys
 import tempfile
 import warnings
 from pathlib import Path
+from urllib.parse import parse_qs, urlencode
 
 import numpy as np
 import tensorflow_datasets as tfds
+from PIL import Image, UnidentifiedImageError
 
+from cnnlab.data import preparation
+from cnnlab.data.builders import QuietBuilder
+from cnnlab.data.dataset import Dataset, default_tfds_dir, read_split
+from cnnlab.data.sources import sha256
 from cnnlab.errors import CnnlabError
-from cnnlab.data.builders import LocalBuilder
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 MIN_SIDE = 8  # smaller images carry no usable content (and 1x1 "tracking pixels" exist)
@@ -47,15 +51,15 @@ FORMAT_VERSION = "1.0.0"
 
 @dataclasses.dataclass(eq=False)
 class ImageFolderConfig(tfds.core.BuilderConfig):
-    """One folder + options. ``name`` is a hash of the file list (paths, sizes, mtimes) and the
-    options, so changed files or options prepare a new copy."""
+    """One folder + options. ``name`` is a hash of the files (paths and sha256 of the contents)
+    and the options, so changed files or options prepare a new copy beside the old ones."""
 
     class_names: tuple[str, ...] = ()
     image_size: int = 0
     channels: int = 3
 
 
-class CnnlabImageFolder(LocalBuilder):
+class CnnlabImageFolder(QuietBuilder):
     """Images from class sub-folders, pre-cleaned into PNGs of one size (see the module doc).
 
     The examples come from ``manual_dir``/``manifest.json``: ``{"train": [[png, label], ...],
@@ -96,11 +100,11 @@ class _Scan:
     root: Path
     class_names: tuple[str, ...]
     files: tuple[tuple[Path, int], ...]    # (path, label), sorted by class then name
-    fingerprint: str
+    fingerprint: str   # sha256 over (label, relative path, sha256 of the file) of every file
 
 
 def scan(root: str | os.PathLike) -> _Scan:
-    """Class folders and their image files (no decoding).
+    """Class folders and their image files (no decoding; each file is read once for its sha256).
 
     Raises:
       CnnlabError: ``root`` missing or not a folder, fewer than two class folders, or a class
@@ -123,16 +127,13 @@ def scan(root: str | os.PathLike) -> _Scan:
             raise CnnlabError(f"class folder {d} has no images ({', '.join(IMAGE_EXTENSIONS)}); "
                               "add some or remove the folder")
         for p in images:
-            st = p.stat()
-            h.update(f"{label}\0{p.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            h.update(f"{label}\0{p.relative_to(root)}\0{sha256(p)}\n".encode())
             files.append((p, label))
     return _Scan(root, tuple(d.name for d in class_dirs), tuple(files), h.hexdigest())
 
 
 def _open(path: Path):
     """Decode fully (``load``) so truncated files fail here; returns (image, problem or None)."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         im = Image.open(path)
         im.load()
@@ -147,8 +148,6 @@ def _open(path: Path):
 
 def _to_mode(im, channels: int):
     """(converted image, note or None): RGB for channels=3, L for channels=1."""
-    from PIL import Image
-
     mode = im.mode
     if mode.startswith("I;16") or mode == "I":
         # 16/32-bit grayscale: scale to 8 bit instead of clipping at 255.
@@ -172,8 +171,6 @@ def _to_mode(im, channels: int):
 
 def _clean(scan_: _Scan, out_dir: Path, image_size: int, channels: int | None):
     """Write clean PNGs; returns (kept [(png, label, rel path)], problems [str], channels)."""
-    from PIL import Image
-
     opened, problems = [], []
     for path, label in scan_.files:
         im, problem = _open(path)
@@ -239,8 +236,6 @@ def load_image_folder(root: str | os.PathLike, *, image_size: int = 64,
     Warns:
       UserWarning: once, listing every file skipped or converted (again on later loads).
     """
-    from cnnlab.data.loading import Dataset, _lock, _quiet_tfds, default_tfds_dir, read_split
-
     if not isinstance(image_size, int) or image_size < MIN_SIDE:
         raise CnnlabError(f"image size must be an integer >= {MIN_SIDE}, got {image_size!r}")
     if channels not in (None, 1, 3):
@@ -258,12 +253,7 @@ def load_image_folder(root: str | os.PathLike, *, image_size: int = 64,
         return CnnlabImageFolder(config=cfg, data_dir=os.fspath(tfds_dir),
                                  file_format="array_record")
 
-    try:
-        tfds_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CnnlabError(f"cannot create the TFDS data dir {tfds_dir} ({e.strerror}); pass a "
-                          "writable --tfds-dir or set TFDS_DATA_DIR") from None
-    with _lock(tfds_dir / f".{CnnlabImageFolder.name}-{config_name}.lock"), _quiet_absl():
+    with preparation.quiet(), preparation.exclusive(tfds_dir, CnnlabImageFolder.name, config_name):
         b = _prepared(tfds_dir, config_name, builder)
         if b is None:
             with tempfile.TemporaryDirectory(prefix="cnnlab-images-") as tmp:
@@ -272,22 +262,21 @@ def load_image_folder(root: str | os.PathLike, *, image_size: int = 64,
                 is_val = _split(labels, val_fraction, seed, s.class_names)
                 manifest = {
                     "root": str(s.root.resolve()), "problems": problems,
-                    "train": [[p, int(lab)] for (p, lab, _), v in zip(kept, is_val) if not v],
-                    "validation": [[p, int(lab)] for (p, lab, _), v in zip(kept, is_val) if v],
+                    "train": [[p, int(lab)] for (p, lab, _), v in zip(kept, is_val, strict=True)
+                              if not v],
+                    "validation": [[p, int(lab)] for (p, lab, _), v in zip(kept, is_val, strict=True)
+                                   if v],
                 }
                 (Path(tmp) / "manifest.json").write_text(json.dumps(manifest))
-                b = builder(channels)
-                print(f"cnnlab: preparing image folder {s.root} ({len(kept)} images, "
-                      f"{image_size}x{image_size}) in {tfds_dir} (once)", file=sys.stderr)
-                with _quiet_tfds():
-                    b.download_and_prepare(download_config=tfds.download.DownloadConfig(
-                        try_download_gcs=False, manual_dir=tmp))
+                preparation.build(builder(channels), manual_dir=tmp,
+                                  what=f"image folder {s.root} ({len(kept)} images, "
+                                       f"{image_size}x{image_size})")
             b = builder(channels)
     problems = list(b.info.metadata.get("problems", []))
     if problems:
         warnings.warn(f"image folder {s.root}: {len(problems)} file(s) skipped or converted: "
                       + "; ".join(problems), UserWarning, stacklevel=2)
-    with _quiet_absl():
+    with preparation.quiet():
         train, val = read_split(b, "train"), read_split(b, "validation")
     skipped = sum("skipped" in p for p in problems)
     return Dataset(
@@ -316,19 +305,6 @@ def _prepared(tfds_dir: Path, config_name: str, builder):
     return b if b.is_prepared() else None
 
 
-@contextlib.contextmanager
-def _quiet_absl():
-    """Hide TFDS's absl notices that are expected here ("Using custom data configuration",
-    "OpenCV is not installed ... PIL")."""
-    logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 #: Data set names of the form ``folder:/abs/root?image_size=64&val_fraction=0.2&seed=0&channels=3``
 #: name an image folder with its options (what a fine-tuning run records in ``config.json`` so
 #: ``cnnlab evaluate`` can load the same data again).
@@ -338,8 +314,6 @@ SPEC_PREFIX = "folder:"
 def dataset_spec(root: str | os.PathLike, *, image_size: int, val_fraction: float = 0.2,
                  seed: int = 0, channels: int | None = None) -> str:
     """The data set name of an image folder with these options (absolute path)."""
-    from urllib.parse import urlencode
-
     query = {"image_size": image_size, "val_fraction": val_fraction, "seed": seed}
     if channels is not None:
         query["channels"] = channels
@@ -348,8 +322,6 @@ def dataset_spec(root: str | os.PathLike, *, image_size: int, val_fraction: floa
 
 def load_spec(spec: str, *, tfds_dir: str | os.PathLike | None = None):
     """:func:`load_image_folder` for a name made by :func:`dataset_spec`."""
-    from urllib.parse import parse_qs
-
     if not spec.startswith(SPEC_PREFIX):
         raise CnnlabError(f"not an image-folder data set name: {spec!r} (expected "
                           f"{SPEC_PREFIX}/path/to/root?image_size=64)")

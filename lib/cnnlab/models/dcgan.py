@@ -10,7 +10,7 @@ LeakyReLU(0.2) Dropout(0.4)] -> flatten -> Dense(1): one logit per image, (N,).
 
 No batch norm (as in the workshop's Keras model), so a GAN step is a pure function of the two
 parameter trees, the batch and the keys. The transposed convolutions are
-:class:`cnnlab.layers.ConvTranspose` (flax's, computed per output phase: fast on CPU).
+:class:`cnnlab.conv_transpose.ConvTranspose` (flax's, computed per output phase: fast on CPU).
 Parameters for 28x28x1, latent 100, features 128/64: generator 1,164,289, discriminator 40,705.
 """
 
@@ -21,8 +21,9 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
+from cnnlab.conv_transpose import ConvTranspose
 from cnnlab.errors import CnnlabError
-from cnnlab.layers import Conv, ConvTranspose
+from cnnlab.layers import Conv
 
 
 class Generator(nn.Module):

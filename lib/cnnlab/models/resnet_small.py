@@ -66,7 +66,7 @@ class ResNetSmall(nn.Module):
         blocks = tuple(self.blocks) + (0,) * (len(self.widths) - len(self.blocks))
         for i, (width, n_blocks) in enumerate(zip(self.widths, blocks)):
             if i > 0:
-                x = max_pool(x, (2, 2))
+                x = max_pool(x, (2, 2), strides=(2, 2))
             x = ConvBN(width, name=f"stage{i + 1}")(x, train=train)
             for j in range(n_blocks):
                 x = ResidualBlock(name=f"stage{i + 1}_block{j + 1}")(x, train=train)

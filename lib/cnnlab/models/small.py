@@ -93,9 +93,9 @@ class KerasCNN(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         x = nn.relu(Conv(4, (5, 5), padding="VALID")(x))
-        x = max_pool(x, (2, 2))
+        x = max_pool(x, (2, 2), strides=(2, 2))
         x = nn.relu(Conv(12, (5, 5), padding="VALID")(x))
-        x = max_pool(x, (2, 2))
+        x = max_pool(x, (2, 2), strides=(2, 2))
         x = nn.relu(nn.Dense(self.hidden)(flatten(x)))
         return nn.Dense(self.num_classes)(x)
 
@@ -119,9 +119,9 @@ class LeNet5(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         act = activation(self.activation)
         x = act(Conv(6, (5, 5), padding="SAME")(x))
-        x = avg_pool(x, (2, 2))
+        x = avg_pool(x, (2, 2), strides=(2, 2))
         x = act(Conv(16, (5, 5), padding="VALID")(x))
-        x = avg_pool(x, (2, 2))
+        x = avg_pool(x, (2, 2), strides=(2, 2))
         x = flatten(x)
         x = act(nn.Dense(120)(x))
         x = act(nn.Dense(84)(x))
@@ -140,8 +140,8 @@ class FlaxCNN(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         x = nn.relu(Conv(32, (3, 3))(x))
-        x = avg_pool(x, (2, 2))
+        x = avg_pool(x, (2, 2), strides=(2, 2))
         x = nn.relu(Conv(64, (3, 3))(x))
-        x = avg_pool(x, (2, 2))
+        x = avg_pool(x, (2, 2), strides=(2, 2))
         x = nn.relu(nn.Dense(256)(flatten(x)))
         return nn.Dense(self.num_classes)(x)

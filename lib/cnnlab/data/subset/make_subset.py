@@ -65,11 +65,12 @@ def make_subset(source: Path, out: Path, seed: int) -> dict:
         manifest["source_indices"][split] = idx.tolist()
     for name in fashion_mnist.ALL_FILES:
         gz = (source / name).read_bytes()
-        manifest["source"][name] = {"sha256_gz": sha256_bytes(gz), "sha256": sha256_bytes(gzip.decompress(gz))}
+        manifest["source"][name] = {"sha256_gz": sha256_bytes(gz),
+                                    "sha256": sha256_bytes(gzip.decompress(gz))}
         manifest["files"][name] = sha256_bytes((out / name).read_bytes())
     text = json.dumps(manifest, indent=2)
     # One line per index list rather than one line per index.
-    for split, idx in manifest["source_indices"].items():
+    for idx in manifest["source_indices"].values():
         text = text.replace(json.dumps(idx, indent=2).replace("\n", "\n    "), json.dumps(idx))
     tmp = out / "manifest.json.tmp"
     tmp.write_text(text + "\n")

@@ -1,0 +1,93 @@
+"""Every registered model trains the same on 8 devices as on 1 (run in a subprocess).
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/models_devices_check.py \
+        --models mlp workshop_cnn ... [--steps 3] [--batch 16] [--no-threefry-partitionable]
+
+For each model: the train step of ``cnnlab.train`` (``make_step_fns``: augmentation on, dropout
+and batch norm in training mode where the model has them), a few momentum-SGD steps from the
+same initial state on the same batches of the embedded Fashion-MNIST subset (28x28x1; random RGB
+32x32 images for the ImageNet backbones), once on a mesh of 1 device and once with the batch
+split over 8. Prints one JSON line per model: ``{"model", "leaves": {leaf: relative
+difference}}`` where the difference of a leaf (every parameter and batch statistic) is
+``max|a8 - a1| / max|a1|``.
+
+Momentum SGD rather than Adam: Adam divides by sqrt(v), which turns float rounding in near-zero
+gradients into full-size steps and would measure its own noise rather than the sharding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from cnnlab import data, distributed, models, train
+
+# Models that need RGB input of their own size (ImageNet backbones), with their options.
+RGB_MODELS = {"vgg16": dict(classifier="avg"), "resnet50": {}}
+
+
+def batches(name: str, batch: int, steps: int):
+    """``steps`` batches (uint8 images, int32 labels) and the input shape."""
+    if name in RGB_MODELS:
+        rng = np.random.default_rng(0)
+        images = rng.integers(0, 256, (steps * batch, 32, 32, 3), dtype=np.uint8)
+        labels = rng.integers(0, 10, steps * batch).astype(np.int32)
+    else:
+        ds = data.load("fashion_mnist_subset")
+        images, labels = ds.train.images[: steps * batch], ds.train.labels[: steps * batch]
+    return [(images[i * batch:(i + 1) * batch], labels[i * batch:(i + 1) * batch].astype(np.int32))
+            for i in range(steps)], images.shape[1:]
+
+
+def train_on(devices, model, tx, input_shape, feed) -> dict:
+    """A few train steps on a mesh of ``devices``; the final params and batch stats on host."""
+    mesh = distributed.make_mesh(devices=devices)
+    create = lambda key: train.create_train_state(model, tx, key, input_shape)  # noqa: E731
+    abstract = jax.eval_shape(create, jax.random.key(0))
+    shardings = distributed.state_shardings(abstract, mesh)
+    state = jax.jit(create, out_shardings=shardings)(jax.random.key(0))
+    options = train.StepOptions(augment=True)
+    train_fn, _ = train.make_step_fns(options, mesh, shardings)
+    rows = distributed.batch_sharding(mesh)
+    run_key = jax.device_put(jax.random.key(1), distributed.replicated(mesh))
+    for images, labels in feed:
+        state, _ = train_fn(state, jax.device_put(images, rows), jax.device_put(labels, rows),
+                            run_key)
+    return jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+
+
+def relative_differences(a, b) -> dict[str, float]:
+    return {jax.tree_util.keystr(path): float(
+        np.max(np.abs(np.asarray(y, np.float64) - np.asarray(x, np.float64)))
+        / max(float(np.max(np.abs(np.asarray(x, np.float64)))), 1e-30))
+        for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b))}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", required=True)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--no-threefry-partitionable", action="store_true")
+    args = p.parse_args(argv)
+    if args.no_threefry_partitionable:
+        jax.config.update("jax_threefry_partitionable", False)
+    assert jax.device_count() == 8, "run with XLA_FLAGS=--xla_force_host_platform_device_count=8"
+    tx = optax.sgd(0.05, momentum=0.9)
+    for name in args.models:
+        feed, input_shape = batches(name, args.batch, args.steps)
+        model = models.get(name, num_classes=10, **RGB_MODELS.get(name, {}))
+        one = train_on(jax.devices()[:1], model, tx, input_shape, feed)
+        eight = train_on(jax.devices(), model, tx, input_shape, feed)
+        print(json.dumps({"model": name, "leaves": relative_differences(one, eight),
+                          "batch_stats": len(jax.tree.leaves(one["batch_stats"]))}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
