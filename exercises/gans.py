@@ -1,5 +1,6 @@
-# Generated from solutions/gans.py by `python -m grader assign`: fill in every
-# `raise NotImplementedError(...)`, then run `python -m grader check <function>`.
+# Lab 9 (gans), generated from the reference solution. Fill in every
+# `raise NotImplementedError(...)`, then grade one function with `make check EX=discriminator_loss`
+# (any function's name; EX=gans for the whole lab), here or in the folder above.
 """Lab 9 — Generative adversarial networks: the two losses, transposed convolutions, a DCGAN.
 
 Two networks play against each other. The *discriminator* D sees an image and returns one logit

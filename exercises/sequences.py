@@ -1,5 +1,6 @@
-# Generated from solutions/sequences.py by `python -m grader assign`: fill in every
-# `raise NotImplementedError(...)`, then run `python -m grader check <function>`.
+# Lab 8 (sequences), generated from the reference solution. Fill in every
+# `raise NotImplementedError(...)`, then grade one function with `make check EX=sliding_windows`
+# (any function's name; EX=sequences for the whole lab), here or in the folder above.
 """Lab 8 — Sequences: time-series windows, recurrent cells by hand, and text classification.
 
 A recurrent network reads a sequence one step at a time and carries a state from step to step.
