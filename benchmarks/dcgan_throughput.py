@@ -31,10 +31,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
-
 from cnnlab import conv_transpose
 from cnnlab.gan import Gan, GanConfig, make_train_step
+from jax import lax
 
 THREADS = 2
 

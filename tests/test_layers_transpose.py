@@ -5,10 +5,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from cnnlab import conv_transpose
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from cnnlab import conv_transpose
 
 
 @st.composite

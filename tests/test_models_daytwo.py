@@ -5,7 +5,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from cnnlab import models
 from cnnlab.errors import CnnlabError
 
@@ -72,7 +71,7 @@ def test_dcgan_pair_shapes_range_and_dropout():
         z = jnp.asarray(np.random.default_rng(0).standard_normal((3, 16)), jnp.float32)
 
         @jax.jit
-        def run(z):
+        def run(z, gen=gen, disc=disc):
             images = gen.apply(gen.init(jax.random.PRNGKey(0), z), z)
             variables = disc.init(jax.random.PRNGKey(1), images)
             # dropout only in training, drawn from the "dropout" stream

@@ -78,8 +78,8 @@ def load_series(name: str) -> tuple[np.ndarray, np.ndarray, str]:
         monthly = sm.datasets.co2.load_pandas().data["co2"].resample("MS").mean().interpolate()
         years = monthly.index.year + (monthly.index.month - 1) / 12
         return (monthly.to_numpy(np.float64), np.asarray(years, np.float64),
-                "Mauna Loa CO2 (ppm), weekly 1958-2001 averaged per month "
-                "(statsmodels.datasets.co2)")
+                ("Mauna Loa CO2 (ppm), weekly 1958-2001 averaged per month "
+                 "(statsmodels.datasets.co2)"))
     raise CnnlabError(f"unknown series {name!r}; choose one of: {', '.join(SERIES)}")
 
 
@@ -170,8 +170,8 @@ def run_forecast(config: ForecastConfig, workdir: str,
 
 def format_table(result: dict) -> str:
     """The error table as Markdown: one row per model, the naive baseline first."""
-    rows = [f"{result['description']}; train {result['train']} values, test {result['test']}, "
-            f"lookback {result['lookback']}", "",
+    rows = [(f"{result['description']}; train {result['train']} values, "
+             f"test {result['test']}, lookback {result['lookback']}"), "",
             "| model | test RMSE | test MAE | RMSE / naive |", "|---|---|---|---|"]
     for name, e in result["errors"].items():
         rows.append(f"| {name} | {e['rmse']:.3f} | {e['mae']:.3f} | "

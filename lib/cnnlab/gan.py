@@ -320,17 +320,19 @@ def measure_quality(workdir: str, *, classifier_workdir: str | None = None,
                     classifier_epochs: int = 3, samples: int = 2000, seed: int = 0) -> dict:
     """The sample-quality figures of :mod:`cnnlab.gan_quality` for the GAN in ``workdir``:
     a workshop CNN trained on the same data set (``cnnlab train`` into ``classifier_workdir``,
-    default ``WORKDIR/classifier``; reused when it exists) judges ``samples`` generated images,
-    as many real test images, and as many noise images. Written to ``WORKDIR/quality.json``."""
+    default ``WORKDIR/classifier``; reused when it was trained on the same data set for as
+    many epochs) judges ``samples`` generated images, as many real test images, and as many
+    noise images. Written to ``WORKDIR/quality.json``."""
     from cnnlab import data, gan_quality, train
 
     run = load_gan(workdir)
     clf_dir = classifier_workdir or os.path.join(workdir, "classifier")
-    if not os.path.exists(os.path.join(clf_dir, "run.json")) or \
-            train.load_run(clf_dir).config.dataset != run.config.dataset:
-        cfg = train.TrainConfig(model="workshop_cnn", dataset=run.config.dataset,
-                                epochs=classifier_epochs, data_dir=run.config.data_dir,
-                                tfds_dir=run.config.tfds_dir, plots=False, seed=seed)
+    cfg = train.TrainConfig(model="workshop_cnn", dataset=run.config.dataset,
+                            epochs=classifier_epochs, data_dir=run.config.data_dir,
+                            tfds_dir=run.config.tfds_dir, plots=False, seed=seed)
+    judged = (train.load_run(clf_dir).config
+              if os.path.exists(os.path.join(clf_dir, "run.json")) else None)
+    if judged is None or (judged.dataset, judged.epochs) != (cfg.dataset, cfg.epochs):
         train.train_and_evaluate(cfg, clf_dir, overwrite=True)
     classifier = train.load_run(clf_dir)
     ds = data.load(run.config.dataset, data_dir=run.config.data_dir, tfds_dir=run.config.tfds_dir)
@@ -362,6 +364,9 @@ def add_cli(subparsers) -> None:
     g.add_argument("--workdir", default=os.path.join("runs", "gan"))
     g.add_argument("--quality", action="store_true",
                    help="after training: the sample-quality figures (quality.json)")
+    g.add_argument("--classifier-epochs", type=int, default=3,
+                   help="epochs of the judge classifier trained for --quality (default 3; the "
+                        "1,437 digits need about 20)")
     mode = g.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true")
     mode.add_argument("--overwrite", action="store_true")
@@ -387,5 +392,6 @@ def _cmd_gan(args) -> int:
     print(f"data: {final['source']}")
     print(f"workdir: {args.workdir} (plots/samples_epoch_*.png, plots/losses.png, checkpoints/)")
     if args.quality:
-        print(gan_quality.format_table(measure_quality(args.workdir)))
+        print(gan_quality.format_table(measure_quality(
+            args.workdir, classifier_epochs=args.classifier_epochs)))
     return 0

@@ -46,7 +46,7 @@ def class_statistics(logits: np.ndarray, labels: np.ndarray | None = None) -> di
            "accuracy": float((predicted == np.asarray(labels)).mean()) if labels is not None
            else None,
            "confidence": float(probs.max(axis=-1).mean()),
-           "class_entropy_bits": float(-(nz * np.log2(nz)).sum()),
+           "class_entropy_bits": float(-(nz * np.log2(nz)).sum()) + 0.0,  # + 0.0: never -0.0
            "max_entropy_bits": math.log2(k),
            "inception_score": float(np.exp(kl.mean()))}
     return out

@@ -64,8 +64,9 @@ class TextConfig:
 class _NumpyOnly(pickle.Unpickler):
     """Unpickles numpy arrays of plain Python objects (lists of ints) and nothing else."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"),
-               ("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"), ("numpy", "dtype")}
+    ALLOWED = frozenset({("numpy.core.multiarray", "_reconstruct"),
+                         ("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"),
+                         ("numpy", "dtype")})
 
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
