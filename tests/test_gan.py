@@ -1,0 +1,110 @@
+"""``cnnlab gan``: the DCGAN step, the workdir (sample grids per epoch, loss curves, orbax
+checkpoints), exact resume, the sample-quality figures, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from cnnlab import gan_quality, train
+from cnnlab.gan import GanConfig, load_gan, train_gan
+from PIL import Image
+
+# 8x8 digits (scikit-learn, offline), a small pair: seconds per run
+TINY = GanConfig(dataset="digits", epochs=2, batch_size=32, latent_dim=8, g_features=8,
+                 d_features=8, samples=9, max_steps_per_epoch=4)
+
+
+def leaves(tree):
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("gan")
+    return workdir, train_gan(TINY, str(workdir))
+
+
+def test_workdir_has_sample_grids_curves_and_checkpoints(straight):
+    workdir, final = straight
+    assert final["epoch"] == 2 and final["step"] == 8 and "digits" in final["source"]
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert all(np.isfinite(r[k]) for r in records for k in ("d_loss", "g_loss", "d_real"))
+    for name in ("samples_epoch_001.png", "samples_epoch_002.png", "losses.png"):
+        with Image.open(workdir / "plots" / name) as im:
+            assert im.format == "PNG" and min(im.size) > 100
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["4", "8"]
+    run = load_gan(str(workdir))
+    samples = run.sample(5)
+    assert samples.shape == (5, 8, 8, 1) and 0 <= samples.min() and samples.max() <= 1
+
+
+def test_resume_is_bit_identical_and_each_network_moves(straight, tmp_path):
+    workdir, final = straight
+    half = tmp_path / "half"
+    train_gan(GanConfig(**{**TINY.to_dict(), "epochs": 1}), str(half))
+    first = load_gan(str(half)).state
+    resumed = train_gan(TINY, str(half), resume=True)
+    a, b = load_gan(str(workdir)).state, load_gan(str(half)).state
+    for x, y in zip(leaves(a), leaves(b)):
+        np.testing.assert_array_equal(x, y)
+    assert resumed == {**final, "seconds": resumed["seconds"]}
+    # between epochs both networks changed (each by its own optimizer)
+    assert any(not np.array_equal(x, y) for x, y in zip(leaves(first.g_params),
+                                                        leaves(b.g_params)))
+    assert any(not np.array_equal(x, y) for x, y in zip(leaves(first.d_params),
+                                                        leaves(b.d_params)))
+    with pytest.raises(Exception, match="--resume needs the settings"):
+        train_gan(GanConfig(**{**TINY.to_dict(), "latent_dim": 4}), str(half), resume=True)
+
+
+def test_quality_figures_on_constructed_predictions():
+    k = 10
+    uniform = gan_quality.class_statistics(np.zeros((50, k)))
+    assert uniform["inception_score"] == pytest.approx(1.0)
+    assert uniform["confidence"] == pytest.approx(0.1)
+    confident = np.eye(k)[np.arange(100) % k] * 30.0          # every class, confidently
+    diverse = gan_quality.class_statistics(confident, np.arange(100) % k)
+    assert diverse["accuracy"] == 1.0
+    assert diverse["class_entropy_bits"] == pytest.approx(np.log2(k))
+    assert diverse["inception_score"] == pytest.approx(k, rel=1e-3)
+    collapsed = gan_quality.class_statistics(np.eye(k)[np.zeros(100, int)] * 30.0)
+    assert collapsed["class_entropy_bits"] == 0.0 and collapsed["inception_score"] == \
+        pytest.approx(1.0, rel=1e-3)
+    table = gan_quality.format_table({"real": diverse, "generated": collapsed, "noise": uniform})
+    assert "| generated (100) | - |" in table and "-0.00" not in table
+
+
+def cnnlab(*args, cwd):
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    return subprocess.run([sys.executable, "-m", "cnnlab", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=600, check=False)
+
+
+@pytest.mark.slow
+def test_cli_trains_measures_quality_and_refuses_bad_input(tmp_path):
+    args = ["gan", "--dataset", "digits", "--epochs", "1", "--batch-size", "32",
+            "--latent-dim", "8", "--g-features", "8", "--d-features", "8",
+            "--max-steps-per-epoch", "3", "--workdir", tmp_path / "w"]
+    r = cnnlab(*args, "--quality", "--classifier-epochs", 4, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "epoch 1: d_loss" in r.stdout and "| generated (360) |" in r.stdout
+    quality = json.loads((tmp_path / "w" / "quality.json").read_text())
+    assert train.load_run(quality["classifier"]).config.epochs == 4
+    # the classifier trained on real digits recognises real test digits, not noise
+    assert quality["real"]["accuracy"] > 0.5
+    assert quality["real"]["class_entropy_bits"] > quality["noise"]["class_entropy_bits"]
+    r = cnnlab(*args, cwd=tmp_path)                      # the same workdir again
+    assert r.returncode == 2 and "--resume" in r.stderr and len(r.stderr.splitlines()) == 1
+    r = cnnlab("gan", "--dataset", "digits", "--epochs", "0", "--workdir", tmp_path / "x",
+               cwd=tmp_path)
+    assert r.returncode == 2 and "epochs must be >= 1" in r.stderr
+    r = cnnlab("gan", "--dataset", "no_such_data", "--workdir", tmp_path / "y", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith("cnnlab: error:")

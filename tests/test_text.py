@@ -1,0 +1,91 @@
+"""``cnnlab text``: IMDB reviews in Keras's imdb.npz layout (a small file written here), read
+without unpickling anything but numpy arrays, Keras's index conventions, training end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from cnnlab.errors import CnnlabError
+from cnnlab.text import (
+    TextConfig,
+    encode_texts,
+    keras_encode,
+    load_imdb,
+    pad,
+    read_keras_npz,
+)
+
+GOOD, BAD = [1, 4, 9, 16], [2, 3, 7, 30]   # word ranks that make a review positive / negative
+
+
+def write_imdb(path, n_train=512, n_test=128, seed=0):
+    """A learnable imdb.npz: positive reviews use GOOD words, negative ones BAD words, in a
+    sea of neutral ones; x arrays are object arrays of lists as Keras ships them."""
+    r = np.random.default_rng(seed)
+
+    def split(n):
+        ys = r.integers(0, 2, n)
+        xs = np.empty(n, dtype=object)
+        for i, y in enumerate(ys):
+            words = list(r.integers(40, 200, int(r.integers(5, 40))))
+            for at in r.integers(0, len(words), 3):
+                words[int(at)] = int(r.choice(GOOD if y else BAD))
+            xs[i] = [int(w) for w in words]
+        return xs, ys.astype(np.int64)
+
+    (x_tr, y_tr), (x_te, y_te) = split(n_train), split(n_test)
+    np.savez(path, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
+    return x_tr
+
+
+def test_keras_conventions_and_padding(tmp_path):
+    raw = write_imdb(tmp_path / "imdb.npz", n_train=8, n_test=4)
+    arrays = read_keras_npz(str(tmp_path / "imdb.npz"))
+    assert [list(x) for x in arrays["x_train"]] == [list(x) for x in raw]
+    assert keras_encode([[1, 5, 4999, 4996]], num_words=5000) == [[1, 4, 8, 2, 4999]]
+    np.testing.assert_array_equal(pad([[5, 6], [1, 2, 3, 4]], 3), [[0, 5, 6], [2, 3, 4]])
+    train, test = encode_texts(["the film, the end", "The<br />film"], ["film noir"], 6)
+    assert train == [[1, 4, 5, 4, 2], [1, 4, 5]] and test == [[1, 5, 2]]
+    (x, _), _, source = load_imdb(TextConfig(data=str(tmp_path / "imdb.npz"), maxlen=10))
+    assert x.shape == (8, 10) and x.dtype == np.int32 and (x[:, -1] > 0).all()
+    assert "imdb.npz" in source
+
+
+def test_a_pickle_that_runs_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    path = tmp_path / "evil.npz"
+    np.savez(path, x_train=np.array([Evil()], dtype=object), y_train=np.zeros(1),
+             x_test=np.array([[1]], dtype=object), y_test=np.zeros(1))
+    with pytest.raises(CnnlabError, match="not a Keras imdb.npz.*refusing to load posix.system"):
+        read_keras_npz(str(path))
+    assert not (tmp_path / "pwned").exists()
+    with pytest.raises(CnnlabError, match="no IMDB data"):
+        read_keras_npz(str(tmp_path / "missing.npz"))
+
+
+def test_cli_learns_the_small_file(tmp_path):
+    write_imdb(tmp_path / "imdb.npz")
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    r = subprocess.run([sys.executable, "-m", "cnnlab", "text", "--data", tmp_path / "imdb.npz",
+                        "--num-words", "250", "--maxlen", "40", "--embed-dim", "8", "--hidden",
+                        "16", "--epochs", "8", "--batch-size", "32", "--lr", "1e-2",
+                        "--workdir", tmp_path / "run"], capture_output=True, text=True,
+                       env=env, timeout=600, check=False)
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().split("\n")
+               if x]
+    assert len(records) == 8 and records[-1]["test_accuracy"] >= 0.9, records[-1]
+    assert (tmp_path / "run" / "plots" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    r = subprocess.run([sys.executable, "-m", "cnnlab", "text", "--data", tmp_path / "no.npz",
+                        "--workdir", tmp_path / "x"], capture_output=True, text=True, env=env,
+                       timeout=300, check=False)
+    assert r.returncode == 2 and "no IMDB data" in r.stderr
