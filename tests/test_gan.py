@@ -8,11 +8,15 @@ import os
 import subprocess
 import sys
 
+import shutil
+
 import jax
 import numpy as np
 import pytest
 from cnnlab import gan_quality, train
-from cnnlab.gan import GanConfig, load_gan, train_gan
+from cnnlab.config import GanConfig
+from cnnlab.errors import CnnlabError
+from cnnlab.gan import load_gan, train_gan
 from PIL import Image
 
 # 8x8 digits (scikit-learn, offline), a small pair: seconds per run
@@ -24,6 +28,15 @@ def leaves(tree):
     return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
 
 
+TIMES = ("epoch_seconds", "images_per_second")
+
+
+def records(workdir):
+    """metrics.jsonl without its timings."""
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMES}
+            for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("gan")
@@ -33,9 +46,13 @@ def straight(tmp_path_factory):
 def test_workdir_has_sample_grids_curves_and_checkpoints(straight):
     workdir, final = straight
     assert final["epoch"] == 2 and final["step"] == 8 and "digits" in final["source"]
-    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [1, 2]
-    assert all(np.isfinite(r[k]) for r in records for k in ("d_loss", "g_loss", "d_real"))
+    lines = records(workdir)
+    assert [r["epoch"] for r in lines] == [1, 2]
+    for r in lines:
+        assert all(np.isfinite(r[f"train_{k}"]) for k in ("d_loss", "g_loss", "d_real", "d_fake"))
+        assert r["train_loss"] == pytest.approx(r["train_d_loss"] + r["train_g_loss"])
+        assert 0 <= r["train_accuracy"] <= 1 and 0 < r["train_d_real"] < 1
+    assert os.listdir(workdir / "tensorboard")  # event files, as every run has
     for name in ("samples_epoch_001.png", "samples_epoch_002.png", "losses.png"):
         with Image.open(workdir / "plots" / name) as im:
             assert im.format == "PNG" and min(im.size) > 100
@@ -45,23 +62,31 @@ def test_workdir_has_sample_grids_curves_and_checkpoints(straight):
     assert samples.shape == (5, 8, 8, 1) and 0 <= samples.min() and samples.max() <= 1
 
 
-def test_resume_is_bit_identical_and_each_network_moves(straight, tmp_path):
+def test_resume_mid_epoch_and_with_more_epochs_is_bit_identical(straight, tmp_path):
+    """One epoch with checkpoints every 2 steps, its last checkpoint (step 4) lost: resumed
+    with --epochs 2, the run restarts at step 2 (in the middle of epoch 1), crosses into epoch
+    2, and ends with the parameters and the records (the running sums of every GAN metric
+    included) of the run that never stopped; each network moved by its own optimizer."""
     workdir, final = straight
-    half = tmp_path / "half"
-    train_gan(GanConfig(**{**TINY.to_dict(), "epochs": 1}), str(half))
-    first = load_gan(str(half)).state
-    resumed = train_gan(TINY, str(half), resume=True)
-    a, b = load_gan(str(workdir)).state, load_gan(str(half)).state
+    config = TINY.replace(checkpoint_every_steps=2)
+    train_gan(config.replace(epochs=1), str(tmp_path))
+    shutil.rmtree(tmp_path / "checkpoints" / "4")
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
+    first = load_gan(str(tmp_path)).state
+    with pytest.raises(CnnlabError, match="--resume needs the settings.*latent_dim differ"):
+        train_gan(config.replace(latent_dim=4), str(tmp_path), resume=True)
+    with pytest.raises(CnnlabError, match="already holds a training run; pass --resume"):
+        train_gan(config, str(tmp_path))
+    resumed = train_gan(config, str(tmp_path), resume=True)
+    a, b = load_gan(str(workdir)).state, load_gan(str(tmp_path)).state
     for x, y in zip(leaves(a), leaves(b)):
         np.testing.assert_array_equal(x, y)
-    assert resumed == {**final, "seconds": resumed["seconds"]}
-    # between epochs both networks changed (each by its own optimizer)
-    assert any(not np.array_equal(x, y) for x, y in zip(leaves(first.g_params),
-                                                        leaves(b.g_params)))
-    assert any(not np.array_equal(x, y) for x, y in zip(leaves(first.d_params),
-                                                        leaves(b.d_params)))
-    with pytest.raises(Exception, match="--resume needs the settings"):
-        train_gan(GanConfig(**{**TINY.to_dict(), "latent_dim": 4}), str(half), resume=True)
+    assert {k: v for k, v in resumed.items() if k not in TIMES} == \
+        {k: v for k, v in final.items() if k not in TIMES}
+    assert records(tmp_path) == records(workdir)
+    for network in ("g_params", "d_params"):
+        assert any(not np.array_equal(x, y) for x, y in
+                   zip(leaves(getattr(first, network)), leaves(getattr(b, network)))), network
 
 
 def test_quality_figures_on_constructed_predictions():
@@ -95,7 +120,7 @@ def test_cli_trains_measures_quality_and_refuses_bad_input(tmp_path):
             "--max-steps-per-epoch", "3", "--workdir", tmp_path / "w"]
     r = cnnlab(*args, "--quality", "--classifier-epochs", 4, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "epoch 1: d_loss" in r.stdout and "| generated (360) |" in r.stdout
+    assert "d_loss" in r.stdout and "D(generated)" in r.stdout and "| generated (360) |" in r.stdout
     quality = json.loads((tmp_path / "w" / "quality.json").read_text())
     assert train.load_run(quality["classifier"]).config.epochs == 4
     # the classifier trained on real digits recognises real test digits, not noise
@@ -105,6 +130,7 @@ def test_cli_trains_measures_quality_and_refuses_bad_input(tmp_path):
     assert r.returncode == 2 and "--resume" in r.stderr and len(r.stderr.splitlines()) == 1
     r = cnnlab("gan", "--dataset", "digits", "--epochs", "0", "--workdir", tmp_path / "x",
                cwd=tmp_path)
-    assert r.returncode == 2 and "epochs must be >= 1" in r.stderr
+    assert r.returncode == 2 and "epochs must be an integer >= 1, got 0" in r.stderr
+    assert len(r.stderr.splitlines()) == 1
     r = cnnlab("gan", "--dataset", "no_such_data", "--workdir", tmp_path / "y", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.startswith("cnnlab: error:")

@@ -1,35 +1,42 @@
-"""DCGAN training (``cnnlab gan``): two networks, two optimizers, one jit-compiled step.
+"""DCGAN training (``cnnlab gan``): two networks, two optimizers, one jit-compiled step, trained
+by the one training loop of cnnlab (:func:`cnnlab.loop.fit`) into a :class:`~cnnlab.workdir.Workdir`.
 
-The step (:func:`make_train_step`) is a pure function ``(state, real_uint8, key) -> (state,
-metrics)`` over a :class:`GanState` holding both parameter trees and both optimizer states:
+The step (:func:`make_train_step`) is a pure function ``(state, real uint8, labels, key) ->
+(state, metrics)`` over a :class:`GanState` holding both parameter trees and both optimizer
+states (the labels are ignored: the GAN is unconditional):
 
 1. discriminator: ``fake = G(z1)``; ``d_loss(d) = mean softplus(-D_d(real)) + mean
    softplus(D_d(fake))`` (binary cross-entropy, real = 1, fake = 0); Adam on ``d`` only;
 2. generator, against the updated discriminator, with fresh noise: ``g_loss(g) = mean
    softplus(-D(G_g(z2)))`` (the non-saturating loss); Adam on ``g`` only.
 
-Noise and dropout keys come from ``fold_in(PRNGKey(seed), step)`` and the batch order from
-``cnnlab.data.batch_indices(seed, epoch)``, so a run resumed from a checkpoint (``--resume``) ends
-bit-identical to one that never stopped.
+Its metrics: ``loss = d_loss + g_loss`` (what the loop checks for NaN), ``accuracy`` (the
+discriminator's: real scored > 0, generated < 0, over both halves), ``d_loss``, ``g_loss``,
+``d_real`` and ``d_fake`` (D's mean probability on real and on generated images); an epoch's
+record has their means as ``train_loss``, ``train_accuracy``, ``train_d_loss``,
+``train_g_loss``, ``train_d_real``, ``train_d_fake``. Noise and dropout keys come from
+``fold_in(key(seed), step)`` and the batch order from ``(seed, epoch)``, so a resumed run
+(``--resume``, also from a mid-epoch checkpoint or after SIGTERM) ends bit-identical to one that
+never stopped.
 
-Workdir::
+Workdir (:mod:`cnnlab.workdir`)::
 
-    config.json        the GanConfig
-    metrics.jsonl      one line per epoch: d_loss, g_loss, D(real), D(fake), seconds
-    checkpoints/N/     orbax checkpoints of the GanState (+ meta: epoch, position)
+    config.json                   the GanConfig
+    run.json                      the data set, its source, image shape, parameter counts
+    metrics.jsonl                 one line per epoch (see above)
+    checkpoints/N/                orbax checkpoints: params {generator, discriminator}, both
+                                  optimizer states, the loop's meta
     plots/samples_epoch_EEE.png   a grid of generated images after every epoch (fixed noise)
-    plots/losses.png   both losses per epoch
-    quality.json       with --quality: the sample-quality figures (:mod:`cnnlab.gan_quality`)
+    plots/losses.png              both losses and D's outputs per epoch
+    tensorboard/                  every step's train/* (d_loss, g_loss, ...), every epoch's record
+    quality.json                  with --quality: the sample-quality figures (:mod:`cnnlab.gan_quality`)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import math
 import os
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -40,59 +47,38 @@ import numpy as np
 import optax
 from flax import struct
 
-from cnnlab import fileio
+from cnnlab import data, distributed, gan_quality, models, plots, train
+from cnnlab.checkpoints import abstract_like
+from cnnlab.config import GanConfig, TrainConfig
+from cnnlab.data.feeding import BatchFeeder
 from cnnlab.errors import CnnlabError
-
-
-@dataclasses.dataclass(frozen=True)
-class GanConfig:
-    """Every setting of a DCGAN run (the workshop's: Adam 2e-4, beta1 0.5, batch 128, latent
-    100, generator 128 / discriminator 64 features, dropout 0.4)."""
-
-    dataset: str = "fashion_mnist"       # any image data set of cnnlab.data.load (sides % 4 == 0)
-    epochs: int = 5
-    batch_size: int = 128
-    latent_dim: int = 100
-    learning_rate: float = 2e-4
-    beta1: float = 0.5
-    g_features: int = 128
-    d_features: int = 64
-    dropout: float = 0.4
-    seed: int = 0
-    max_steps_per_epoch: int | None = None   # cut epochs short (tests, smoke runs)
-    samples: int = 64                        # images in each epoch's grid (fixed noise)
-    keep_checkpoints: int = 2
-    data_dir: str | None = None
-    tfds_dir: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> GanConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise CnnlabError(f"unknown gan config fields {unknown}; "
-                              f"valid: {', '.join(sorted(known))}")
-        return cls(**d)
-
-    def validate(self) -> None:
-        for name in ("epochs", "batch_size", "latent_dim", "g_features", "d_features", "samples"):
-            if getattr(self, name) < 1:
-                raise CnnlabError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.learning_rate < 1 or not 0 <= self.beta1 < 1 or not 0 <= self.dropout < 1:
-            raise CnnlabError("learning_rate must be in (0, 1), beta1 and dropout in [0, 1)")
+from cnnlab.loop import Loop, LoopSpec, Reporter, fit
+from cnnlab.models.dcgan import Discriminator, Generator
+from cnnlab.workdir import RunInfo, Workdir
 
 
 class GanState(struct.PyTreeNode):
-    """Both networks' parameters and optimizer states, and the global step."""
+    """Both networks' parameters and optimizer states, and the step."""
 
     step: jax.Array
     g_params: Any
     d_params: Any
     g_opt: Any
     d_opt: Any
+
+    def arrays(self) -> dict[str, Any]:
+        """The checkpointed form (:class:`cnnlab.checkpoints.Checkpoints`' items)."""
+        return {"step": self.step, "batch_stats": {},
+                "params": {"generator": self.g_params, "discriminator": self.d_params},
+                "opt_state": {"generator": self.g_opt, "discriminator": self.d_opt}}
+
+    def with_arrays(self, arrays: Mapping[str, Any]) -> GanState:
+        """This state with the (restored) arrays of :meth:`arrays` in place (the optimizer
+        states kept when ``arrays`` has none: a run read back for sampling)."""
+        opt = arrays.get("opt_state") or {"generator": self.g_opt, "discriminator": self.d_opt}
+        return GanState(step=arrays["step"], g_params=arrays["params"]["generator"],
+                        d_params=arrays["params"]["discriminator"], g_opt=opt["generator"],
+                        d_opt=opt["discriminator"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,8 +93,6 @@ class Gan:
 
     @classmethod
     def from_config(cls, config: GanConfig, image_shape) -> Gan:
-        from cnnlab.models.dcgan import Discriminator, Generator
-
         tx = optax.adam(config.learning_rate, b1=config.beta1)
         return cls(Generator(image_shape=tuple(image_shape), features=config.g_features),
                    Discriminator(features=config.d_features, dropout=config.dropout),
@@ -137,11 +121,12 @@ def generator_loss(fake_logits: jax.Array) -> jax.Array:
 
 
 def make_train_step(gan: Gan) -> Callable:
-    """The jit-compiled GAN step ``(state, real uint8 (N, H, W, C), key) -> (state, metrics)``
-    (state donated; see the module docstring for the two updates)."""
+    """The jit-compiled GAN step ``(state, real uint8 (N, H, W, C), labels, key) -> (state,
+    metrics)`` (state donated; labels ignored; see the module docstring for the two updates)."""
 
-    def step(state: GanState, real_u8: jax.Array, key: jax.Array):
-        real = real_u8.astype(jnp.float32) / 255.0
+    def step(state: GanState, real_u8: jax.Array, labels: jax.Array, key: jax.Array):
+        del labels  # unconditional
+        real = data.to_float(real_u8)
         n = real.shape[0]
         k_z1, k_z2, k_d1, k_d2, k_d3 = jax.random.split(jax.random.fold_in(key, state.step), 5)
         fake = gan.generate(state.g_params, jax.random.normal(k_z1, (n, gan.latent_dim)))
@@ -166,8 +151,9 @@ def make_train_step(gan: Gan) -> Callable:
         g_loss, g_grads = jax.value_and_grad(g_loss_fn)(state.g_params)
         g_updates, g_opt = gan.g_tx.update(g_grads, state.g_opt, state.g_params)
         g_params = optax.apply_updates(state.g_params, g_updates)
-        metrics = {"d_loss": d_loss, "g_loss": g_loss,
-                   "d_real": jax.nn.sigmoid(real_logits).mean(),
+        accuracy = ((real_logits > 0).mean() + (fake_logits < 0).mean()) / 2
+        metrics = {"loss": d_loss + g_loss, "accuracy": accuracy, "d_loss": d_loss,
+                   "g_loss": g_loss, "d_real": jax.nn.sigmoid(real_logits).mean(),
                    "d_fake": jax.nn.sigmoid(fake_logits).mean()}
         return GanState(step=state.step + 1, g_params=g_params, d_params=d_params, g_opt=g_opt,
                         d_opt=d_opt), metrics
@@ -175,14 +161,10 @@ def make_train_step(gan: Gan) -> Callable:
     return jax.jit(step, donate_argnums=0)
 
 
-METRICS = ("d_loss", "g_loss", "d_real", "d_fake")
-
-
-def _load_images(config: GanConfig):
-    from cnnlab import data
-
+def _load_images(config: GanConfig) -> tuple[data.Split, str]:
+    """Every image of the data set (train and test: the GAN is unconditional) and its source."""
     ds = data.load(config.dataset, data_dir=config.data_dir, tfds_dir=config.tfds_dir)
-    images = np.concatenate([ds.train.images, ds.test.images])  # unconditional: all images
+    images = np.concatenate([ds.train.images, ds.test.images])
     h, w, _ = images.shape[1:]
     if h % 4 or w % 4:
         raise CnnlabError(f"{config.dataset} images are {h}x{w}: the DCGAN needs sides that are "
@@ -190,92 +172,113 @@ def _load_images(config: GanConfig):
     if config.batch_size > len(images):
         raise CnnlabError(f"batch size {config.batch_size} is larger than the {len(images):,} "
                           f"images of {config.dataset}")
-    return images, ds.source
+    return data.Split(images, np.zeros(len(images), np.int32)), ds.source
 
 
-def _restore(gan: Gan, ckpts, image_shape, config: GanConfig):
-    """The newest checkpoint, or a fresh state; with the epoch to start and the records."""
-    from cnnlab.checkpoints import abstract_like
-
-    fresh = gan.init(jax.random.PRNGKey(config.seed), image_shape)
-    if ckpts.latest_step() is None:
-        return fresh, 0
-    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = abstract_like(fresh, jax.tree.map(lambda _: sharding, fresh))
-    state, meta = ckpts.restore(target)
-    return state, int(meta["epochs_done"])
+def _check_resumable(wd: Workdir, config: GanConfig) -> None:
+    """``--resume`` continues the run as it was: only :data:`GanConfig.RESUMABLE` may change."""
+    if not os.path.exists(wd.file("config.json")):
+        return
+    saved = wd.read_config(GanConfig)
+    keep = {name: getattr(config, name) for name in GanConfig.RESUMABLE}
+    if saved.replace(**keep) != config:
+        changed = [f.name for f in dataclasses.fields(GanConfig)
+                   if getattr(saved, f.name) != getattr(config, f.name)
+                   and f.name not in GanConfig.RESUMABLE]
+        raise CnnlabError(f"--resume needs the settings of the run in {wd.path} ({', '.join(changed)} "
+                          f"differ; only {', '.join(GanConfig.RESUMABLE)} may change); see its "
+                          "config.json")
 
 
 def train_gan(config: GanConfig, workdir: str, *, resume: bool = False, overwrite: bool = False,
-              progress: Callable[[dict], None] | None = None) -> dict:
+              reporter: Reporter | None = None) -> dict:
     """Train the DCGAN pair of :mod:`cnnlab.models.dcgan` on ``config.dataset``.
 
-    Writes the workdir of the module docstring; ``resume`` continues from the newest checkpoint
-    (epoch boundaries), bit-identically. ``progress`` gets every epoch's record. Returns the
-    last record (``epoch``, the mean ``d_loss``, ``g_loss``, ``d_real``, ``d_fake`` of the epoch,
-    ``step``, ``seconds``, ``source``).
+    Args:
+      config: the run's settings.
+      workdir: where everything goes (see the module docstring).
+      resume: continue from the newest checkpoint that restores, bit-identically (the
+        settings must be the run's, except :data:`GanConfig.RESUMABLE`).
+      overwrite: replace an earlier run in ``workdir``.
+      reporter: progress callbacks (:class:`cnnlab.loop.Reporter`).
+
+    Returns:
+      The last epoch's record plus ``source`` (where the images came from).
+
+    Raises:
+      CnnlabError: bad data set or batch size, an unwritable or occupied workdir, a resume with
+        other settings, non-finite losses (the last good checkpoint is kept).
+      Interrupted: SIGTERM or SIGINT (the current step is saved first).
     """
-    from cnnlab import plots
-    from cnnlab.checkpoints import Checkpoints
-    from cnnlab.data import batch_indices
-
-    # The workdir rules of `cnnlab train` (refuse to clobber a run, --overwrite deletes only run
-    # files). TODO(core, issue 17): the shared run layer (Workdir) once it lands.
-    from cnnlab.train import _write_metrics, prepare_workdir, read_metrics
-
-    config.validate()
-    workdir = os.path.abspath(workdir)
-    prepare_workdir(workdir, resume=resume, overwrite=overwrite)
-    if overwrite and not resume and os.path.exists(os.path.join(workdir, "quality.json")):
-        os.unlink(os.path.join(workdir, "quality.json"))
-    images, source = _load_images(config)
-    config_path = os.path.join(workdir, "config.json")
-    if resume and os.path.exists(config_path):
-        with open(config_path) as f:
-            saved = GanConfig.from_dict(json.load(f))
-        if dataclasses.replace(saved, epochs=config.epochs) != config:
-            raise CnnlabError(f"--resume needs the settings of the run in {workdir} (only "
-                              "--epochs may change); see its config.json")
-    fileio.write_text(config_path, json.dumps(config.to_dict(), indent=2) + "\n")
-    os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
-    image_shape = images.shape[1:]
+    reporter = reporter or Reporter()
+    wd = Workdir(workdir)
+    wd.prepare(resume=resume, overwrite=overwrite)
+    if resume:
+        _check_resumable(wd, config)
+    split, source = _load_images(config)
+    image_shape = split.images.shape[1:]
     gan = Gan.from_config(config, image_shape)
-    step_fn = make_train_step(gan)
-    sample_z = jax.random.normal(jax.random.PRNGKey(config.seed + 1),
-                                 (config.samples, config.latent_dim))
-    generate = jax.jit(gan.generate)
-    history = read_metrics(workdir) if resume else []
-    record: dict = history[-1] if history else {}
-    with Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints) as ckpts:
-        state, start = _restore(gan, ckpts, image_shape, config)
-        history = [r for r in history if r["epoch"] <= start]
-        base_key = jax.random.PRNGKey(config.seed)
-        for epoch in range(start, config.epochs):
-            t0 = time.time()
-            batches = batch_indices(len(images), config.batch_size, seed=config.seed, epoch=epoch)
-            batches = batches[:config.max_steps_per_epoch or len(batches)]
-            sums = dict.fromkeys(METRICS, 0.0)
-            for idx in batches:
-                state, metrics = step_fn(state, jnp.asarray(images[idx]), base_key)
-                for k in METRICS:  # a host sync per step: cheap next to a DCGAN step
-                    sums[k] += float(metrics[k])
-            record = {"epoch": epoch + 1, "step": int(state.step), "source": source,
-                      **{k: v / len(batches) for k, v in sums.items()},
-                      "seconds": round(time.time() - t0, 2)}
-            if not all(math.isfinite(record[k]) for k in METRICS):
-                raise CnnlabError(f"the losses became non-finite in epoch {epoch + 1}; the last "
-                                  f"good checkpoint is kept in {workdir}/checkpoints")
-            ckpts.save(int(state.step), state, {"epochs_done": epoch + 1})
-            history.append(record)
-            _write_metrics(workdir, history)
-            samples = np.asarray(generate(state.g_params, sample_z))
-            plots.image_grid(samples, os.path.join(workdir, "plots",
-                                                   f"samples_epoch_{epoch + 1:03d}.png"),
-                             title=f"epoch {epoch + 1}")
-            plots.gan_losses(history, os.path.join(workdir, "plots", "losses.png"))
-            if progress:
-                progress(record)
-    return record
+    mesh = distributed.make_mesh()
+    rep = distributed.replicated(mesh)
+
+    def create(key):
+        return gan.init(key, image_shape)
+
+    abstract = jax.eval_shape(create, jax.random.key(0))
+    ckpts = wd.checkpoints(keep=config.keep_checkpoints)
+    try:
+        state, meta, history = train.restore_or_create(
+            wd, ckpts, create, jax.tree.map(lambda _: rep, abstract),
+            jax.device_put(jax.random.key(config.seed), rep), resume=resume, reporter=reporter)
+        wd.write_config(config)
+        wd.write_run_info(_run_info(config, split, source, abstract, mesh))
+        wd.log_epochs(history)
+        steps = len(split.images) // config.batch_size
+        spe = min(steps, config.max_steps_per_epoch or steps)
+        sample_z = jax.random.normal(jax.random.key(config.seed + 1),
+                                     (config.samples, config.latent_dim))
+        generate = jax.jit(gan.generate)
+
+        def after_epoch(s: GanState, record: dict) -> None:
+            if config.plots and wd.main:
+                samples = np.asarray(generate(distributed.to_host(s.g_params), sample_z))
+                plots.image_grid(samples, os.path.join(
+                    wd.plots_dir, f"samples_epoch_{record['epoch']:03d}.png"),
+                    title=f"epoch {record['epoch']}")
+                plots.gan_losses(wd.read_metrics(), os.path.join(wd.plots_dir, "losses.png"))
+
+        loop = Loop(
+            train_step=make_train_step(gan), feeder=BatchFeeder(split, mesh),
+            run_key=jax.device_put(jax.random.key(config.seed), rep),
+            lr_at=lambda s: config.learning_rate, workdir=wd, checkpoints=ckpts,
+            to_checkpoint=GanState.arrays, reporter=reporter, after_epoch=after_epoch,
+            spec=LoopSpec(epochs=config.epochs, steps_per_epoch=spe, batch_size=config.batch_size,
+                          seed=config.seed, log_every_steps=config.log_every_steps,
+                          checkpoint_every_steps=config.checkpoint_every_steps,
+                          select_best=False, divergence_factor=0.0))
+        reporter.run_start({"model": "dcgan", "dataset": config.dataset, "source": source,
+                            "devices": jax.device_count(), "mesh": dict(mesh.shape),
+                            "param_count": models.param_count(abstract.arrays()["params"]),
+                            "steps_per_epoch": spe, "epochs": config.epochs, "val_examples": 0})
+        result = fit(state, loop, history=history, meta=meta)
+        ckpts.wait()
+        last = dict(result.history[-1]) if result.history else {}
+        return {**last, "source": source}
+    finally:
+        wd.close_events()
+        ckpts.close()
+
+
+def _run_info(config: GanConfig, split: data.Split, source: str, state: GanState,
+              mesh) -> RunInfo:
+    n = len(split.images)
+    steps = n // config.batch_size
+    return RunInfo(class_names=(), input_shape=tuple(int(d) for d in split.images.shape[1:]),
+                   dataset=config.dataset, source=source, train_examples=n, val_examples=0,
+                   test_examples=0, param_count=models.param_count(state.arrays()["params"]),
+                   devices=jax.device_count(), processes=jax.process_count(),
+                   mesh=dict(mesh.shape),
+                   steps_per_epoch=min(steps, config.max_steps_per_epoch or steps))
 
 
 @dataclasses.dataclass
@@ -288,50 +291,61 @@ class GanRun:
 
     def sample(self, n: int, seed: int = 0, batch_size: int = 500) -> np.ndarray:
         """n generated images, float32 (n, H, W, C) in [0, 1]."""
-        z = jax.random.normal(jax.random.PRNGKey(seed), (n, self.config.latent_dim))
+        z = jax.random.normal(jax.random.key(seed), (n, self.config.latent_dim))
         fn = jax.jit(self.gan.generate)
         return np.concatenate([np.asarray(fn(self.state.g_params, z[i:i + batch_size]))
                                for i in range(0, n, batch_size)])
 
 
 def load_gan(workdir: str) -> GanRun:
-    """The newest checkpoint of a ``cnnlab gan`` workdir."""
-    from cnnlab.checkpoints import Checkpoints
+    """The newest checkpoint of a ``cnnlab gan`` workdir (parameters only), on one device.
 
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise CnnlabError(f"{workdir} is not a GAN run (no config.json); train one with "
-                          f"`cnnlab gan --workdir {workdir}`")
-    with open(path) as f:
-        config = GanConfig.from_dict(json.load(f))
-    images, _ = _load_images(config)
-    gan = Gan.from_config(config, images.shape[1:])
-    ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True)
+    Raises:
+      CnnlabError: not a GAN run, no checkpoint that restores.
+    """
+    wd = Workdir(workdir)
+    if not wd.is_run():
+        raise CnnlabError(f"{wd.path} is not a GAN run (no config.json/run.json); train one "
+                          f"with `cnnlab gan --workdir {wd.path}`")
+    config = wd.read_config(GanConfig)
+    image_shape = wd.read_run_info().input_shape
+    gan = Gan.from_config(config, image_shape)
+    fresh = jax.eval_shape(lambda: gan.init(jax.random.key(0), image_shape))
+    arrays = fresh.arrays()
+    del arrays["opt_state"]
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = abstract_like(arrays, jax.tree.map(lambda _: sharding, arrays))
+    ckpts = wd.checkpoints(read_only=True)
     try:
         if ckpts.latest_step() is None:
-            raise CnnlabError(f"no complete checkpoint in {workdir}/checkpoints; train first")
-        state, _ = _restore(gan, ckpts, images.shape[1:], config)
+            raise CnnlabError(f"no complete checkpoint in {wd.checkpoint_dir}; train first")
+        restored, _, _ = ckpts.restore_newest(target, note=lambda text: print(f"note: {text}"))
     finally:
         ckpts.close()
-    return GanRun(config, gan, state)
+    return GanRun(config, gan, fresh.with_arrays(restored))
 
 
 def measure_quality(workdir: str, *, classifier_workdir: str | None = None,
                     classifier_epochs: int = 3, samples: int = 2000, seed: int = 0) -> dict:
-    """The sample-quality figures of :mod:`cnnlab.gan_quality` for the GAN in ``workdir``:
-    a workshop CNN trained on the same data set (``cnnlab train`` into ``classifier_workdir``,
-    default ``WORKDIR/classifier``; reused when it was trained on the same data set for as
-    many epochs) judges ``samples`` generated images, as many real test images, and as many
-    noise images. Written to ``WORKDIR/quality.json``."""
-    from cnnlab import data, gan_quality, train
+    """The sample-quality figures of :mod:`cnnlab.gan_quality` for the GAN in ``workdir``.
 
+    A workshop CNN trained on the same data set (``cnnlab train`` into ``classifier_workdir``,
+    default ``WORKDIR/classifier``; reused when it was trained on the same data set for as many
+    epochs) judges ``samples`` generated images, as many real test images, and as many noise
+    images. Written atomically to ``WORKDIR/quality.json``.
+
+    Returns:
+      ``{"real", "generated", "noise"}`` figures (:func:`cnnlab.gan_quality.sample_quality`)
+      plus ``dataset``, ``classifier``, ``gan_epochs``, ``gan_step``.
+    """
     run = load_gan(workdir)
-    clf_dir = classifier_workdir or os.path.join(workdir, "classifier")
-    cfg = train.TrainConfig(model="workshop_cnn", dataset=run.config.dataset,
-                            epochs=classifier_epochs, data_dir=run.config.data_dir,
-                            tfds_dir=run.config.tfds_dir, plots=False, seed=seed)
-    judged = (train.load_run(clf_dir).config
-              if os.path.exists(os.path.join(clf_dir, "run.json")) else None)
+    wd = Workdir(workdir)
+    clf_dir = classifier_workdir or wd.file("classifier")
+    cfg = TrainConfig(model="workshop_cnn", dataset=run.config.dataset, epochs=classifier_epochs,
+                      data_dir=run.config.data_dir, tfds_dir=run.config.tfds_dir, plots=False,
+                      seed=seed)
+    judge = Workdir(clf_dir)
+    judged = judge.read_config() if judge.is_run() else None
     if judged is None or (judged.dataset, judged.epochs) != (cfg.dataset, cfg.epochs):
         train.train_and_evaluate(cfg, clf_dir, overwrite=True)
     classifier = train.load_run(clf_dir)
@@ -341,57 +355,5 @@ def measure_quality(workdir: str, *, classifier_workdir: str | None = None,
                                          ds.test.labels[:n], run.sample(n, seed=seed), seed=seed)
     quality.update({"dataset": run.config.dataset, "classifier": clf_dir,
                     "gan_epochs": run.config.epochs, "gan_step": int(run.state.step)})
-    fileio.write_text(os.path.join(workdir, "quality.json"), json.dumps(quality, indent=2) + "\n")
+    wd.write_json("quality.json", quality)
     return quality
-
-
-def add_cli(subparsers) -> None:
-    """``cnnlab gan`` (the hook of :mod:`cnnlab.cli`)."""
-    g = subparsers.add_parser("gan", help="train the workshop's DCGAN; sample grids per epoch")
-    defaults = GanConfig()
-    g.add_argument("--dataset", default=defaults.dataset,
-                   help="fashion_mnist (default), digits (8x8), mnist (when prepared in TFDS)")
-    g.add_argument("--epochs", type=int, default=defaults.epochs)
-    g.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    g.add_argument("--latent-dim", type=int, default=defaults.latent_dim)
-    g.add_argument("--lr", type=float, default=defaults.learning_rate)
-    g.add_argument("--g-features", type=int, default=defaults.g_features)
-    g.add_argument("--d-features", type=int, default=defaults.d_features)
-    g.add_argument("--seed", type=int, default=defaults.seed)
-    g.add_argument("--max-steps-per-epoch", type=int)
-    g.add_argument("--data-dir")
-    g.add_argument("--tfds-dir")
-    g.add_argument("--workdir", default=os.path.join("runs", "gan"))
-    g.add_argument("--quality", action="store_true",
-                   help="after training: the sample-quality figures (quality.json)")
-    g.add_argument("--classifier-epochs", type=int, default=3,
-                   help="epochs of the judge classifier trained for --quality (default 3; the "
-                        "1,437 digits need about 20)")
-    mode = g.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true")
-    mode.add_argument("--overwrite", action="store_true")
-    g.set_defaults(func=_cmd_gan)
-
-
-def _cmd_gan(args) -> int:
-    from cnnlab import gan_quality
-
-    config = GanConfig(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
-                       latent_dim=args.latent_dim, learning_rate=args.lr,
-                       g_features=args.g_features, d_features=args.d_features, seed=args.seed,
-                       max_steps_per_epoch=args.max_steps_per_epoch, data_dir=args.data_dir,
-                       tfds_dir=args.tfds_dir)
-
-    def progress(r):
-        print(f"epoch {r['epoch']}: d_loss {r['d_loss']:.4f}  g_loss {r['g_loss']:.4f}  "
-              f"D(real) {r['d_real']:.3f}  D(generated) {r['d_fake']:.3f}  "
-              f"({r['seconds']:.1f} s)", flush=True)
-
-    final = train_gan(config, args.workdir, resume=args.resume, overwrite=args.overwrite,
-                      progress=progress)
-    print(f"data: {final['source']}")
-    print(f"workdir: {args.workdir} (plots/samples_epoch_*.png, plots/losses.png, checkpoints/)")
-    if args.quality:
-        print(gan_quality.format_table(measure_quality(
-            args.workdir, classifier_epochs=args.classifier_epochs)))
-    return 0

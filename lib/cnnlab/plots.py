@@ -173,16 +173,17 @@ def image_grid(images: np.ndarray, path: str, *, title: str = "") -> str:
 
 
 def gan_losses(history: Sequence[dict], path: str) -> str:
-    """The discriminator's and the generator's mean loss per epoch (``history``: records with
-    ``epoch``, ``d_loss``, ``g_loss``), and D's mean output on real and generated images."""
+    """The discriminator's and the generator's mean loss per epoch, and D's mean output on real
+    and generated images (``history``: ``cnnlab gan``'s records, with ``epoch``,
+    ``train_d_loss``, ``train_g_loss``, ``train_d_real``, ``train_d_fake``)."""
     fig = figure(10, 4)
     epochs = [r["epoch"] for r in history]
     left, right = fig.subplots(1, 2)
-    left.plot(epochs, [r["d_loss"] for r in history], "o-", label="discriminator")
-    left.plot(epochs, [r["g_loss"] for r in history], "s--", label="generator")
+    left.plot(epochs, [r["train_d_loss"] for r in history], "o-", label="discriminator")
+    left.plot(epochs, [r["train_g_loss"] for r in history], "s--", label="generator")
     left.set_title("losses")
-    right.plot(epochs, [r["d_real"] for r in history], "o-", label="D(real)")
-    right.plot(epochs, [r["d_fake"] for r in history], "s--", label="D(generated)")
+    right.plot(epochs, [r["train_d_real"] for r in history], "o-", label="D(real)")
+    right.plot(epochs, [r["train_d_fake"] for r in history], "s--", label="D(generated)")
     right.axhline(0.5, color="gray", lw=0.8)
     right.set_ylim(0, 1)
     right.set_title("discriminator output")

@@ -16,49 +16,38 @@ Reviews are cut or padded to ``maxlen`` words at the front (Keras's ``pad_sequen
 defaults) and classified by :class:`cnnlab.models.TextClassifier` (embedding, LSTM, mean over
 the real words, dense logits) trained with Adam on the softmax cross-entropy.
 
-Workdir: ``config.json``, ``metrics.jsonl`` (per epoch: train loss/accuracy, test
-loss/accuracy), ``plots/curves.png``.
+Trained by the one training loop (:func:`cnnlab.loop.fit`) into a
+:class:`~cnnlab.workdir.Workdir`, with checkpoints and exact ``--resume`` like ``cnnlab train``
+(see :func:`train_text`).
 """
 
 from __future__ import annotations
 
 import collections
-import dataclasses
+import functools
 import io
 import os
 import pickle
 import re
-import time
 import zipfile
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cnnlab import data, distributed, models, plots, train
+from cnnlab.config import TextConfig
+from cnnlab.data.feeding import BatchFeeder
 from cnnlab.errors import CnnlabError
+from cnnlab.loop import Loop, LoopSpec, Reporter, fit
+from cnnlab.models import TextClassifier
+from cnnlab.workdir import RunInfo, Workdir
+
+__all__ = ["TextConfig", "read_keras_npz", "keras_encode", "encode_texts", "pad", "load_imdb",
+           "train_text"]
 
 START, OOV, INDEX_FROM = 1, 2, 3   # Keras imdb.load_data defaults
-
-
-@dataclasses.dataclass(frozen=True)
-class TextConfig:
-    data: str = "~/.keras/datasets/imdb.npz"   # imdb.npz path, or "tfds" for imdb_reviews
-    num_words: int = 5000
-    maxlen: int = 500
-    embed_dim: int = 32
-    hidden: int = 32
-    epochs: int = 3
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    seed: int = 0
-    max_train_examples: int | None = None
-    tfds_dir: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 class _NumpyOnly(pickle.Unpickler):
@@ -124,7 +113,10 @@ def encode_texts(train: Sequence[str], test: Sequence[str], num_words: int
     counts = collections.Counter(w for t in train for w in words(t))
     kept = counts.most_common(max(num_words - INDEX_FROM - 1, 0))  # index rank + 3 < num_words
     rank = {w: i + 1 for i, (w, _) in enumerate(kept)}
-    encode = lambda t: [START] + [rank[w] + INDEX_FROM if w in rank else OOV for w in words(t)]
+
+    def encode(text):
+        return [START] + [rank[w] + INDEX_FROM if w in rank else OOV for w in words(text)]
+
     return [encode(t) for t in train], [encode(t) for t in test]
 
 
@@ -161,11 +153,9 @@ def load_imdb(config: TextConfig) -> tuple[tuple[np.ndarray, np.ndarray],
 
 def _tfds_texts(tfds_dir: str | None):
     """(text, label) pairs of the prepared TFDS ``imdb_reviews`` (read with tfds.data_source)."""
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # noqa: PLC0415 - seconds of imports, only for --data tfds
 
-    from cnnlab.data import default_tfds_dir
-
-    data_dir = tfds_dir or default_tfds_dir()
+    data_dir = tfds_dir or data.default_tfds_dir()
     try:
         source = tfds.data_source("imdb_reviews/plain_text", data_dir=data_dir, download=False)
     except Exception as e:  # noqa: BLE001 - TFDS raises several kinds for "not prepared"
@@ -179,95 +169,90 @@ def _tfds_texts(tfds_dir: str | None):
     return pairs("train"), pairs("test"), f"TFDS imdb_reviews in {data_dir}"
 
 
-def train_text(config: TextConfig, workdir: str,
-               progress: Callable[[dict], None] | None = None) -> dict:
-    """Train the review classifier; returns the last epoch's record (``test_accuracy``, ...)."""
-    from cnnlab import plots
-    from cnnlab.data import batch_indices
-    from cnnlab.models import TextClassifier
+def train_text(config: TextConfig, workdir: str, *, resume: bool = False,
+               overwrite: bool = False, reporter: Reporter | None = None) -> dict:
+    """Train the review classifier through :func:`cnnlab.loop.fit` into ``workdir``.
 
+    The step is :func:`cnnlab.train.make_train_step` (softmax cross-entropy; the word indices
+    pass through it as float32, exact below 2**24, and the model casts them back). The test
+    reviews are evaluated after every epoch (a measurement, never used to choose anything).
+
+    Args:
+      config: the run's settings.
+      workdir: ``config.json``, ``run.json``, ``metrics.jsonl`` (per epoch: ``train_loss``,
+        ``train_accuracy``, ``test_loss``, ``test_accuracy``), ``checkpoints/``,
+        ``tensorboard/``, ``plots/curves.png``.
+      resume: continue from the newest checkpoint that restores (bit-identically).
+      overwrite: replace an earlier run in ``workdir``.
+      reporter: progress callbacks.
+
+    Returns:
+      The last epoch's record plus ``source``.
+
+    Raises:
+      CnnlabError: missing or bad data, a batch larger than the data, an occupied workdir.
+      Interrupted: SIGTERM or SIGINT (the current step is saved first).
+    """
+    reporter = reporter or Reporter()
+    wd = Workdir(workdir)
+    wd.prepare(resume=resume, overwrite=overwrite)
     (x_tr, y_tr), (x_te, y_te), source = load_imdb(config)
     if config.batch_size > len(y_tr):
         raise CnnlabError(f"batch size {config.batch_size} is larger than the {len(y_tr)} "
                           "training reviews")
     model = TextClassifier(num_classes=2, vocab_size=config.num_words,
                            embed_dim=config.embed_dim, hidden=config.hidden)
-    params = model.init(jax.random.PRNGKey(config.seed), jnp.asarray(x_tr[:1]))["params"]
-    tx = optax.adam(config.learning_rate)
-    opt_state = tx.init(params)
+    mesh = distributed.make_mesh()
+    rep = distributed.replicated(mesh)
+    create = functools.partial(train.create_train_state, model, optax.adam(config.learning_rate),
+                               input_shape=(1, config.maxlen))
+    abstract = jax.eval_shape(create, jax.random.key(0))
+    state_sharding = distributed.state_shardings(abstract, mesh)
+    init_key, run_key = jax.jit(lambda: tuple(jax.random.split(jax.random.key(config.seed))),
+                                out_shardings=(rep, rep))()
+    ckpts = wd.checkpoints(keep=config.keep_checkpoints)
+    try:
+        state, meta, history = train.restore_or_create(wd, ckpts, create, state_sharding,
+                                                       init_key, resume=resume, reporter=reporter)
+        wd.write_config(config)
+        spe = len(y_tr) // config.batch_size
+        wd.write_run_info(RunInfo(
+            class_names=("negative", "positive"), input_shape=(config.maxlen,), dataset="imdb",
+            source=source, train_examples=len(y_tr), val_examples=0, test_examples=len(y_te),
+            param_count=models.param_count(abstract.params), devices=jax.device_count(),
+            processes=jax.process_count(), mesh=dict(mesh.shape), steps_per_epoch=spe))
+        wd.log_epochs(history)
+        options = train.StepOptions(top_k=1)
+        eval_fn = train.make_eval_step(options=options, mesh=mesh, state_sharding=state_sharding)
+        test_feed = BatchFeeder(data.Split(x_te, y_te), mesh)
+        n_shards = distributed.data_size(mesh)
+        eval_bs = -(-min(500, len(y_te)) // n_shards) * n_shards
 
-    def loss_fn(params, x, y):
-        logits = model.apply({"params": params}, x)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        return loss, (logits.argmax(-1) == y).mean()
+        def evaluate_test(s) -> dict:
+            return train.split_metrics("test", train.evaluate(s, test_feed, eval_fn, eval_bs,
+                                                              top_k=1), 1)
 
-    @jax.jit
-    def step(params, opt_state, x, y):
-        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, y)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss, acc
+        def after_epoch(s, record: dict) -> None:
+            if config.plots and wd.main:
+                plots.training_curves(wd.read_metrics(), os.path.join(wd.plots_dir,
+                                                                      "curves.png"))
 
-    evaluate = jax.jit(loss_fn)
-    # TODO(core, issue 17): the shared run layer and training loop once they land.
-    from cnnlab.train import _write_metrics, prepare_workdir, write_json
-
-    prepare_workdir(workdir, resume=False, overwrite=True)  # no checkpoints: a rerun replaces
-    os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
-    write_json(os.path.join(workdir, "config.json"), config.to_dict())
-    history = []
-    for epoch in range(config.epochs):
-        t0, sums = time.time(), np.zeros(2)
-        batches = batch_indices(len(y_tr), config.batch_size, seed=config.seed, epoch=epoch)
-        for idx in batches:
-            params, opt_state, loss, acc = step(params, opt_state, x_tr[idx], y_tr[idx])
-            sums += (float(loss), float(acc))
-        test = np.zeros(2)
-        for i in range(0, len(y_te), 500):
-            loss, acc = evaluate(params, x_te[i:i + 500], y_te[i:i + 500])
-            test += np.array([float(loss), float(acc)]) * len(y_te[i:i + 500])
-        record = {"epoch": epoch + 1, "train_loss": sums[0] / len(batches),
-                  "train_accuracy": sums[1] / len(batches), "test_loss": test[0] / len(y_te),
-                  "test_accuracy": test[1] / len(y_te), "seconds": round(time.time() - t0, 1),
-                  "source": source}
-        history.append(record)
-        _write_metrics(workdir, history)
-        plots.training_curves(history, os.path.join(workdir, "plots", "curves.png"))
-        if progress:
-            progress(record)
-    return history[-1]
-
-
-def add_cli(subparsers) -> None:
-    """``cnnlab text`` (the hook of :mod:`cnnlab.cli`)."""
-    d = TextConfig()
-    t = subparsers.add_parser("text", help="IMDB review sentiment with an embedding-LSTM "
-                              "classifier (Keras imdb.npz or TFDS imdb_reviews)")
-    t.add_argument("--data", default=d.data, help=f"imdb.npz path (default {d.data}) or 'tfds'")
-    t.add_argument("--num-words", type=int, default=d.num_words)
-    t.add_argument("--maxlen", type=int, default=d.maxlen)
-    t.add_argument("--embed-dim", type=int, default=d.embed_dim)
-    t.add_argument("--hidden", type=int, default=d.hidden)
-    t.add_argument("--epochs", type=int, default=d.epochs)
-    t.add_argument("--batch-size", type=int, default=d.batch_size)
-    t.add_argument("--lr", type=float, default=d.learning_rate)
-    t.add_argument("--seed", type=int, default=d.seed)
-    t.add_argument("--max-train-examples", type=int)
-    t.add_argument("--tfds-dir")
-    t.add_argument("--workdir", default=os.path.join("runs", "imdb"))
-    t.set_defaults(func=_cmd_text)
-
-
-def _cmd_text(args) -> int:
-    for name in ("num_words", "maxlen", "embed_dim", "hidden", "epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            raise CnnlabError(f"--{name.replace('_', '-')} must be >= 1")
-    config = TextConfig(data=args.data, num_words=args.num_words, maxlen=args.maxlen,
-                        embed_dim=args.embed_dim, hidden=args.hidden, epochs=args.epochs,
-                        batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
-                        max_train_examples=args.max_train_examples, tfds_dir=args.tfds_dir)
-    final = train_text(config, args.workdir, progress=lambda r: print(
-        f"epoch {r['epoch']}: train accuracy {r['train_accuracy']:.2%}, test accuracy "
-        f"{r['test_accuracy']:.2%} ({r['seconds']:.0f} s)", flush=True))
-    print(f"test accuracy {final['test_accuracy']:.2%}; data: {final['source']}")
-    print(f"workdir: {args.workdir} (metrics.jsonl, plots/curves.png)")
-    return 0
+        loop = Loop(
+            train_step=train.make_train_step(options=options, mesh=mesh,
+                                             state_sharding=state_sharding),
+            feeder=BatchFeeder(data.Split(x_tr, y_tr), mesh), run_key=run_key,
+            evaluate=evaluate_test, lr_at=lambda s: config.learning_rate, workdir=wd,
+            checkpoints=ckpts, reporter=reporter, after_epoch=after_epoch,
+            spec=LoopSpec(epochs=config.epochs, steps_per_epoch=spe, batch_size=config.batch_size,
+                          seed=config.seed, log_every_steps=config.log_every_steps,
+                          select_best=False))
+        reporter.run_start({"model": "text_classifier", "dataset": "imdb", "source": source,
+                            "devices": jax.device_count(), "mesh": dict(mesh.shape),
+                            "param_count": models.param_count(abstract.params),
+                            "steps_per_epoch": spe, "epochs": config.epochs, "val_examples": 0})
+        result = fit(state, loop, history=history, meta=meta)
+        ckpts.wait()
+        return {**(result.history[-1] if result.history else {}), "source": source}
+    finally:
+        wd.close_events()
+        ckpts.close()
