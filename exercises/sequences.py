@@ -16,6 +16,10 @@ Keras and ``flax.linen.RNN``: a sequence batch is ``(N, T, D)`` (examples, time 
 The workshop's activities: forecast a series with an MLP and with an LSTM (a window of the last
 ``lookback`` values in, the next value out), then classify movie reviews (padded word-index
 sequences -> embedding -> LSTM -> one prediction).
+Lecture: 002_7bece5f3dd1db8ed.txt, "Programmes" (day 2): "Lecture 1 – Recurrent Neural Network &
+Long Short-Term Memory Network", "Activity 1 – Time Series Prediction with MLP", "Activity 2 –
+Time Series Prediction with LSTM", "Activity 3 – Sequence Classification of Movie Review"; "Deep
+Learning": "Recurrent Neural Network (RNN)", "Long-Short Term Memory (LSTM)".
 """
 
 from __future__ import annotations

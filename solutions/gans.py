@@ -12,6 +12,9 @@ Probabilities are kept as logits: ``D(x) = sigmoid(logit)`` and, for a logit ``l
 The DCGAN generator upsamples with *transposed convolutions*: where a stride-2 convolution
 halves the image, a stride-2 transposed convolution doubles it (7x7 -> 14x14 -> 28x28).
 Images are float32 (N, H, W, C) in [0, 1], as ``cnnlab.data.normalize`` gives them.
+Lecture: 002_7bece5f3dd1db8ed.txt, "Programmes" (day 2): "Lecture 2 – Generative Adversarial
+Networks", "Activity 4 – Develop a 1D GAN", "Activity 5 – Develop a DCGAN for Greyscale
+Handwritten Digits".
 """
 
 from __future__ import annotations

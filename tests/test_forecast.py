@@ -10,7 +10,9 @@ import sys
 
 import numpy as np
 import pytest
-from cnnlab.forecast import ForecastConfig, errors, load_series, run_forecast, windows
+from cnnlab.config import ForecastConfig
+from cnnlab.errors import CnnlabError
+from cnnlab.forecast import errors, load_series, run_forecast, windows
 from PIL import Image
 
 
@@ -40,15 +42,25 @@ def test_mlp_and_lstm_beat_the_naive_forecast_on_sunspots(tmp_path):
     assert e["mlp"]["rmse"] < 0.8 * e["naive"]["rmse"], e
     assert e["lstm"]["rmse"] < 0.8 * e["naive"]["rmse"], e
     assert json.loads((tmp_path / "forecast.json").read_text())["errors"] == e
+    assert json.loads((tmp_path / "config.json").read_text())["models"] == ["mlp", "lstm"]
     assert "| naive |" in (tmp_path / "forecast.md").read_text()
-    with Image.open(tmp_path / "forecast.png") as im:
+    with Image.open(tmp_path / "plots" / "forecast.png") as im:
         assert im.format == "PNG" and im.size[0] > 500
+    # a finished forecast is not replaced unless asked to (the files are left as they were)
+    before = (tmp_path / "forecast.json").read_bytes()
+    with pytest.raises(CnnlabError, match="already holds the results.*--overwrite"):
+        run_forecast(ForecastConfig(epochs=1, models=("mlp",)), str(tmp_path))
+    assert (tmp_path / "forecast.json").read_bytes() == before
+    again = run_forecast(ForecastConfig(epochs=1, models=("mlp",)), str(tmp_path),
+                         overwrite=True)
+    assert set(again["errors"]) == {"naive", "mlp"}
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--series", "bitcoin"], "unknown series 'bitcoin'"),
-    (["--models", "mlp,gru"], "unknown forecaster 'gru'"),
+    (["--series", "bitcoin"], "series must be one of: sunspots, co2, got 'bitcoin'"),
+    (["--models", "mlp,gru"], "models must be a non-empty list of: mlp, lstm, got ('mlp', 'gru')"),
     (["--lookback", "300"], "no training windows"),
+    (["--train-fraction", "1.5"], "train_fraction must be a finite number in [0.1, 0.95]"),
 ])
 def test_bad_input_is_one_line(tmp_path, args, message):
     env = dict(os.environ)

@@ -10,9 +10,9 @@ import sys
 
 import numpy as np
 import pytest
+from cnnlab.config import TextConfig
 from cnnlab.errors import CnnlabError
 from cnnlab.text import (
-    TextConfig,
     encode_texts,
     keras_encode,
     load_imdb,
@@ -89,3 +89,27 @@ def test_cli_learns_the_small_file(tmp_path):
                         "--workdir", tmp_path / "x"], capture_output=True, text=True, env=env,
                        timeout=300, check=False)
     assert r.returncode == 2 and "no IMDB data" in r.stderr
+
+
+def test_resume_continues_exactly(tmp_path):
+    """A run stopped after its first epoch and resumed for a second one writes the records of
+    a run that never stopped, to the last bit (the loop's checkpoints and batch order)."""
+    from cnnlab.text import train_text
+
+    write_imdb(tmp_path / "imdb.npz", n_train=96, n_test=32)
+    config = TextConfig(data=str(tmp_path / "imdb.npz"), num_words=250, maxlen=12, embed_dim=4,
+                        hidden=4, epochs=2, batch_size=32, plots=False)
+
+    def records(run):
+        return [{k: v for k, v in json.loads(x).items()
+                 if k not in ("epoch_seconds", "images_per_second")}
+                for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+
+    straight = train_text(config, str(tmp_path / "straight"))
+    train_text(config.replace(epochs=1), str(tmp_path / "stopped"))
+    with pytest.raises(CnnlabError, match="already holds a training run"):
+        train_text(config, str(tmp_path / "stopped"))
+    resumed = train_text(config, str(tmp_path / "stopped"), resume=True)
+    assert records("stopped") == records("straight") and len(records("straight")) == 2
+    assert resumed["test_loss"] == straight["test_loss"]
+    assert sorted(os.listdir(tmp_path / "stopped" / "checkpoints")) == ["3", "6"]
