@@ -9,7 +9,10 @@ Probabilities are kept as logits: ``D(x) = sigmoid(logit)`` and, for a logit ``l
 ``-log sigmoid(l) = softplus(-l)`` and ``-log(1 - sigmoid(l)) = softplus(l)``
 (``jax.nn.softplus`` never overflows where ``log(sigmoid(l))`` would give -inf).
 
-The DCGAN generator upsamples with *transposed convolutions*: where a stride-2 convolution
+The workshop's first GAN is one-dimensional: its real data are points on a parabola
+(``quadratic_samples``), and two small MLPs (``Generator1D``, ``Discriminator1D``) play the
+game; ``gan_train_step`` trains either pair. The DCGAN generator upsamples with *transposed
+convolutions*: where a stride-2 convolution
 halves the image, a stride-2 transposed convolution doubles it (7x7 -> 14x14 -> 28x28).
 Images are float32 (N, H, W, C) in [0, 1], as ``cnnlab.data.normalize`` gives them.
 Lecture: 002_7bece5f3dd1db8ed.txt, "Programmes" (day 2): "Lecture 2 – Generative Adversarial
@@ -57,6 +60,67 @@ def generator_loss(fake_logits: jax.Array, *, non_saturating: bool = True) -> ja
         return jax.nn.softplus(-fake_logits).mean()
     return -jax.nn.softplus(fake_logits).mean()
     # END SOLUTION
+
+
+# --- Activity 4: a 1-D GAN (points on a parabola) -------------------------------------------
+
+
+def quadratic_samples(key: jax.Array, n: int) -> jax.Array:
+    """The real data of the workshop's 1-D GAN: ``n`` points of the curve ``y = x**2``.
+
+    ``x = jax.random.uniform(key, (n,), minval=-0.5, maxval=0.5)`` (exactly this call: the
+    grader compares with the same key), then the rows ``[x, x**2]``: float32 (n, 2). The
+    generator never sees this function; it only learns, through the discriminator, to draw
+    points that lie on the curve.
+
+    >>> quadratic_samples(jax.random.PRNGKey(0), 3).shape
+    (3, 2)
+    """
+    # BEGIN SOLUTION
+    # HINT: the one jax.random.uniform call of the docstring, then jnp.stack([x, x ** 2], axis=1)
+    x = jax.random.uniform(key, (n,), minval=-0.5, maxval=0.5)
+    return jnp.stack([x, x ** 2], axis=1)
+    # END SOLUTION
+
+
+class Generator1D(nn.Module):
+    """The 1-D GAN's generator: latent points to 2-D points.
+
+    ``z`` (N, latent) -> ``nn.Dense(hidden)`` + ReLU -> ``nn.Dense(2)`` (linear: the points may
+    be anywhere) -> (N, 2). The workshop's has a latent size of 5 and 15 hidden units.
+    Parameter tree: Dense_0, Dense_1. ``train`` changes nothing here.
+    """
+
+    hidden: int = 15
+
+    @nn.compact
+    def __call__(self, z: jax.Array, *, train: bool) -> jax.Array:
+        # BEGIN SOLUTION
+        # HINT: nn.Dense(self.hidden), nn.relu, nn.Dense(2) with no activation after it
+        return nn.Dense(2)(nn.relu(nn.Dense(self.hidden)(z)))
+        # END SOLUTION
+
+
+class Discriminator1D(nn.Module):
+    """The 1-D GAN's discriminator: is a 2-D point on the curve?
+
+    ``x`` (N, 2) -> ``nn.Dense(hidden)`` + ReLU -> ``nn.Dense(1)`` -> logits (N,) (drop the last
+    axis). The workshop's has 25 hidden units and a sigmoid output; here the output is the
+    logit and the sigmoid lives in the losses (``discriminator_loss``), as for the DCGAN.
+    Parameter tree: Dense_0, Dense_1. ``train`` changes nothing here.
+    """
+
+    hidden: int = 25
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        # BEGIN SOLUTION
+        # HINT: nn.Dense(self.hidden), nn.relu, nn.Dense(1), then [:, 0]
+        return nn.Dense(1)(nn.relu(nn.Dense(self.hidden)(x)))[:, 0]
+        # END SOLUTION
+
+
+# --- Activity 5: a DCGAN ---------------------------------------------------------------------
 
 
 def conv_transpose_output_size(input_size: int, kernel_size: int, stride: int = 1,

@@ -447,6 +447,14 @@ MUTANTS = [
       "very confident logits stay finite", "use jax.nn.softplus"),
     M("gans", "generator_loss", "return -jax.nn.softplus(fake_logits).mean()",
       "non-saturating: mean(-log D(G(z)))", "mean(softplus(-fake_logits))"),
+    M("gans", "quadratic_samples", "x = jax.random.uniform(key, (n,))\nreturn jnp.stack([x, x ** 2], axis=1)",
+      "5 points, key 0", "minval=-0.5, maxval=0.5"),
+    M("gans", "Generator1D", "return nn.relu(nn.Dense(2)(nn.relu(nn.Dense(self.hidden)(z))))",
+      "latent 5 -> points, 15 hidden", "the output layer is linear"),
+    M("gans", "Generator1D", "return nn.Dense(2)(nn.relu(nn.Dense(15)(z)))",
+      "shape mismatch", "nn.Dense(self.hidden): the attribute"),
+    M("gans", "Discriminator1D", "return nn.Dense(1)(nn.relu(nn.Dense(self.hidden)(x)))",
+      "shape mismatch", "drop the last axis: (N,)"),
     M("gans", "conv_transpose_output_size",
       "if output_padding >= stride:\n    raise ValueError('output_padding')\n"
       "size = input_size * stride - 2 * padding + kernel_size + output_padding\n"

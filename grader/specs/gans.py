@@ -122,6 +122,33 @@ def _model_exercises(r) -> list[Exercise]:
     ]
 
 
+def _one_d_exercises(r) -> list[Exercise]:
+    return [
+        Exercise(M, "quadratic_samples", 1.0, (
+            Case("5 points, key 0", (key(0), 5),
+                 hint="x = jax.random.uniform(key, (n,), minval=-0.5, maxval=0.5): exactly that "
+                      "call, so that the same key gives the same x"),
+            Case("one point, key 7", (key(7), 1), hint="rows [x, x ** 2]: shape (n, 2)"),
+            Case("64 points, key 3", (key(3), 64)),
+        ), hint="jax.random.uniform(key, (n,), minval=-0.5, maxval=0.5); rows [x, x ** 2]"),
+        Exercise(M, "Generator1D", 1.0, (
+            Case("latent 5 -> points, 15 hidden", (randn(r, 4, 5), key(0)), {},
+                 mode="driver:flax_model", hint="the output layer is linear: nn.Dense(2) with no "
+                 "activation after it (points can be negative)"),
+            Case("latent 3, 7 hidden", (randn(r, 6, 3), key(1)), {"hidden": 7},
+                 mode="driver:flax_model", hint="nn.Dense(self.hidden): the attribute, not 15",
+                 hint_on=("shape",)),
+        ), hint="nn.Dense(hidden), relu, nn.Dense(2)"),
+        Exercise(M, "Discriminator1D", 1.0, (
+            Case("points -> logits, 25 hidden", (randn(r, 6, 2), key(0)), {},
+                 mode="driver:flax_model",
+                 hint="one logit per point: nn.Dense(1), then drop the last axis: (N,)"),
+            Case("3 hidden", (randn(r, 5, 2), key(1)), {"hidden": 3}, mode="driver:flax_model",
+                 hint="nn.Dense(self.hidden): the attribute, not 25", hint_on=("shape",)),
+        ), hint="nn.Dense(hidden), relu, nn.Dense(1), (N,)"),
+    ]
+
+
 def _step_exercise(r) -> Exercise:
     def inputs(seed, steps=2, n=4, latent=3):
         real = np.abs(randn(r, steps, n, 4, 4, 1)).clip(0, 1)
@@ -149,7 +176,7 @@ def _step_exercise(r) -> Exercise:
 
 def _exercises() -> list[Exercise]:
     r = rng(9)
-    return (_loss_exercises(r)
+    return (_loss_exercises(r) + _one_d_exercises(r)
             + [Exercise(M, "conv_transpose_output_size", 1.0, _size_cases(),
                         hint="(W - 1) S - 2P + K + output_padding; ValueError when "
                              "output_padding >= S or the size < 1"),
