@@ -32,7 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from cnnlab import conv_transpose
-from cnnlab.gan import Gan, GanConfig, make_train_step
+from cnnlab.config import GanConfig
+from cnnlab.gan import Gan, make_train_step
 from jax import lax
 
 THREADS = 2
@@ -64,10 +65,11 @@ def jax_gan_step(batch: int):
     step = make_train_step(gan)
     holder = {"state": gan.init(jax.random.PRNGKey(0), (28, 28, 1))}
     real = jnp.asarray(np.random.default_rng(0).integers(0, 256, (batch, 28, 28, 1)), jnp.uint8)
+    labels = jnp.zeros(batch, jnp.int32)  # ignored: the GAN is unconditional
     key = jax.random.PRNGKey(1)
 
     def run():
-        holder["state"], metrics = step(holder["state"], real, key)
+        holder["state"], metrics = step(holder["state"], real, labels, key)
         jax.block_until_ready(metrics["d_loss"])
 
     return run
