@@ -48,7 +48,7 @@ import optax
 from flax import struct
 
 from cnnlab import data, distributed, gan_quality, models, plots, train
-from cnnlab.checkpoints import abstract_like
+from cnnlab.checkpoints import on_one_device
 from cnnlab.config import GanConfig, TrainConfig
 from cnnlab.data.feeding import BatchFeeder
 from cnnlab.errors import CnnlabError
@@ -313,13 +313,10 @@ def load_gan(workdir: str) -> GanRun:
     fresh = jax.eval_shape(lambda: gan.init(jax.random.key(0), image_shape))
     arrays = fresh.arrays()
     del arrays["opt_state"]
-    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = abstract_like(arrays, jax.tree.map(lambda _: sharding, arrays))
-    ckpts = wd.checkpoints(read_only=True)
+    ckpts = wd.checkpoints_to_read()
     try:
-        if ckpts.latest_step() is None:
-            raise CnnlabError(f"no complete checkpoint in {wd.checkpoint_dir}; train first")
-        restored, _, _ = ckpts.restore_newest(target, note=lambda text: print(f"note: {text}"))
+        restored, _, _ = ckpts.restore_newest(on_one_device(arrays),
+                                              note=lambda text: print(f"note: {text}"))
     finally:
         ckpts.close()
     return GanRun(config, gan, fresh.with_arrays(restored))

@@ -41,7 +41,7 @@ from flax import struct
 from flax.training import train_state
 
 from cnnlab import data, distributed, metrics, models
-from cnnlab.checkpoints import Checkpoints, abstract_like
+from cnnlab.checkpoints import Checkpoints, abstract_like, on_one_device
 from cnnlab.compilation import TRACE_COUNTS, enable_compilation_cache
 from cnnlab.config import OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 from cnnlab.data.feeding import BatchFeeder, eval_batches
@@ -835,12 +835,9 @@ def load_run(workdir: str, *, step: int | str | None = None, optimizer: bool = F
     arrays = abstract.arrays()
     if not optimizer:
         del arrays["opt_state"]
-    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = abstract_like(arrays, jax.tree.map(lambda _: sharding, arrays))
-    ckpts = wd.checkpoints(read_only=True)
+    target = on_one_device(arrays)
+    ckpts = wd.checkpoints_to_read()
     try:
-        if ckpts.latest_step() is None:
-            raise CnnlabError(f"no complete checkpoint in {wd.checkpoint_dir}; train first")
         if step is None or step == "latest":
             restored, meta, newest = ckpts.restore_newest(target, note=_note)
             best = meta.get("best_step") if step is None else None

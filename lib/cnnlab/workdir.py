@@ -330,6 +330,18 @@ class Workdir:
         return Checkpoints(self.checkpoint_dir, keep=keep, best_metric=best_metric,
                            read_only=read_only)
 
+    def checkpoints_to_read(self) -> Checkpoints:
+        """The run's checkpoints, read-only (close them after use).
+
+        Raises:
+          CnnlabError: no complete checkpoint.
+        """
+        ckpts = self.checkpoints(read_only=True)
+        if ckpts.latest_step() is None:
+            ckpts.close()
+            raise CnnlabError(f"no complete checkpoint in {self.checkpoint_dir}; train first")
+        return ckpts
+
     def write_plots(self, history: Sequence[dict], confusion_matrix, class_names: Sequence[str],
                     images: np.ndarray, labels: np.ndarray, predictions: np.ndarray) -> None:
         """``plots/curves.png`` (per-epoch loss and accuracy, when there is a history),
