@@ -141,7 +141,7 @@ def _one_d_exercises(r) -> list[Exercise]:
         ), hint="nn.Dense(hidden), relu, nn.Dense(2)"),
         Exercise(M, "Discriminator1D", 1.0, (
             Case("points -> logits, 25 hidden", (randn(r, 6, 2), key(0)), {},
-                 mode="driver:flax_model",
+                 mode="driver:flax_model", hint_on=("shape",),
                  hint="one logit per point: nn.Dense(1), then drop the last axis: (N,)"),
             Case("3 hidden", (randn(r, 5, 2), key(1)), {"hidden": 3}, mode="driver:flax_model",
                  hint="nn.Dense(self.hidden): the attribute, not 25", hint_on=("shape",)),
