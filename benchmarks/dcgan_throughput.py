@@ -76,8 +76,8 @@ def jax_gan_step(batch: int):
 
 
 def torch_gan_step(batch: int):
-    import torch
-    from torch import nn
+    import torch  # noqa: PLC0415 - PyTorch is optional: only when it is installed
+    from torch import nn  # noqa: PLC0415 - as above
 
     torch.manual_seed(0)
     generator = nn.Sequential(
@@ -129,7 +129,7 @@ def jax_transpose(batch: int, fast: bool):
 
 
 def torch_transpose(batch: int):
-    import torch
+    import torch  # noqa: PLC0415 - PyTorch is optional: only when it is installed
 
     layer = torch.nn.ConvTranspose2d(128, 128, 4, 2, 1)
     x = torch.randn(batch, 128, 14, 14, requires_grad=True)
@@ -142,7 +142,7 @@ def torch_transpose(batch: int):
 
 def torch_available() -> bool:
     try:
-        import torch
+        import torch  # noqa: PLC0415, F401 - is PyTorch installed?
     except ImportError:
         return False
     torch.set_num_threads(THREADS)

@@ -435,7 +435,6 @@ def driver_check_grads(fn, args, kwargs, options, *, module, **_):
             return {"ok": False, "message": " ".join(lines[:6])[:600]}, {}
 
 
-
 # --- lab 9 (GANs) harness -------------------------------------------------------------------------
 
 def _tiny_gan(image_shape: tuple[int, ...], hidden: int = 16):
@@ -499,6 +498,7 @@ def driver_gan_step(fn, args, kwargs, options, **_):
             "d_losses": jnp.stack(d_losses), "g_losses": jnp.stack(g_losses),
             "generator_unchanged": same(g_params, g_state.params),
             "discriminator_unchanged": same(d_params, d_state.params)}, {}
+
 
 MODES = {"call": mode_call, "jit": mode_jit, "vmap": mode_vmap, "grad": mode_grad,
          "purity": mode_purity, "jaxpr": mode_jaxpr}

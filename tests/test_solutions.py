@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from cnnlab import models as cnnlab_models
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -231,8 +232,6 @@ def test_lecture_exercises_agree_with_the_libraries():
     # the seminar CNN at the lecture's input and class count is cnnlab's keras_cnn
     x32 = jnp.zeros((1, 32, 32, 1))
     ours = jax.eval_shape(lambda: models.SeminarCNN().init(jax.random.PRNGKey(0), x32, train=False))
-    from cnnlab import models as cnnlab_models
-
     theirs = jax.eval_shape(lambda: cnnlab_models.get("keras_cnn", num_classes=100).init(
         jax.random.PRNGKey(0), x32, train=False))
     assert jax.tree_util.tree_map(jnp.shape, ours) == jax.tree_util.tree_map(jnp.shape, theirs)
@@ -288,7 +287,7 @@ def test_sequence_helpers_and_docstring_examples():
     toks, _ = seq.pad_sequences([[5, 6], [1, 2, 3, 4]], 3, padding="post", truncating="post")
     np.testing.assert_array_equal(toks, [[5, 6, 0], [1, 2, 3]])
     os.environ.setdefault("KERAS_BACKEND", "jax")
-    import keras
+    import keras  # noqa: PLC0415 - after KERAS_BACKEND is set (no TensorFlow here)
     reviews = [[3, 1, 4], [1, 5, 9, 2, 6, 5], [], [3]]
     for pad in ("pre", "post"):
         for cut in ("pre", "post"):
@@ -377,7 +376,7 @@ def test_gan_losses_and_step():
 def test_lab_models_match_cnnlab_models():
     """The labs' forecasters, review classifier and DCGAN pair have the parameter trees of the
     library's (students build what the researcher's library ships)."""
-    from cnnlab import models as lib
+    lib = cnnlab_models
 
     def shapes(model, x):
         return jax.tree_util.tree_map(jnp.shape, jax.eval_shape(

@@ -18,6 +18,7 @@ from cnnlab.text import (
     load_imdb,
     pad,
     read_keras_npz,
+    train_text,
 )
 
 GOOD, BAD = [1, 4, 9, 16], [2, 3, 7, 30]   # word ranks that make a review positive / negative
@@ -94,8 +95,6 @@ def test_cli_learns_the_small_file(tmp_path):
 def test_resume_continues_exactly(tmp_path):
     """A run stopped after its first epoch and resumed for a second one writes the records of
     a run that never stopped, to the last bit (the loop's checkpoints and batch order)."""
-    from cnnlab.text import train_text
-
     write_imdb(tmp_path / "imdb.npz", n_train=96, n_test=32)
     config = TextConfig(data=str(tmp_path / "imdb.npz"), num_words=250, maxlen=12, embed_dim=4,
                         hidden=4, epochs=2, batch_size=32, plots=False)

@@ -185,9 +185,9 @@ def _check_resumable(wd: Workdir, config: GanConfig) -> None:
         changed = [f.name for f in dataclasses.fields(GanConfig)
                    if getattr(saved, f.name) != getattr(config, f.name)
                    and f.name not in GanConfig.RESUMABLE]
-        raise CnnlabError(f"--resume needs the settings of the run in {wd.path} ({', '.join(changed)} "
-                          f"differ; only {', '.join(GanConfig.RESUMABLE)} may change); see its "
-                          "config.json")
+        raise CnnlabError(f"--resume needs the settings of the run in {wd.path} "
+                          f"({', '.join(changed)} differ; only {', '.join(GanConfig.RESUMABLE)} "
+                          "may change); see its config.json")
 
 
 def train_gan(config: GanConfig, workdir: str, *, resume: bool = False, overwrite: bool = False,
@@ -230,11 +230,11 @@ def train_gan(config: GanConfig, workdir: str, *, resume: bool = False, overwrit
         state, meta, history = train.restore_or_create(
             wd, ckpts, create, jax.tree.map(lambda _: rep, abstract),
             jax.device_put(jax.random.key(config.seed), rep), resume=resume, reporter=reporter)
-        wd.write_config(config)
-        wd.write_run_info(_run_info(config, split, source, abstract, mesh))
-        wd.log_epochs(history)
         steps = len(split.images) // config.batch_size
         spe = min(steps, config.max_steps_per_epoch or steps)
+        wd.write_config(config)
+        wd.write_run_info(_run_info(config, split, source, abstract, mesh, spe))
+        wd.log_epochs(history)
         sample_z = jax.random.normal(jax.random.key(config.seed + 1),
                                      (config.samples, config.latent_dim))
         generate = jax.jit(gan.generate)
@@ -269,16 +269,15 @@ def train_gan(config: GanConfig, workdir: str, *, resume: bool = False, overwrit
         ckpts.close()
 
 
-def _run_info(config: GanConfig, split: data.Split, source: str, state: GanState,
-              mesh) -> RunInfo:
-    n = len(split.images)
-    steps = n // config.batch_size
+def _run_info(config: GanConfig, split: data.Split, source: str, state: GanState, mesh,
+              steps_per_epoch: int) -> RunInfo:
+    """``run.json`` of a GAN run: the images' shape and source, both networks' parameters."""
     return RunInfo(class_names=(), input_shape=tuple(int(d) for d in split.images.shape[1:]),
-                   dataset=config.dataset, source=source, train_examples=n, val_examples=0,
-                   test_examples=0, param_count=models.param_count(state.arrays()["params"]),
+                   dataset=config.dataset, source=source, train_examples=len(split.images),
+                   val_examples=0, test_examples=0,
+                   param_count=models.param_count(state.arrays()["params"]),
                    devices=jax.device_count(), processes=jax.process_count(),
-                   mesh=dict(mesh.shape),
-                   steps_per_epoch=min(steps, config.max_steps_per_epoch or steps))
+                   mesh=dict(mesh.shape), steps_per_epoch=steps_per_epoch)
 
 
 @dataclasses.dataclass
