@@ -7,8 +7,10 @@ Always: a wall-clock timeout that kills the whole process tree, and optionally a
 run ends when a progress file stops changing); rlimits on CPU seconds, address space and/or data
 segment, file size and open files, no core files; stdout/stderr kept as a bounded head + tail; an
 environment of allowed variables only (no tokens, no hidden-case seed, no cache paths); caps on
-what the child leaves in its work dir and on the memory of all its processes together (both
-polled: RLIMIT_AS binds each process alone); afterwards links and special files left in the work
+what the child leaves in its work dir (polled) and on the memory of all its processes together
+(RLIMIT_AS binds each process alone): exact where the grader may create memory cgroups (each run
+in a cgroup of its own, :mod:`grader.memcg`; the kernel reclaims or OOM-kills inside it and the run
+ends with the memory reason), else polled; afterwards links and special files left in the work
 dir are deleted, so a result file can never point at the expected outputs. Then, by mode (best
 first; ``Limits.mode=None`` or ``$CNNLAB_SANDBOX_MODE`` picks):
 
@@ -53,6 +55,7 @@ import threading
 import time
 from pathlib import Path
 
+from grader.memcg import WorkerCgroup, memory_parent
 from grader.proctree import descendants
 
 GiB = 1 << 30
@@ -81,7 +84,9 @@ class LaunchResult:
 
     ``returncode`` is the child's exit status, or ``-signal`` when a signal ended it; ``stdout`` and
     ``stderr`` are capped (head + tail); ``reason`` is a human sentence when a limit or the sandbox
-    ended the run (timeout, CPU, memory, file size, disk, crash), else ``None``.
+    ended the run (timeout, CPU, memory, file size, disk, crash), else ``None``;
+    ``memory_peak_bytes`` is the most memory all its processes held together, from its memory
+    cgroup (None when the memory is polled).
     """
 
     returncode: int
@@ -90,6 +95,7 @@ class LaunchResult:
     timed_out: bool
     reason: str | None
     duration_s: float = 0.0
+    memory_peak_bytes: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,9 +118,11 @@ class Limits:
     hide: paths that must stay secret (the class's submissions and results, the reference cache).
       Mode "bwrap" shows nothing outside its allow-list anyway; mode "user" warns when one of
       them is readable by the sandbox uid.
-    total_memory_bytes: memory (proportional set size) of all the run's processes together
-      (polled; the run is ended above it). RLIMIT_AS binds each process alone, so without this a
-      fork storm of memory hogs could take nproc x RLIMIT_AS.
+    total_memory_bytes: memory of all the run's processes together; the run is ended above it.
+      The limit of the run's own memory cgroup where there is one (exact: every page charged,
+      tmpfs files and swap included), else polled (the sum of the processes' proportional set
+      sizes, every 0.5 s). RLIMIT_AS binds each process alone, so without this a fork storm of
+      memory hogs could take nproc x RLIMIT_AS.
     heartbeat_file / heartbeat_s: a file (relative to the work dir) the child rewrites as it makes
       progress; when it is older than ``heartbeat_s`` the run is ended as timed out. The grader's
       worker rewrites ``out/progress.json`` before each exercise, so a hang that ignores the
@@ -278,6 +286,11 @@ def _workdir_over(cwd: Path, lim: Limits) -> str | None:
 
 def _fmt_bytes(n: float) -> str:
     return f"{n / GiB:g} GB" if n >= GiB else f"{n / MiB:g} MB"
+
+
+def _memory_reason(lim: Limits) -> str:
+    return f"used more than {_fmt_bytes(lim.total_memory_bytes)} of memory in all its processes " \
+        "together"
 
 
 def _resident_bytes(pids) -> int:
@@ -529,6 +542,8 @@ class Sandbox:
         self.mode = wanted or available[0]
         # A uid of its own: always in mode "user", in mode "bwrap" when the grader is root.
         self.own_uid = self.mode == "user" or (self.mode == "bwrap" and self._root)
+        # (folder, version) of the cgroup below which each run gets a memory cgroup, or None
+        self.memory_cgroup = memory_parent() if self.limits.total_memory_bytes else None
 
     def _bwrap_style(self) -> str | None:
         """How bwrap runs here: "root" (as root, no user namespace; the child drops to its uid),
@@ -599,7 +614,8 @@ class Sandbox:
             on.append(f"file size {lim.file_size_bytes / MiB:g} MB")
         on.append(f"captured output {lim.output_bytes // KiB} KB per stream")
         if lim.total_memory_bytes:
-            on.append(f"{_fmt_bytes(lim.total_memory_bytes)} memory in all")
+            how = f"cgroup v{self.memory_cgroup[1]}" if self.memory_cgroup else "polled"
+            on.append(f"{_fmt_bytes(lim.total_memory_bytes)} memory in all ({how})")
         if self.own_uid:
             on += [f"unprivileged uid from {lim.uid_base}", f"{lim.nproc} processes/threads"]
         if self.mode == "bwrap":
@@ -624,12 +640,17 @@ class Sandbox:
                                 f"could not start the worker: {argv[0]} not found", 0.0)
         argv = [os.path.abspath(exe), *map(str, argv[1:])]
         slot = _UidSlot(self.limits) if self.own_uid else None
+        cgroup = None
         try:
             if slot is not None:
                 _prepare_workdir(str(cwd), slot.uid)
+            if self.memory_cgroup:
+                cgroup = WorkerCgroup(*self.memory_cgroup, self.limits.total_memory_bytes)
             cmd, env = self._command(argv, cwd, env, slot, extra_files)
-            return self._run(cmd, env, cwd, float(timeout_s), slot)
+            return self._run(cmd, env, cwd, float(timeout_s), slot, cgroup)
         finally:
+            if cgroup is not None:
+                cgroup.close()
             if slot is not None:
                 slot.release()
 
@@ -646,17 +667,20 @@ class Sandbox:
             return [self._bwrap, *_NS_AS_ROOT, *common, *drop, *argv], env
         return [*drop, self._bwrap, "--unshare-all", *common, *argv], env
 
-    def _run(self, cmd, env, cwd: Path, timeout_s: float, slot) -> LaunchResult:
+    def _run(self, cmd, env, cwd: Path, timeout_s: float, slot, cgroup) -> LaunchResult:
         lim = self.limits
         rlimits = _rlimits(lim, timeout_s, with_nproc=slot is not None)
         prctl, grader_pid = _libc().prctl, os.getpid()
+        procs_fd = cgroup.procs_fd if cgroup is not None else None
 
-        def preexec():  # in the child before exec: only prctl, getppid and setrlimit
+        def preexec():  # in the child before exec: only prctl, getppid, write and setrlimit
             # The parent-death signal ends the run if the grader dies (even by SIGKILL); a grader
             # killed before this line is noticed by the parent check.
             prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             if os.getppid() != grader_pid:
                 os._exit(1)
+            if procs_fd is not None:  # into its memory cgroup ("0": the writing process)
+                os.write(procs_fd, b"0")
             _apply_rlimits(rlimits)
 
         start = time.monotonic()
@@ -664,7 +688,7 @@ class Sandbox:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 start_new_session=True, preexec_fn=preexec)
         out, err = _Capture(proc.stdout, lim.output_bytes), _Capture(proc.stderr, lim.output_bytes)
-        timed_out, reason = self._watch(proc, cwd, start, timeout_s, slot)
+        timed_out, reason = self._watch(proc, cwd, start, timeout_s, slot, cgroup)
         self._kill_tree(proc, slot)
         duration = time.monotonic() - start
         stdout, stderr = out.text(timeout=5), err.text(timeout=5)
@@ -673,6 +697,8 @@ class Sandbox:
         returncode = proc.returncode
         if self.mode == "bwrap" and returncode > 128:  # bwrap reports a signal as 128 + signal
             returncode = 128 - returncode
+        if reason is None and cgroup is not None and cgroup.oom_killed():
+            reason = _memory_reason(lim)
         if reason is None and returncode < 0:
             reason = _describe_signal(-returncode, lim, timeout_s)
         if not timed_out and reason is None:
@@ -680,10 +706,11 @@ class Sandbox:
         sanitize_workdir(cwd)
         if timed_out or (reason and returncode == 0):
             returncode = -signal.SIGKILL
-        return LaunchResult(returncode, stdout, stderr, timed_out, reason, duration)
+        peak = cgroup.peak_bytes() if cgroup is not None else None
+        return LaunchResult(returncode, stdout, stderr, timed_out, reason, duration, peak)
 
     def _watch(self, proc: subprocess.Popen, cwd: Path, start: float, timeout_s: float,
-               slot) -> tuple[bool, str | None]:
+               slot, cgroup) -> tuple[bool, str | None]:
         """Wait for the child to exit; ``(timed_out, reason)`` when a limit ended it first (wall
         clock, heartbeat, work-dir quota, total memory), else ``(False, None)``."""
         lim = self.limits
@@ -697,16 +724,18 @@ class Sandbox:
             now = time.monotonic()
             if now - start >= timeout_s:
                 return True, f"timed out after {timeout_s:g} s (wall clock)"
+            if cgroup is not None and cgroup.oom_killed():
+                return False, _memory_reason(lim)
             if now < next_scan:
                 continue
             next_scan = now + 0.5  # a /proc and work-dir scan costs ~10 ms
             over = _workdir_over(cwd, lim)
             if over:
                 return False, over
-            pids = _pids_of_uid(slot.uid) if slot is not None else descendants(proc.pid)
-            if lim.total_memory_bytes and _resident_bytes(pids) > lim.total_memory_bytes:
-                return False, (f"used more than {_fmt_bytes(lim.total_memory_bytes)} of memory "
-                               "in all its processes together")
+            if lim.total_memory_bytes and cgroup is None and _resident_bytes(
+                    _pids_of_uid(slot.uid) if slot is not None else descendants(proc.pid)) \
+                    > lim.total_memory_bytes:
+                return False, _memory_reason(lim)
             if lim.heartbeat_file and lim.heartbeat_s:
                 try:
                     idle = time.time() - (cwd / lim.heartbeat_file).stat().st_mtime

@@ -9,10 +9,23 @@ same initial state on the same batches of the embedded Fashion-MNIST subset (28x
 32x32 images for the ImageNet backbones), once on a mesh of 1 device and once with the batch
 split over 8. Prints one JSON line per model: ``{"model", "leaves": {leaf: relative
 difference}}`` where the difference of a leaf (every parameter and batch statistic) is
-``max|a8 - a1| / max|a1|``.
+``max|a8 - a1| / max(max|a1|, 1e-2)``.
 
 Momentum SGD rather than Adam: Adam divides by sqrt(v), which turns float rounding in near-zero
 gradients into full-size steps and would measure its own noise rather than the sharding.
+
+The images are dequantized, ``(pixel + u) / 256`` with ``u ~ U[0, 1)`` (fixed seed), so that no
+max-pool window holds equal entries. Why: the gradient of a max goes to one maximum of its window;
+where several entries are equal (Fashion-MNIST's zero background) float rounding, which differs
+with the rows per device (vector body vs. tail of XLA's loops), may make another one the largest,
+and that window's gradient then goes there: a different, equally valid subgradient. It happens
+with Flax's own ``nn.max_pool`` and XLA's convolutions too (resnet_small, 56 real images, one SGD
+step at lr 1: 0.9 % in a batch-norm bias on 8 devices vs 1; 5e-7 with the dequantized images).
+Everything else (a lost or misrouted gradient, as the max pool of issue 11 had) still shows.
+
+A leaf is compared relative to its largest entry, but never to less than 1e-2: the biases of
+convolutions followed by batch norm (ResNet50) have zero gradient in exact arithmetic, so their
+values are rounding noise (1e-9) whose relative difference means nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +34,6 @@ import argparse
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -32,14 +44,15 @@ RGB_MODELS = {"vgg16": dict(classifier="avg"), "resnet50": {}}
 
 
 def batches(name: str, batch: int, steps: int):
-    """``steps`` batches (uint8 images, int32 labels) and the input shape."""
+    """``steps`` batches (dequantized float32 images in [0, 1), int32 labels), the input shape."""
+    rng = np.random.default_rng(0)
     if name in RGB_MODELS:
-        rng = np.random.default_rng(0)
         images = rng.integers(0, 256, (steps * batch, 32, 32, 3), dtype=np.uint8)
         labels = rng.integers(0, 10, steps * batch).astype(np.int32)
     else:
         ds = data.load("fashion_mnist_subset")
         images, labels = ds.train.images[: steps * batch], ds.train.labels[: steps * batch]
+    images = ((images + rng.uniform(0, 1, images.shape)) / 256).astype(np.float32)
     return [(images[i * batch:(i + 1) * batch], labels[i * batch:(i + 1) * batch].astype(np.int32))
             for i in range(steps)], images.shape[1:]
 
@@ -64,7 +77,7 @@ def train_on(devices, model, tx, input_shape, feed) -> dict:
 def relative_differences(a, b) -> dict[str, float]:
     return {jax.tree_util.keystr(path): float(
         np.max(np.abs(np.asarray(y, np.float64) - np.asarray(x, np.float64)))
-        / max(float(np.max(np.abs(np.asarray(x, np.float64)))), 1e-30))
+        / max(float(np.max(np.abs(np.asarray(x, np.float64)))), 1e-2))
         for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b))}
 
 

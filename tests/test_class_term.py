@@ -28,6 +28,7 @@ import pytest
 
 import term
 from grader import classroom, reports
+from grader.memcg import memory_parent
 from report_checks import check_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -329,6 +330,10 @@ def test_a_signal_stops_the_batch_cleanly_and_it_resumes(tmp_path, sig):
                      "run the same command again to resume", stdout), stdout
     time.sleep(0.5)
     assert leftovers(out) == [], "processes outlived the grader"
+    memory = memory_parent()
+    if memory:  # the workers ran in memory cgroups of their own, all removed on the way out
+        assert f"memory in all (cgroup v{memory[1]})" in stdout
+        assert not list(memory[0].glob(f"cnnlab-worker-{proc.pid}-*"))
     # what is graded is reported; nothing of an unfinished submission was written
     rows = read_grades(out)
     assert rows["a_fast"]["status"] == "graded" and rows["a_fast"]["total"] == "4"

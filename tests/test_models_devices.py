@@ -4,10 +4,11 @@ Each model of the registry trains a few steps of ``cnnlab.train``'s step (augmen
 dropout and batch norm in training mode where the model has them) on 1 device and with the batch
 split over 8 (``tests/models_devices_check.py`` in a subprocess with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8``); every parameter and batch statistic must
-agree within 1e-5 of its largest entry. ``make test`` covers the small models at batch 16 (2 rows
-per device); the exhaustive variant adds the ImageNet backbones, batch 40 (5 rows per device),
-more steps, and JAX's older, non-partitionable threefry (random bits must not depend on the
-device count either way).
+agree within 1e-5 of its largest entry (of 1e-2 at least), on dequantized images whose max-pool
+windows hold no ties (the check's docstring says why ties are left out). ``make test`` covers the
+small models at batch 40 (5 rows per device: the per-device shape is not a multiple of any
+vector width); the exhaustive variant adds the ImageNet backbones, more steps, and JAX's older,
+non-partitionable threefry (random bits must not depend on the device count either way).
 """
 
 from __future__ import annotations
@@ -48,13 +49,12 @@ def assert_same(results: dict):
 
 
 def test_small_models_train_the_same_on_8_devices_as_on_1():
-    results = train_on_1_and_8_devices(SMALL, "--steps", "3", "--batch", "16")
+    results = train_on_1_and_8_devices(SMALL, "--steps", "3", "--batch", "40")
     assert_same(results)
     assert results["resnet_small"]["batch_stats"] == 6   # batch norm took part
 
 
 @pytest.mark.exhaustive
-@pytest.mark.xfail(strict=True, reason="known open bug (issue 11): after the training-loop redesign, resnet_small, vgg16 and resnet50 differ between 8 devices and 1 in the long exhaustive run (1e-4..1); the short make-test variant agrees")
 @pytest.mark.parametrize("threefry", ["partitionable", "not partitionable"])
 def test_every_model_trains_the_same_on_8_devices_as_on_1_exhaustive(threefry):
     extra = ["--no-threefry-partitionable"] if threefry == "not partitionable" else []

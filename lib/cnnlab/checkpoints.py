@@ -24,6 +24,7 @@ written on 8 devices restores onto 1 (or the other way round).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sys
@@ -329,10 +330,28 @@ def _ignore_closed_loop(previous: Callable) -> Callable:
     return hook
 
 
+class _AbandonedReadFilter(logging.Filter):
+    """Drops asyncio's "exception was never retrieved" records of abandoned checkpoint reads."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not ("never retrieved" in record.getMessage() and record.exc_info is not None
+                    and _is_read_error(record.exc_info[1]))
+
+
+def _is_read_error(error: BaseException | None) -> bool:
+    return error is not None and ("tensorstore" in str(error) or "OCDBT" in str(error)
+                                  or str(error) == "Event loop is closed")
+
+
 def _quiet_abandoned_reads() -> None:
-    """When a restore fails, tensorstore still finishes the reads orbax gave up on; their
+    """When a restore fails, tensorstore still finishes the reads orbax gave up on. Their
     callbacks find orbax's event loop closed and report ``RuntimeError('Event loop is closed')``
-    through :data:`sys.unraisablehook`, a traceback each on stderr around the one-line note.
-    Exactly those are dropped from then on; anything else reaches the previous hook."""
+    through :data:`sys.unraisablehook`; on Python 3.13 the failed reads of the other arrays are
+    also logged by asyncio when their tasks are collected ("Task exception was never
+    retrieved"): a traceback each on stderr around the one-line note. Exactly those are dropped
+    from then on; anything else reaches the previous hook and asyncio's log."""
     if not getattr(sys.unraisablehook, "cnnlab_closed_loop", False):
         sys.unraisablehook = _ignore_closed_loop(sys.unraisablehook)
+    asyncio_log = logging.getLogger("asyncio")
+    if not any(isinstance(f, _AbandonedReadFilter) for f in asyncio_log.filters):
+        asyncio_log.addFilter(_AbandonedReadFilter())
