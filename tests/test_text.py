@@ -112,3 +112,54 @@ def test_resume_continues_exactly(tmp_path):
     assert records("stopped") == records("straight") and len(records("straight")) == 2
     assert resumed["test_loss"] == straight["test_loss"]
     assert sorted(os.listdir(tmp_path / "stopped" / "checkpoints")) == ["3", "6"]
+
+
+def write_tfds_imdb(data_dir, n_train=256, n_test=64, seed=0):
+    """A learnable ``imdb_reviews/plain_text`` prepared in ``data_dir`` as TFDS would (array_record,
+    TFDS's own ImdbReviews builder and metadata), its texts made up here: positive reviews use
+    GOOD words, negative ones BAD words, among neutral ones (no download)."""
+    from tensorflow_datasets.datasets.imdb_reviews import (  # noqa: PLC0415 - seconds; one test
+        imdb_reviews_dataset_builder as official,
+    )
+
+    r = np.random.default_rng(seed)
+    good, bad = ["great", "loved", "superb"], ["awful", "boring", "worst"]
+    neutral = [f"word{i}" for i in range(60)]
+
+    def reviews(n):
+        for i in range(n):
+            y = int(r.integers(0, 2))
+            words = list(r.choice(neutral, int(r.integers(5, 25))))
+            for at in r.integers(0, len(words), 2):
+                words[int(at)] = str(r.choice(good if y else bad))
+            yield i, {"text": " ".join(words).capitalize() + ".<br />The end.", "label": y}
+
+    class Prepared(official.Builder, skip_registration=True):
+        name = "imdb_reviews"
+
+        @classmethod
+        def _get_pkg_dir_path(cls):
+            return official.Builder._get_pkg_dir_path()
+
+        def _split_generators(self, dl_manager):
+            return {"train": reviews(n_train), "test": reviews(n_test), "unsupervised": reviews(1)}
+
+    Prepared(config="plain_text", data_dir=str(data_dir), file_format="array_record") \
+        .download_and_prepare()
+
+
+def test_tfds_imdb_reviews_are_read_with_keras_conventions(tmp_path):
+    """A prepared TFDS imdb_reviews is read by random access (no TensorFlow) and numbered as
+    Keras numbers its imdb.npz: 1 starts a review, the most frequent training word is 4 (rank 1
+    + 3), words outside the vocabulary are 2, zeros pad in front."""
+    write_tfds_imdb(tmp_path / "tfds", n_train=64, n_test=16)
+    config = TextConfig(data="tfds", tfds_dir=str(tmp_path / "tfds"), num_words=12, maxlen=40)
+    (x, y), (x_te, y_te), source = load_imdb(config)
+    assert x.shape == (64, 40) and x_te.shape == (16, 40) and "imdb_reviews" in source
+    assert set(np.unique(y)) <= {0, 1} and len(y_te) == 16
+    first = [int(t) for t in x[0] if t]
+    # every review ends "<br />The end.": "the" and "end" are the two most frequent words
+    assert first[0] == 1 and first[-2:] == [4, 5], first
+    assert set(np.unique(x)) <= set(range(12)) and (x == 2).any()   # a small vocabulary: OOV
+    with pytest.raises(CnnlabError, match="imdb_reviews is not prepared"):
+        load_imdb(config.replace(tfds_dir=str(tmp_path / "empty")))
