@@ -78,7 +78,7 @@ class Generator1D(nn.Module):
     """The 1-D GAN's generator: latent points to 2-D points.
 
     ``z`` (N, latent) -> ``nn.Dense(hidden)`` + ReLU -> ``nn.Dense(2)`` (linear: the points may
-    be anywhere) -> (N, 2). The workshop's has a latent size of 5 and 15 hidden units.
+    be anywhere) -> (N, 2). The workshop's generator has a latent size of 5 and 15 hidden units.
     Parameter tree: Dense_0, Dense_1. ``train`` changes nothing here.
     """
 
@@ -93,8 +93,9 @@ class Discriminator1D(nn.Module):
     """The 1-D GAN's discriminator: is a 2-D point on the curve?
 
     ``x`` (N, 2) -> ``nn.Dense(hidden)`` + ReLU -> ``nn.Dense(1)`` -> logits (N,) (drop the last
-    axis). The workshop's has 25 hidden units and a sigmoid output; here the output is the
-    logit and the sigmoid lives in the losses (``discriminator_loss``), as for the DCGAN.
+    axis). The workshop's discriminator has 25 hidden units and a sigmoid output; here the
+    output is the logit and the sigmoid lives in the losses (``discriminator_loss``), as for
+    the DCGAN.
     Parameter tree: Dense_0, Dense_1. ``train`` changes nothing here.
     """
 
