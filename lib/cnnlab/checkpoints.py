@@ -314,8 +314,15 @@ def abstract_like(tree, shardings) -> Any:
 
 
 def on_one_device(tree) -> Any:
-    """:func:`abstract_like` with every leaf on this process's first device: the restore target
-    of a run read back for evaluation, prediction or sampling (whatever device count wrote it)."""
+    """:func:`abstract_like` with every leaf on this process's first device.
+
+    Args:
+      tree: arrays or :class:`jax.ShapeDtypeStruct` (e.g. a state's ``arrays()``).
+
+    Returns:
+      The restore target of a run read back for evaluation, prediction or sampling, whatever
+      device count wrote it.
+    """
     sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return abstract_like(tree, jax.tree.map(lambda _: sharding, tree))
 
