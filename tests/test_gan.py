@@ -113,8 +113,24 @@ def cnnlab(*args, cwd):
                           text=True, cwd=cwd, env=env, timeout=600, check=False)
 
 
-@pytest.mark.slow
-def test_cli_trains_measures_quality_and_refuses_bad_input(tmp_path):
+def test_cli_refuses_bad_input_in_one_line(straight, tmp_path):
+    workdir, _ = straight
+    r = cnnlab("gan", "--dataset", "digits", "--workdir", workdir, cwd=tmp_path)  # a run is there
+    assert r.returncode == 2 and "already holds a training run; pass --resume" in r.stderr
+    assert len(r.stderr.splitlines()) == 1
+    r = cnnlab("gan", "--dataset", "digits", "--epochs", "0", "--workdir", tmp_path / "x",
+               cwd=tmp_path)
+    assert r.returncode == 2 and "epochs must be an integer >= 1, got 0" in r.stderr
+    assert len(r.stderr.splitlines()) == 1
+    r = cnnlab("gan", "--dataset", "no_such_data", "--workdir", tmp_path / "y", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith("cnnlab: error:")
+    assert len(r.stderr.splitlines()) == 1
+
+
+@pytest.mark.exhaustive
+def test_cli_trains_and_measures_quality(tmp_path):
+    """``cnnlab gan --quality`` end to end (a judge classifier trained by ``cnnlab train``:
+    half a minute; the figures' arithmetic is tested above on constructed predictions)."""
     args = ["gan", "--dataset", "digits", "--epochs", "1", "--batch-size", "32",
             "--latent-dim", "8", "--g-features", "8", "--d-features", "8",
             "--max-steps-per-epoch", "3", "--workdir", tmp_path / "w"]
@@ -126,11 +142,3 @@ def test_cli_trains_measures_quality_and_refuses_bad_input(tmp_path):
     # the classifier trained on real digits recognises real test digits, not noise
     assert quality["real"]["accuracy"] > 0.5
     assert quality["real"]["class_entropy_bits"] > quality["noise"]["class_entropy_bits"]
-    r = cnnlab(*args, cwd=tmp_path)                      # the same workdir again
-    assert r.returncode == 2 and "--resume" in r.stderr and len(r.stderr.splitlines()) == 1
-    r = cnnlab("gan", "--dataset", "digits", "--epochs", "0", "--workdir", tmp_path / "x",
-               cwd=tmp_path)
-    assert r.returncode == 2 and "epochs must be an integer >= 1, got 0" in r.stderr
-    assert len(r.stderr.splitlines()) == 1
-    r = cnnlab("gan", "--dataset", "no_such_data", "--workdir", tmp_path / "y", cwd=tmp_path)
-    assert r.returncode == 2 and r.stderr.startswith("cnnlab: error:")
