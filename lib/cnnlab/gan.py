@@ -185,9 +185,10 @@ def _check_resumable(wd: Workdir, config: GanConfig) -> None:
         changed = [f.name for f in dataclasses.fields(GanConfig)
                    if getattr(saved, f.name) != getattr(config, f.name)
                    and f.name not in GanConfig.RESUMABLE]
+        verb = "differs" if len(changed) == 1 else "differ"
         raise CnnlabError(f"--resume needs the settings of the run in {wd.path} "
-                          f"({', '.join(changed)} differ; only {', '.join(GanConfig.RESUMABLE)} "
-                          "may change); see its config.json")
+                          f"({', '.join(changed)} {verb}; only "
+                          f"{', '.join(GanConfig.RESUMABLE)} may change); see its config.json")
 
 
 def train_gan(config: GanConfig, workdir: str, *, resume: bool = False, overwrite: bool = False,
