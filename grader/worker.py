@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 # Own references first: student code imported later may patch modules, not these names.
@@ -340,6 +341,10 @@ def run_exercises(module, exercises: list[dict], in_arrays: dict, out_dir: Path,
         outcomes: dict[str, dict] = {}
         out_arrays: dict = {}
         _start_alarm(timeout)
+        # The alarm fires once; where it lands inside library code that turns exceptions into
+        # its own (JAX unwinding a deep recursion), it may be lost: the deadline still holds
+        # at the next case.
+        deadline = time.monotonic() + timeout
         timed_out = False
         try:
             try:
@@ -349,6 +354,7 @@ def run_exercises(module, exercises: list[dict], in_arrays: dict, out_dir: Path,
             except BaseException:  # noqa: BLE001 - student code misbehaving: each call runs alone
                 ready = {}
             for i, call in enumerate(ex["calls"]):
+                timed_out = timed_out or time.monotonic() > deadline
                 if timed_out:
                     outcomes[call["id"]] = {"ok": False, "error": {
                         "kind": "Timeout", "module": "", "where": None,

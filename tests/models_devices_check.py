@@ -34,6 +34,7 @@ import argparse
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -43,8 +44,9 @@ from cnnlab import data, distributed, models, train
 RGB_MODELS = {"vgg16": dict(classifier="avg"), "resnet50": {}}
 
 
-def batches(name: str, batch: int, steps: int):
-    """``steps`` batches (dequantized float32 images in [0, 1), int32 labels), the input shape."""
+def batches(name: str, batch: int, steps: int, dtype=np.float32):
+    """``steps`` batches (dequantized images in [0, 1) of ``dtype``, int32 labels), the input
+    shape."""
     rng = np.random.default_rng(0)
     if name in RGB_MODELS:
         images = rng.integers(0, 256, (steps * batch, 32, 32, 3), dtype=np.uint8)
@@ -52,15 +54,20 @@ def batches(name: str, batch: int, steps: int):
     else:
         ds = data.load("fashion_mnist_subset")
         images, labels = ds.train.images[: steps * batch], ds.train.labels[: steps * batch]
-    images = ((images + rng.uniform(0, 1, images.shape)) / 256).astype(np.float32)
+    images = ((images + rng.uniform(0, 1, images.shape)) / 256).astype(dtype)
     return [(images[i * batch:(i + 1) * batch], labels[i * batch:(i + 1) * batch].astype(np.int32))
             for i in range(steps)], images.shape[1:]
 
 
-def train_on(devices, model, tx, input_shape, feed) -> dict:
-    """A few train steps on a mesh of ``devices``; the final params and batch stats on host."""
+def train_on(devices, model, tx, input_shape, feed, dtype=jnp.float32) -> dict:
+    """A few train steps on a mesh of ``devices``, the whole state in ``dtype``; the final
+    params and batch stats on host."""
     mesh = distributed.make_mesh(devices=devices)
-    create = lambda key: train.create_train_state(model, tx, key, input_shape)  # noqa: E731
+
+    def create(key):
+        state = train.create_train_state(model, tx, key, input_shape)
+        return jax.tree.map(lambda x: x.astype(dtype) if x.dtype == jnp.float32 else x, state)
+
     abstract = jax.eval_shape(create, jax.random.key(0))
     shardings = distributed.state_shardings(abstract, mesh)
     state = jax.jit(create, out_shardings=shardings)(jax.random.key(0))
@@ -87,16 +94,22 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--no-threefry-partitionable", action="store_true")
+    p.add_argument("--float64", action="store_true",
+                   help="train in float64 (state and images): rounding no longer hides anything")
     args = p.parse_args(argv)
+    dtype = jnp.float32
+    if args.float64:
+        jax.config.update("jax_enable_x64", True)
+        dtype = jnp.float64
     if args.no_threefry_partitionable:
         jax.config.update("jax_threefry_partitionable", False)
     assert jax.device_count() == 8, "run with XLA_FLAGS=--xla_force_host_platform_device_count=8"
     tx = optax.sgd(0.05, momentum=0.9)
     for name in args.models:
-        feed, input_shape = batches(name, args.batch, args.steps)
+        feed, input_shape = batches(name, args.batch, args.steps, dtype)
         model = models.get(name, num_classes=10, **RGB_MODELS.get(name, {}))
-        one = train_on(jax.devices()[:1], model, tx, input_shape, feed)
-        eight = train_on(jax.devices(), model, tx, input_shape, feed)
+        one = train_on(jax.devices()[:1], model, tx, input_shape, feed, dtype)
+        eight = train_on(jax.devices(), model, tx, input_shape, feed, dtype)
         print(json.dumps({"model": name, "leaves": relative_differences(one, eight),
                           "batch_stats": len(jax.tree.leaves(one["batch_stats"]))}), flush=True)
     return 0

@@ -139,6 +139,27 @@ def test_conv2d_derivatives_of_higher_order_and_under_vmap_of_grad():
     close(per_example(ours), per_example(theirs), "vmap of grad")
 
 
+@pytest.mark.parametrize("backward", [("chunks", "xla"), ("taps", "taps"), ("im2col", "xla")])
+def test_float64_stays_float64_in_every_method(backward):
+    """The per-tap forward of a 1-channel layer and the matmul methods sum in the input's
+    precision when it is above float32 (they summed float64 in float32, a 1e-7 error that
+    ResNet50's conditioning amplifies to percents)."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(0)
+        x = jnp.asarray(rng.normal(size=(20, 9, 9, 1)))
+        k = jnp.asarray(rng.normal(size=(3, 3, 1, 4)))
+        g = jnp.asarray(rng.normal(size=(20, 9, 9, 4)))
+
+        def loss(k, x, mode):
+            return jnp.sum(layers.conv2d(x, k, 1, "SAME", backward=mode) * g)
+
+        ref = jax.value_and_grad(loss, argnums=(0, 1))(k, x, "xla")
+        got = jax.value_and_grad(loss, argnums=(0, 1))(k, x, backward)
+        assert all(a.dtype == jnp.float64 for a in jax.tree.leaves(got))
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
 def test_cpu_uses_the_custom_derivative_and_env_turns_it_off(monkeypatch):
     x, k = jnp.ones((32, 8, 8, 8)), jnp.ones((3, 3, 8, 4))
 

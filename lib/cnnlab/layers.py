@@ -176,6 +176,11 @@ def _taps(x: jax.Array, kernel_hw: Sequence[int], strides: Sequence[int], pads: 
     return [_offset_slice(xp, i, j, (ho, wo), strides) for i in range(kh) for j in range(kw)]
 
 
+def _accumulation_dtype(x: jax.Array):
+    """Sums in float32 at least (bfloat16 inputs), in float64 for float64 inputs."""
+    return jnp.promote_types(x.dtype, jnp.float32)
+
+
 def conv_taps(x: jax.Array, kernel: jax.Array, strides: Sequence[int], pads: Pads) -> jax.Array:
     """The convolution as a sum of kh*kw*C broadcast products, for a handful of input channels:
 
@@ -189,12 +194,13 @@ def conv_taps(x: jax.Array, kernel: jax.Array, strides: Sequence[int], pads: Pad
     # Materialise the input once: fused into the taps, its producers (e.g. uint8 -> float
     # scaling) would be recomputed for every tap and output channel.
     taps = _taps(lax.optimization_barrier(x), (kh, kw), strides, pads)
+    acc_dtype = _accumulation_dtype(x)
     acc = None
     for t, tap in enumerate(taps):
         i, j = divmod(t, kw)
-        tap = tap.astype(jnp.float32)
-        for ci in range(c):  # accumulate in float32 whatever the input dtype
-            y = tap[..., ci:ci + 1] * kernel[i, j, ci].astype(jnp.float32)  # (N, Ho, Wo, O)
+        tap = tap.astype(acc_dtype)
+        for ci in range(c):
+            y = tap[..., ci:ci + 1] * kernel[i, j, ci].astype(acc_dtype)  # (N, Ho, Wo, O)
             acc = y if acc is None else acc + y
     return acc.astype(x.dtype)
 
@@ -222,7 +228,7 @@ def conv_tap_matmuls(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
     acc = None
     for t, tap in enumerate(_taps(x, (kh, kw), strides, pads)):
         y = lax.dot_general(tap, kernel[divmod(t, kw)], (((3,), (0,)), ((), ())),
-                            preferred_element_type=jnp.float32)
+                            preferred_element_type=_accumulation_dtype(x))
         acc = y if acc is None else acc + y
     return acc.astype(x.dtype)
 
@@ -234,7 +240,7 @@ def conv_im2col(x: jax.Array, kernel: jax.Array, strides: Sequence[int], pads: P
     kh, kw, c, o = kernel.shape
     cols = jnp.concatenate(_taps(x, (kh, kw), strides, pads), axis=-1)
     y = lax.dot_general(cols, kernel.reshape(kh * kw * c, o), (((3,), (0,)), ((), ())),
-                        preferred_element_type=jnp.float32)
+                        preferred_element_type=_accumulation_dtype(x))
     return y.astype(x.dtype)
 
 
