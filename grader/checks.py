@@ -57,8 +57,9 @@ def _uses(used) -> str:
 
 
 def decidable(case) -> list[str]:
-    """The forbidden primitives of a "from scratch" case that a program shows."""
-    return [f for f in case.options.get("forbidden", ()) if f in STABLEHLO_OPS]
+    """The forbidden (and required) primitives of a "from scratch" case that a program shows."""
+    return [f for f in (*case.options.get("forbidden", ()), *case.options.get("required", ()))
+            if f in STABLEHLO_OPS]
 
 
 def check_match(case, expected: dict, out, info: dict, context: Context) -> Difference | None:
@@ -93,10 +94,16 @@ def from_scratch_problem(case, expected: dict, out, context: Context) -> str | N
         return (f"the grader could not run the program your function compiles to ({why}), so it "
                 "cannot confirm that it is from scratch")
     ops = set(verified["ops"])
-    shown = {STABLEHLO_OPS[f]: f for f in reversed(shows)}  # one name per operation
+    shown = {STABLEHLO_OPS[f]: f for f in reversed(shows) if f in forbidden}  # one name per op
     used = [name for op, name in shown.items() if op in ops]
     if used:
         return f"{_uses(used)}: this exercise is from scratch"
+    # options["required"]: primitives the program must contain (e.g. "scan": a compiled loop)
+    missing = [f for f in case.options.get("required", ()) if STABLEHLO_OPS.get(f) not in ops]
+    if missing:
+        return (f"compiles to no {STABLEHLO_OPS[missing[0]]}: this exercise asks for "
+                f"jax.lax.{missing[0]} (a Python loop copies its body into the program once per "
+                f"step)")
     opaque = sorted(ops & set(OPAQUE_OPS))
     if opaque:
         return (f"compiles to {', '.join(opaque)}, a call whose work the grader cannot see: "

@@ -437,11 +437,76 @@ def driver_check_grads(fn, args, kwargs, options, *, module, **_):
             return {"ok": False, "message": " ".join(lines[:6])[:600]}, {}
 
 
+# --- lab 9 (GANs) harness -------------------------------------------------------------------------
+
+def _tiny_gan(image_shape: tuple[int, ...], hidden: int = 16):
+    """The harness generator (z -> Dense(hidden) relu -> Dense(prod(image_shape)) sigmoid ->
+    image) and discriminator (flatten -> Dense(hidden) leaky relu 0.2 -> Dense(1) -> (N,))."""
+    import math
+
+    import flax.linen as nn
+
+    class TinyGenerator(nn.Module):
+        @nn.compact
+        def __call__(self, z):
+            h = nn.relu(nn.Dense(hidden)(z))
+            x = nn.sigmoid(nn.Dense(math.prod(image_shape))(h))
+            return x.reshape(z.shape[0], *image_shape)
+
+    class TinyDiscriminator(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            h = nn.leaky_relu(nn.Dense(hidden)(x.reshape(x.shape[0], -1)), 0.2)
+            return nn.Dense(1)(h)[:, 0]
+
+    return TinyGenerator(), TinyDiscriminator()
+
+
+def driver_gan_step(fn, args, kwargs, options, **_):
+    """Run ``gan_train_step(g_state, d_state, real_images, z)`` ``steps`` times on the harness
+    pair, each network with ``optax.adam(0.01, b1=0.5)`` -- or, for the network named in
+    ``options["frozen"]``, ``optax.set_to_zero()``: its parameters must come back bit-identical.
+
+    args: (init_key, real_images (steps, N, H, W, C), z (steps, N, latent)). Returns both
+    networks' parameters, the losses of every step, and whether each network's parameters are
+    bit-identical to their initial values.
+    """
+    import optax
+    from flax.training import train_state
+
+    key, real, z = args
+    gen, disc = _tiny_gan(tuple(real.shape[2:]))
+    kg, kd = jax.random.split(key)
+    g_params = jax.jit(gen.init)(kg, z[0])["params"]
+    d_params = jax.jit(disc.init)(kd, real[0])["params"]
+    frozen = options.get("frozen")
+    tx = {name: optax.set_to_zero() if frozen == name else optax.adam(0.01, b1=0.5)
+          for name in ("generator", "discriminator")}
+    g_state = train_state.TrainState.create(apply_fn=gen.apply, params=g_params,
+                                            tx=tx["generator"])
+    d_state = train_state.TrainState.create(apply_fn=disc.apply, params=d_params,
+                                            tx=tx["discriminator"])
+    d_losses, g_losses = [], []
+    for i in range(real.shape[0]):
+        g_state, d_state, metrics = _maybe_jit(fn, g_state, d_state, real[i], z[i])
+        d_losses.append(jnp.asarray(metrics["d_loss"]))
+        g_losses.append(jnp.asarray(metrics["g_loss"]))
+
+    def same(a, b):
+        return all(bool(jnp.array_equal(x, y)) for x, y in
+                   zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+    return {"g_params": dict(g_state.params), "d_params": dict(d_state.params),
+            "d_losses": jnp.stack(d_losses), "g_losses": jnp.stack(g_losses),
+            "generator_unchanged": same(g_params, g_state.params),
+            "discriminator_unchanged": same(d_params, d_state.params)}, {}
+
+
 MODES = {"call": mode_call, "jit": mode_jit, "vmap": mode_vmap, "grad": mode_grad,
          "purity": mode_purity, "jaxpr": mode_jaxpr}
 DRIVERS = {"flax_model": driver_flax_model, "train_step": driver_train_step,
            "finetune": driver_finetune, "optimizer": driver_optimizer, "tta": driver_tta,
-           "check_grads": driver_check_grads}
+           "check_grads": driver_check_grads, "gan_step": driver_gan_step}
 
 
 def run(mode: str, fn, args, kwargs, options, *, module, fresh_inputs):

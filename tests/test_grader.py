@@ -4,7 +4,7 @@ and a worker that hangs or dies costs only the exercise it was running.
 
 Grading runs real worker subprocesses. To stay within budget the planted mistakes are grouped:
 each round puts at most one mistake in every function (never in a function that another planted
-function calls), all seven modules in one submission, graded in one call.
+function calls), all the lab modules in one submission, graded in one call.
 """
 
 from __future__ import annotations

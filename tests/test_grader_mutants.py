@@ -8,7 +8,7 @@ address another mistake (``absent``), and whether the whole exercise scores 0 (`
 ``function@decorator`` names the module-level block right above a function (the ``@jax.jit`` of
 ``train_step``). To stay within the time budget the mistakes are graded in rounds: each round
 plants at most one mistake per function (never in a function that another planted function
-calls) in all seven modules of one submission, and grades only the planted exercises.
+calls) in all the lab modules of one submission, and grades only the planted exercises.
 """
 
 from __future__ import annotations
@@ -393,6 +393,140 @@ MUTANTS = [
       "out = jnp.zeros((oh, ow, w.shape[3]))\nfor u in range(kh):\n    for v in range(kw):\n"
       "        out = out + xp[u:u + stride * (oh - 1) + 1:stride, v:v + stride * (ow - 1) + 1:stride] @ w[u, v]\n"
       "return out + b", "is not an integer", "S does not divide H - KH + 2P here"),
+    # --- sequences
+    M("sequences", "sliding_windows",
+      "n = series.shape[0] - lookback - horizon + 1\nif n < 1:\n    raise ValueError('short')\n"
+      "start = jnp.arange(n)[:, None]\nx = series[start + jnp.arange(lookback)[None, :]]\n"
+      "y = series[start + lookback - 1 + jnp.arange(horizon)[None, :]]\nreturn x, y",
+      "expected 4, got 3", "y[i] = series[i + 3:i + 4]"),
+    M("sequences", "last_value_forecast", "return jnp.repeat(x[:, :1], horizon, axis=1)",
+      "the *last* value", "the *last* value of the window"),
+    M("sequences", "simple_rnn_cell",
+      "h = jnp.tanh(x @ params['i']['kernel'] + params['i']['bias'])\nreturn h, h",
+      "h' = tanh(x @ W_i + b + h @ W_h)", "h' = tanh(x @ W_i + b + h @ W_h)"),
+    M("sequences", "lstm_cell",
+      "c, h = carry\ndef pre(n):\n"
+      "    return x @ params['i' + n]['kernel'] + h @ params['h' + n]['kernel'] + params['h' + n]['bias']\n"
+      "i, f, g, o = (jax.nn.sigmoid(pre('i')), jax.nn.sigmoid(pre('f')), jnp.tanh(pre('g')),\n"
+      "              jax.nn.sigmoid(pre('o')))\nc = i * c + f * g\nh = o * jnp.tanh(c)\nreturn (c, h), h",
+      "forget gate open, input gate shut: the memory is kept", "c' = f * c + i * g"),
+    M("sequences", "lstm_cell",
+      "c, h = carry\ndef pre(n):\n"
+      "    return x @ params['i' + n]['kernel'] + h @ params['h' + n]['kernel'] + params['h' + n]['bias']\n"
+      "i, f, g, o = (jax.nn.sigmoid(pre('i')), jax.nn.sigmoid(pre('f')), jnp.tanh(pre('g')),\n"
+      "              jax.nn.sigmoid(pre('o')))\nc = f * c + i * g\nh = o * c\nreturn (c, h), h",
+      "h' = o * tanh(c')", "h' = o * tanh(c')"),
+    M("sequences", "lstm_layer",
+      "n, hidden = xs.shape[0], params['hi']['kernel'].shape[0]\n"
+      "carry = (jnp.zeros((n, hidden)), jnp.zeros((n, hidden)))\nhs = []\n"
+      "for t in range(xs.shape[1]):\n    carry, h = lstm_cell(params, carry, xs[:, t])\n"
+      "    hs.append(h)\nreturn jnp.stack(hs, axis=1)", "compiles to no stablehlo.while", "loop over time with jax.lax.scan"),
+    M("sequences", "MLPForecaster",
+      "x = x.reshape(x.shape[0], -1)\nx = nn.relu(nn.Dense(self.hidden)(x))\nreturn nn.Dense(1)(x)",
+      "shape mismatch: expected (3,), got (1,)", "Dense(horizon)"),
+    M("sequences", "LSTMForecaster",
+      "if x.ndim == 2:\n    x = x[..., None]\nhs = nn.RNN(nn.LSTMCell(self.hidden))(x)\n"
+      "return nn.Dense(self.horizon)(hs.mean(axis=1))", "hidden state of the *last* step", "the hidden state of the *last* step"),
+    M("sequences", "pad_sequences",
+      "rows, masks = [], []\nfor s in sequences:\n    s = list(s)[:maxlen]\n"
+      "    fill = maxlen - len(s)\n    rows.append(s + [0] * fill)\n"
+      "    masks.append([True] * len(s) + [False] * fill)\n"
+      "return jnp.asarray(rows, jnp.int32).reshape(-1, maxlen), jnp.asarray(masks, bool).reshape(-1, maxlen)",
+      "zeros in *front*", "zeros in *front*"),
+    M("sequences", "embedding_lookup", "return table[tokens - 1]", "row tokens[n, t] of the table", "row tokens[n, t] of the table"),
+    M("sequences", "masked_mean", "return x.mean(axis=1)", "number of *valid* steps", "number of *valid* steps, not by T"),
+    M("sequences", "masked_mean",
+      "m = mask.astype(x.dtype)[..., None]\nreturn (x * m).sum(axis=1) / m.sum(axis=1)",
+      "no valid step gives zeros", "max(sum(mask), 1)"),
+    M("sequences", "TextClassifier",
+      "x = nn.Embed(self.vocab_size, self.embed_dim)(tokens)\nhs = nn.RNN(nn.LSTMCell(self.hidden))(x)\n"
+      "return nn.Dense(self.num_classes)(hs.mean(axis=1))", "padded in front, 3 classes", "over the real words only"),
+    # --- gans
+    M("gans", "discriminator_loss",
+      "return -jnp.log(jax.nn.sigmoid(real_logits)).mean() - jnp.log(1 - jax.nn.sigmoid(fake_logits)).mean()",
+      "very confident logits stay finite", "use jax.nn.softplus"),
+    M("gans", "generator_loss", "return -jax.nn.softplus(fake_logits).mean()",
+      "non-saturating: mean(-log D(G(z)))", "mean(softplus(-fake_logits))"),
+    M("gans", "quadratic_samples", "x = jax.random.uniform(key, (n,))\nreturn jnp.stack([x, x ** 2], axis=1)",
+      "5 points, key 0", "minval=-0.5, maxval=0.5"),
+    M("gans", "Generator1D", "return nn.relu(nn.Dense(2)(nn.relu(nn.Dense(self.hidden)(z))))",
+      "latent 5 -> points, 15 hidden", "the output layer is linear"),
+    M("gans", "Generator1D", "return nn.Dense(2)(nn.relu(nn.Dense(15)(z)))",
+      "shape mismatch", "nn.Dense(self.hidden): the attribute"),
+    M("gans", "Discriminator1D", "return nn.Dense(1)(nn.relu(nn.Dense(self.hidden)(x)))",
+      "shape mismatch", "drop the last axis: (N,)"),
+    M("gans", "conv_transpose_output_size",
+      "if output_padding >= stride:\n    raise ValueError('output_padding')\n"
+      "size = input_size * stride - 2 * padding + kernel_size + output_padding\n"
+      "if size < 1:\n    raise ValueError('size')\nreturn size", "stride multiplies (W - 1)", "stride multiplies (W - 1), not W"),
+    M("gans", "conv_transpose_output_size",
+      "return (input_size - 1) * stride - 2 * padding + kernel_size + output_padding",
+      "expected ValueError", "raise ValueError when output_padding >= stride"),
+    M("gans", "conv_transpose2d",
+      "kh, kw = w.shape[:2]\npads = [(kh - 1 - padding,) * 2, (kw - 1 - padding,) * 2]\n"
+      "return jax.lax.conv_transpose(x[None], w[::-1, ::-1], (stride, stride), pads,\n"
+      "                              dimension_numbers=('NHWC', 'HWIO', 'NHWC'))[0] + b",
+      "uses conv_general_dilated", "no lax.conv_transpose"),
+    M("gans", "conv_transpose2d",
+      "h, wd, _ = x.shape\nkh, kw, _, o = w.shape\ns = stride\n"
+      "full = jnp.zeros(((h - 1) * s + kh, (wd - 1) * s + kw, o))\nfor u in range(kh):\n"
+      "    for v in range(kw):\n"
+      "        full = full.at[u:u + s * (h - 1) + 1:s, v:v + s * (wd - 1) + 1:s].add(x @ w[kh - 1 - u, kw - 1 - v])\n"
+      "return full[padding:full.shape[0] - padding, padding:full.shape[1] - padding] + b",
+      "a single pixel paints the kernel", "paints x[i, j] @ w[u, v]"),
+    M("gans", "conv_transpose2d",
+      "h, wd, _ = x.shape\nkh, kw, _, o = w.shape\ns = stride\n"
+      "full = jnp.zeros(((h - 1) * s + kh, (wd - 1) * s + kw, o))\nfor u in range(kh):\n"
+      "    for v in range(kw):\n"
+      "        full = full.at[u:u + s * (h - 1) + 1:s, v:v + s * (wd - 1) + 1:s].add(x @ w[u, v])\n"
+      "return full + b", "shape mismatch", "crop P"),
+    M("gans", "Generator",
+      "x = nn.leaky_relu(nn.Dense(7 * 7 * 128)(z), 0.2)\nx = x.reshape(z.shape[0], 7, 7, 128)\n"
+      "for _ in range(2):\n"
+      "    x = nn.leaky_relu(nn.ConvTranspose(128, (4, 4), strides=(2, 2), padding='SAME')(x), 0.2)\n"
+      "return nn.sigmoid(nn.Conv(1, (7, 7), padding='SAME')(x))",
+      "expected (8,), got (128,)", "the attributes (self.features, self.base, ...)"),
+    M("gans", "Generator",
+      "x = nn.leaky_relu(nn.Dense(self.base * self.base * self.features)(z), 0.2)\n"
+      "x = x.reshape(z.shape[0], self.base, self.base, self.features)\nfor _ in range(2):\n"
+      "    x = nn.leaky_relu(nn.ConvTranspose(self.features, (4, 4), strides=(2, 2), padding='VALID')(x), 0.2)\n"
+      "return nn.sigmoid(nn.Conv(self.channels, (7, 7), padding='SAME')(x))", "shape mismatch", "padding and the attributes"),
+    M("gans", "Discriminator",
+      "for _ in range(2):\n    x = nn.Conv(self.features, (3, 3), strides=(2, 2), padding='SAME')(x)\n"
+      "    x = nn.Dropout(self.dropout, deterministic=not train)(nn.leaky_relu(x, 0.2))\n"
+      "return nn.Dense(1)(x.reshape(x.shape[0], -1))", "shape mismatch: expected (2,), got (2, 1)", "drop the last axis: (N,)"),
+    M("gans", "gan_train_step",
+      "fake = g_state.apply_fn({'params': g_state.params}, z)\n"
+      "def d_loss_fn(dp):\n"
+      "    return discriminator_loss(d_state.apply_fn({'params': dp}, real_images), d_state.apply_fn({'params': dp}, fake))\n"
+      "d_loss, d_grads = jax.value_and_grad(d_loss_fn)(d_state.params)\n"
+      "def g_loss_fn(gp):\n"
+      "    return generator_loss(d_state.apply_fn({'params': d_state.params}, g_state.apply_fn({'params': gp}, z)))\n"
+      "g_loss, g_grads = jax.value_and_grad(g_loss_fn)(g_state.params)\n"
+      "return (g_state.apply_gradients(grads=g_grads), d_state.apply_gradients(grads=d_grads),\n"
+      "        {'d_loss': d_loss, 'g_loss': g_loss})", "output['g_losses']",
+      "g_loss is computed against the *updated* discriminator"),
+    M("gans", "gan_train_step",
+      "fake = g_state.apply_fn({'params': g_state.params}, z)\n"
+      "def d_loss_fn(dp):\n"
+      "    return discriminator_loss(d_state.apply_fn({'params': dp}, real_images), d_state.apply_fn({'params': dp}, fake))\n"
+      "d_loss, d_grads = jax.value_and_grad(d_loss_fn)(d_state.params)\n"
+      "d_state = d_state.apply_gradients(grads=d_grads)\n"
+      "def g_loss_fn(gp, dp):  # the discriminator left trainable in the combined model\n"
+      "    return generator_loss(d_state.apply_fn({'params': dp}, g_state.apply_fn({'params': gp}, z)))\n"
+      "g_loss, (g_grads, dd) = jax.value_and_grad(g_loss_fn, argnums=(0, 1))(g_state.params, d_state.params)\n"
+      "return (g_state.apply_gradients(grads=g_grads), d_state.apply_gradients(grads=dd),\n"
+      "        {'d_loss': d_loss, 'g_loss': g_loss})", "generator frozen: the discriminator learns by its own loss only", "the generator's update must not move the discriminator"),
+    M("gans", "gan_train_step",
+      "def d_loss_fn(dp, gp):\n    fake = g_state.apply_fn({'params': gp}, z)\n"
+      "    return discriminator_loss(d_state.apply_fn({'params': dp}, real_images), d_state.apply_fn({'params': dp}, fake))\n"
+      "d_loss, (d_grads, gd) = jax.value_and_grad(d_loss_fn, argnums=(0, 1))(d_state.params, g_state.params)\n"
+      "d_state = d_state.apply_gradients(grads=d_grads)\ng_state = g_state.apply_gradients(grads=gd)\n"
+      "def g_loss_fn(gp):\n"
+      "    return generator_loss(d_state.apply_fn({'params': d_state.params}, g_state.apply_fn({'params': gp}, z)))\n"
+      "g_loss, g_grads = jax.value_and_grad(g_loss_fn)(g_state.params)\n"
+      "return g_state.apply_gradients(grads=g_grads), d_state, {'d_loss': d_loss, 'g_loss': g_loss}",
+      "discriminator frozen: the generator learns by its own loss only", "the discriminator's update must not move the generator"),
 ]
 
 

@@ -24,6 +24,8 @@ LABS: list[tuple[str, str]] = [
     ("cnn_models", "5 CNN models"),
     ("transfer", "6 Transfer"),
     ("augmentation", "7 Augmentation"),
+    ("sequences", "8 Sequences"),
+    ("gans", "9 GANs"),
 ]
 MODULES = [m for m, _ in LABS]
 LAB_TITLES = dict(LABS)

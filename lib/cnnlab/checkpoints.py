@@ -313,6 +313,20 @@ def abstract_like(tree, shardings) -> Any:
                         tree, shardings)
 
 
+def on_one_device(tree) -> Any:
+    """:func:`abstract_like` with every leaf on this process's first device.
+
+    Args:
+      tree: arrays or :class:`jax.ShapeDtypeStruct` (e.g. a state's ``arrays()``).
+
+    Returns:
+      The restore target of a run read back for evaluation, prediction or sampling, whatever
+      device count wrote it.
+    """
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return abstract_like(tree, jax.tree.map(lambda _: sharding, tree))
+
+
 def _ignore_closed_loop(previous: Callable) -> Callable:
     def hook(unraisable) -> None:
         error = unraisable.exc_value

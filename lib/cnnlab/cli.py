@@ -9,13 +9,16 @@ Subcommands::
     cnnlab predict    --model resnet50|vgg16 --weights FILE.h5 IMAGE...   ImageNet classes
     cnnlab visualize  --workdir W [IMAGE]      first-layer filters and feature maps as PNGs
     cnnlab finetune   --backbone B --data-dir ROOT ...           (``cnnlab finetune --help``)
+    cnnlab gan        [--dataset D] [--epochs N] ... [--quality]  DCGAN, sample grids per epoch
+    cnnlab forecast   [--series sunspots|co2] [--models mlp,lstm]   forecasts vs last value
+    cnnlab text       [--data imdb.npz|tfds] ...                  IMDB review sentiment
 
 ``cnnlab train`` with no arguments is ``make train``: the workshop CNN on Fashion-MNIST (the full
 data when found, otherwise the embedded subset), into ``runs/workshop_cnn``.
 
-The flags of ``train`` and ``finetune`` are generated from the fields of
-:class:`cnnlab.config.TrainConfig` and :class:`cnnlab.config.FinetuneConfig` (every field can be
-set; ``--set FIELD=VALUE`` also reaches into mapping fields: ``--set model_kwargs.widths=[8,16]``).
+The flags of ``train``, ``finetune``, ``gan``, ``forecast`` and ``text`` are generated from the
+fields of their configs in :mod:`cnnlab.config` (every field can be set; ``--set FIELD=VALUE``
+also reaches into mapping fields: ``--set model_kwargs.widths=[8,16]``).
 
 User mistakes (:class:`cnnlab.errors.CnnlabError`) print one line ``cnnlab: error: ...`` and exit
 with status 2; a run stopped by SIGTERM/SIGINT prints one line saying how to resume and exits with
@@ -36,7 +39,7 @@ import warnings
 
 from cnnlab import config as config_lib
 from cnnlab import configs, xla_cpu
-from cnnlab.config import FinetuneConfig, TrainConfig
+from cnnlab.config import FinetuneConfig, ForecastConfig, GanConfig, TextConfig, TrainConfig
 from cnnlab.errors import CnnlabError, Interrupted
 
 DEFAULT_CONFIG = "workshop_cnn"
@@ -55,17 +58,24 @@ class _Parser(argparse.ArgumentParser):
 def _train_config(args) -> TrainConfig:
     """The run's TrainConfig: a preset (or the workdir's config.json when resuming) with the
     explicitly given flags and ``--set`` assignments on top."""
+    return _command_config(args, TrainConfig, lambda: configs.get(args.config or DEFAULT_CONFIG))
+
+
+def _command_config(args, config_cls, fresh):
+    """A command's config: ``fresh()`` (or the workdir's config.json with ``--resume`` and no
+    ``--config``), the flags given and ``--set`` assignments on top; ``data_dir`` and
+    ``tfds_dir`` made absolute (so a run's config works from any directory)."""
     saved = os.path.join(args.workdir, "config.json")
-    if args.resume and os.path.exists(saved) and args.config is None:
+    if getattr(args, "resume", False) and os.path.exists(saved) \
+            and getattr(args, "config", None) is None:
         with open(saved) as f:
-            config = TrainConfig.from_dict(json.load(f))
+            config = config_cls.from_dict(json.load(f))
     else:
-        config = configs.get(args.config or DEFAULT_CONFIG)
-    config = config.replace(**config_lib.given_arguments(args, TrainConfig))
+        config = fresh()
+    config = config.replace(**config_lib.given_arguments(args, config_cls))
     config = config_lib.apply_overrides(config, args.set)
-    # Absolute, so that evaluate/visualize of the run work from any directory.
     return config.replace(**{name: os.path.abspath(path) for name in ("data_dir", "tfds_dir")
-                             if (path := getattr(config, name))})
+                             if (path := getattr(config, name, None))})
 
 
 class RichReporter:
@@ -296,6 +306,80 @@ def _warning_printer(original):
     return show
 
 
+# ------------------------------------------------------------------- gan / forecast / text
+
+class GanReporter(RichReporter):
+    """:class:`RichReporter` with one line per epoch of both networks' figures."""
+
+    def epoch_end(self, r: dict) -> None:
+        self.close()
+        print(f"epoch {r['epoch']:>3}  step {r['step']:>6}  d_loss {r['train_d_loss']:.4f}  "
+              f"g_loss {r['train_g_loss']:.4f}  D(real) {r['train_d_real']:.3f}  "
+              f"D(generated) {r['train_d_fake']:.3f}  {r['epoch_seconds']:.1f} s  "
+              f"{r['images_per_second']:,.0f} img/s", flush=True)
+
+
+def _resume_hint(command: str, workdir: str):
+    def hint(e: Interrupted) -> str:
+        return (f"continue with: cnnlab {command} --workdir {workdir} --resume" if e.saved
+                else "nothing was saved yet; run the command again with --overwrite")
+    return hint
+
+
+def _run_reported(run, reporter: RichReporter, hint):
+    """``run(reporter)``, the progress bar closed and an interruption given its hint."""
+    try:
+        return run(reporter)
+    except Interrupted as e:
+        e.hint = hint(e)
+        raise
+    finally:
+        reporter.close()
+
+
+def cmd_gan(args) -> int:
+    from cnnlab import gan, gan_quality  # noqa: PLC0415 - JAX only for subcommands (see top)
+    args.workdir = args.workdir or os.path.join("runs", "gan")
+    config = _command_config(args, GanConfig, GanConfig)
+    final = _run_reported(
+        lambda reporter: gan.train_gan(config, args.workdir, resume=args.resume,
+                                       overwrite=args.overwrite, reporter=reporter),
+        GanReporter(), _resume_hint("gan", args.workdir))
+    print(f"data: {final['source']}")
+    print(f"workdir: {args.workdir} (plots/samples_epoch_*.png, plots/losses.png, "
+          "metrics.jsonl, checkpoints/, tensorboard/)")
+    if args.quality:
+        print(gan_quality.format_table(gan.measure_quality(
+            args.workdir, classifier_epochs=args.classifier_epochs)))
+    return 0
+
+
+def cmd_forecast(args) -> int:
+    from cnnlab import forecast  # noqa: PLC0415 - JAX only for subcommands (see top)
+    args.workdir = args.workdir or os.path.join("runs", f"forecast_{args.series or 'sunspots'}")
+    config = _command_config(args, ForecastConfig, ForecastConfig)
+    result = forecast.run_forecast(config, args.workdir, overwrite=args.overwrite,
+                                   progress=print)
+    print(forecast.format_table(result))
+    print(f"workdir: {args.workdir} (forecast.json, forecast.md, plots/forecast.png)")
+    return 0
+
+
+def cmd_text(args) -> int:
+    from cnnlab import text  # noqa: PLC0415 - JAX only for subcommands (see top)
+    args.workdir = args.workdir or os.path.join("runs", "imdb")
+    config = _command_config(args, TextConfig, TextConfig)
+    if config.data != "tfds":
+        config = config.replace(data=os.path.abspath(os.path.expanduser(config.data)))
+    final = _run_reported(
+        lambda reporter: text.train_text(config, args.workdir, resume=args.resume,
+                                         overwrite=args.overwrite, reporter=reporter),
+        RichReporter(), _resume_hint("text", args.workdir))
+    print(f"test accuracy {final['test_accuracy']:.2%}; data: {final['source']}")
+    print(f"workdir: {args.workdir} (metrics.jsonl, checkpoints/, plots/curves.png)")
+    return 0
+
+
 # ---------------------------------------------------------------------------------- parser
 
 def _add_set(parser: argparse.ArgumentParser) -> None:
@@ -360,6 +444,41 @@ def _finetune_parser(sub) -> None:
     f.set_defaults(func=cmd_finetune)
 
 
+def _add_run_flags(parser: argparse.ArgumentParser, what: str, *, resume: bool = True) -> None:
+    """``--set``, ``--workdir`` and ``--resume``/``--overwrite`` of a command that writes a run."""
+    _add_set(parser)
+    parser.add_argument("--workdir", help=f"where the run goes (default {what})")
+    g = parser.add_mutually_exclusive_group()
+    if resume:
+        g.add_argument("--resume", action="store_true", help="continue the run in --workdir "
+                       "from its newest checkpoint (same settings; --epochs may grow)")
+    g.add_argument("--overwrite", action="store_true", help="delete an earlier run in --workdir")
+
+
+def _daytwo_parsers(sub) -> None:
+    """``cnnlab gan``, ``forecast`` and ``text``: the workshop's second day."""
+    g = sub.add_parser("gan", help="train the workshop's DCGAN; a grid of samples per epoch",
+                       description="Flags override single fields of GanConfig (with --resume: "
+                       "of the run's config.json).")
+    config_lib.add_arguments(g, GanConfig)
+    _add_run_flags(g, "runs/gan")
+    g.add_argument("--quality", action="store_true", help="after training: the sample-quality "
+                   "figures of a classifier trained on the real images (quality.json)")
+    g.add_argument("--classifier-epochs", type=int, default=3, help="epochs of that classifier "
+                   "(default %(default)s; the 1,437 digits need about 20)")
+    g.set_defaults(func=cmd_gan)
+    f = sub.add_parser("forecast", help="MLP vs LSTM forecasts of a real series (sunspots, co2) "
+                       "against the last-value baseline")
+    config_lib.add_arguments(f, ForecastConfig)
+    _add_run_flags(f, "runs/forecast_SERIES", resume=False)
+    f.set_defaults(func=cmd_forecast, resume=False)
+    t = sub.add_parser("text", help="IMDB review sentiment with an embedding-LSTM classifier "
+                       "(Keras imdb.npz or TFDS imdb_reviews)")
+    config_lib.add_arguments(t, TextConfig)
+    _add_run_flags(t, "runs/imdb")
+    t.set_defaults(func=cmd_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnlab", description="Train, evaluate and look inside CNNs (JAX/Flax).")
     parser.add_argument("--version", action="version", version=version_text())
@@ -399,6 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_visualize)
 
     _finetune_parser(sub)
+    _daytwo_parsers(sub)
     return parser
 
 

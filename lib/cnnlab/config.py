@@ -1,7 +1,8 @@
 """The settings of a run as frozen dataclasses, every field checked; no JAX is imported here.
 
 :class:`TrainConfig` describes ``cnnlab train`` (and :func:`cnnlab.train.train_and_evaluate`),
-:class:`FinetuneConfig` ``cnnlab finetune``. Presets are small ``get_config()`` functions in
+:class:`FinetuneConfig` ``cnnlab finetune``, :class:`GanConfig` ``cnnlab gan``,
+:class:`ForecastConfig` ``cnnlab forecast`` and :class:`TextConfig` ``cnnlab text``. Presets are small ``get_config()`` functions in
 :mod:`cnnlab.configs` that build one of these, so reading a preset costs no JAX import.
 
 Each field says what it accepts (an :class:`Accepts`: a kind, a range or a set of choices) and a
@@ -46,13 +47,16 @@ OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "adadelta")
 SCHEDULES = ("constant", "cosine", "one_cycle")
 PRECISIONS = ("f32", "bf16")
 SHARDINGS = ("replicate", "fsdp")
+SERIES = ("sunspots", "co2")          # cnnlab.forecast.load_series
+FORECASTERS = ("mlp", "lstm")         # cnnlab.models.sequence.FORECASTERS
 
 
 @dataclasses.dataclass(frozen=True)
 class Accepts:
     """What one config field accepts.
 
-    ``kind`` is "int", "float", "bool", "str", "choice" or "mapping"; numbers may have a range
+    ``kind`` is "int", "float", "bool", "str", "choice", "choices" (a non-empty list of
+    choices; on the command line comma-separated) or "mapping"; numbers may have a range
     (``low``/``high``, open or closed) and an ``off`` value outside it (e.g. 0 = off);
     ``optional`` also accepts None.
     """
@@ -75,6 +79,8 @@ class Accepts:
             text = "a string"
         elif self.kind == "choice":
             text = "one of: " + ", ".join(self.choices)
+        elif self.kind == "choices":
+            text = "a non-empty list of: " + ", ".join(self.choices)
         elif self.kind == "mapping":
             text = 'a mapping of model options, e.g. {"widths": [32, 64]}'
         else:
@@ -104,6 +110,10 @@ class Accepts:
             return isinstance(value, str) and bool(value), value
         if self.kind == "choice":
             return isinstance(value, str) and value in self.choices, value
+        if self.kind == "choices":
+            ok = (isinstance(value, (list, tuple)) and bool(value)
+                  and all(isinstance(v, str) and v in self.choices for v in value))
+            return ok, tuple(value) if ok else value
         if self.kind == "mapping":
             if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
                 return False, value
@@ -129,6 +139,8 @@ class Accepts:
             return int(text)
         if self.kind == "float":
             return float(text)
+        if self.kind == "choices":
+            return tuple(name.strip() for name in text.split(",") if name.strip())
         return text
 
 
@@ -313,6 +325,86 @@ class FinetuneConfig(_Checked):
             raise CnnlabError("nothing to train: give --freeze-epochs and/or --epochs > 0")
 
 
+@dataclasses.dataclass(frozen=True)
+class GanConfig(_Checked):
+    """Every setting of ``cnnlab gan`` (``config.json`` of its workdir): the workshop's DCGAN
+    (Adam 2e-4 with beta1 0.5, batch 128, latent 100, generator 128 / discriminator 64
+    features, dropout 0.4)."""
+
+    dataset: str = _field("fashion_mnist", _STR, "image data set whose sides are multiples of 4: "
+                          "fashion_mnist, mnist, digits (8x8, scikit-learn), ...")
+    data_dir: str | None = _field(None, _PATH, "directory with the original files of "
+                                  "fashion_mnist or mnist (IDX .gz)")
+    tfds_dir: str | None = _field(None, _PATH,
+                                  "TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    epochs: int = _field(5, _int(1), "passes over all images (train and test splits)")
+    batch_size: int = _field(128, _int(1), "real images per step (as many generated)")
+    max_steps_per_epoch: int | None = _field(None, _int(1, optional=True),
+                                             "cut epochs short (tests, smoke runs)")
+    latent_dim: int = _field(100, _int(1), "size of the generator's noise vector z")
+    learning_rate: float = _field(2e-4, _float(0, low_open=True), "Adam learning rate of both "
+                                  "networks", flags=("--lr",))
+    beta1: float = _field(0.5, _float(0, 1, high_open=True), "Adam beta1 of both networks")
+    g_features: int = _field(128, _int(1), "feature maps of the generator's layers")
+    d_features: int = _field(64, _int(1), "feature maps of the discriminator's layers")
+    dropout: float = _field(0.4, _float(0, 1, high_open=True), "discriminator dropout rate")
+    seed: int = _field(0, _int(0), "seed of initialisation, shuffling and noise")
+    samples: int = _field(64, _int(1), "images in each epoch's sample grid (fixed noise)")
+    keep_checkpoints: int = _field(2, _int(1), "newest checkpoints kept")
+    checkpoint_every_steps: int = _field(1000, _int(0), "also checkpoint every N steps inside "
+                                         "an epoch (0 = only at epoch ends)")
+    log_every_steps: int = _field(25, _int(1), "progress and NaN checks every N steps")
+    plots: bool = _field(True, _BOOL, "write the sample grids and the loss curves")
+
+    #: What ``--resume`` may change: the rest must be the run's own, or it would not be exact.
+    RESUMABLE = ("epochs", "keep_checkpoints", "checkpoint_every_steps", "log_every_steps",
+                 "plots", "data_dir", "tfds_dir")
+
+
+@dataclasses.dataclass(frozen=True)
+class ForecastConfig(_Checked):
+    """Every setting of ``cnnlab forecast``: one-step-ahead forecasts of a real series."""
+
+    series: str = _field("sunspots", Accepts("choice", choices=SERIES),
+                         "the series (bundled with statsmodels, offline)")
+    models: tuple[str, ...] = _field(FORECASTERS, Accepts("choices", choices=FORECASTERS),
+                                     "forecasters compared with the last-value baseline")
+    lookback: int = _field(12, _int(1), "values in each input window")
+    train_fraction: float = _field(0.67, _float(0.1, 0.95), "first share of the series that "
+                                   "trains (the rest tests)")
+    hidden: int = _field(32, _int(1), "hidden units of each forecaster")
+    epochs: int = _field(200, _int(1), "passes over the training windows")
+    batch_size: int = _field(32, _int(1), "windows per step")
+    learning_rate: float = _field(3e-3, _float(0, low_open=True), "Adam learning rate",
+                                  flags=("--lr",))
+    seed: int = _field(0, _int(0), "seed of initialisation and shuffling")
+    plots: bool = _field(True, _BOOL, "write plots/forecast.png")
+
+
+@dataclasses.dataclass(frozen=True)
+class TextConfig(_Checked):
+    """Every setting of ``cnnlab text``: IMDB review sentiment with an embedding-LSTM."""
+
+    data: str = _field("~/.keras/datasets/imdb.npz", _STR,
+                       "Keras's imdb.npz, or tfds for a prepared TFDS imdb_reviews")
+    tfds_dir: str | None = _field(None, _PATH,
+                                  "TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    num_words: int = _field(5000, _int(4), "vocabulary: the most frequent words kept")
+    maxlen: int = _field(500, _int(1), "words per review (cut or padded at the front)")
+    max_train_examples: int | None = _field(None, _int(1, optional=True),
+                                            "use only the first N training reviews")
+    embed_dim: int = _field(32, _int(1), "embedding size")
+    hidden: int = _field(32, _int(1), "LSTM units")
+    epochs: int = _field(3, _int(1), "passes over the training reviews")
+    batch_size: int = _field(64, _int(1), "reviews per step")
+    learning_rate: float = _field(1e-3, _float(0, low_open=True), "Adam learning rate",
+                                  flags=("--lr",))
+    seed: int = _field(0, _int(0), "seed of initialisation and shuffling")
+    keep_checkpoints: int = _field(2, _int(1), "newest checkpoints kept")
+    log_every_steps: int = _field(25, _int(1), "progress and NaN checks every N steps")
+    plots: bool = _field(True, _BOOL, "write plots/curves.png")
+
+
 # --------------------------------------------------------------------------------------------
 # Overrides and command-line flags, generated from the fields
 # --------------------------------------------------------------------------------------------
@@ -377,6 +469,8 @@ def add_arguments(parser: argparse.ArgumentParser, config_cls, *, defaults: bool
             kwargs["type"] = _argument_type(accepts)
             if accepts.kind == "choice":
                 kwargs["metavar"] = "{" + ",".join(accepts.choices) + "}"
+            elif accepts.kind == "choices":
+                kwargs["metavar"] = ",".join(accepts.choices)
             kwargs["required"] = required
         parser.add_argument(*names, **kwargs)
 

@@ -129,6 +129,8 @@ class Loop:
       to_checkpoint: ``state -> {"step", "params", "batch_stats", "opt_state"}`` to save
         (default ``state.arrays()``, :meth:`cnnlab.train.TrainState.arrays`).
       reporter: progress callbacks.
+      after_epoch: ``(state, record) -> None`` once an epoch's record is written, before its
+        checkpoint: the epoch's artefacts (e.g. ``cnnlab gan``'s grid of samples).
     """
 
     train_step: Callable
@@ -142,6 +144,7 @@ class Loop:
     checkpoints: Checkpoints | None = None
     to_checkpoint: Callable[[Any], dict] | None = None
     reporter: Reporter = dataclasses.field(default_factory=Reporter)
+    after_epoch: Callable[[Any, dict], None] | None = None
 
 
 @dataclasses.dataclass
@@ -230,7 +233,7 @@ class _Tracker:
         values = distributed.to_host([m for _, m in self.pending])
         for (step, _), v in zip(self.pending, values):
             self._check(step, float(v["loss"]))
-            self.sums.add(float(v["loss"]), float(v["accuracy"]))
+            self.sums.add(float(v["loss"]), float(v["accuracy"]), _extra(v))
             self._log_step(step, v)
         now = time.time()
         ips = self.window_steps * self.spec.batch_size / max(now - self.window_start, 1e-9)
@@ -250,7 +253,8 @@ class _Tracker:
         if wd is None:
             return
         scalars = {"train/loss": float(values["loss"]),
-                   "train/accuracy": float(values["accuracy"])}
+                   "train/accuracy": float(values["accuracy"]),
+                   **{f"train/{name}": v for name, v in _extra(values).items()}}
         if self.loop.lr_at is not None:
             scalars["train/learning_rate"] = self.loop.lr_at(step - self.spec.first_step)
         wd.log_scalars(step + 1, scalars)
@@ -320,6 +324,12 @@ class _Tracker:
 
     def stop_early(self) -> bool:
         return bool(self.spec.early_stopping) and self.bad_epochs >= self.spec.early_stopping
+
+
+def _extra(values: dict) -> dict[str, float]:
+    """A step's metrics besides ``loss`` and ``accuracy`` (averaged per epoch as ``train_NAME``:
+    a GAN step's ``g_loss``, ...)."""
+    return {name: float(v) for name, v in values.items() if name not in ("loss", "accuracy")}
 
 
 def _epoch_batches(loop: Loop, epoch: int, offset: int):
@@ -423,6 +433,8 @@ def fit(state, loop: Loop, *, history: Sequence[dict] = (),
                 loop.workdir.log_epochs(history)
                 loop.workdir.log_scalars(done, epoch_scalars(record))
                 loop.workdir.flush_events()
+            if loop.after_epoch is not None:
+                loop.after_epoch(state, record)
             _save(loop, tracker, state, done, epoch + 1, mid_epoch=False,
                   val_loss=record.get("val_loss"))
             loop.reporter.epoch_end(record)
@@ -501,6 +513,7 @@ def _epoch_record(loop: Loop, tracker: _Tracker, state, epoch: int, done: int) -
     if spec.phase:
         record["phase"] = spec.phase
     record.update(train_loss=train_loss, train_accuracy=train_accuracy)
+    record.update({f"train_{name}": v for name, v in tracker.sums.extra_means().items()})
     if loop.evaluate is not None:
         record.update(loop.evaluate(state))
     if loop.lr_at is not None:

@@ -149,3 +149,65 @@ def feature_maps(image: np.ndarray, layers: Sequence[tuple[str, np.ndarray]], pa
             if c == 0:
                 ax.set_ylabel(f"{name}\n{act.shape[0]}x{act.shape[1]}x{act.shape[2]}", fontsize=7)
     return save(fig, path)
+
+
+# --- the workshop's second day: GAN samples and losses, forecasts --------------------------------
+
+def image_grid(images: np.ndarray, path: str, *, title: str = "") -> str:
+    """Images (N, H, W, C) in [0, 1] tiled into one square-ish grid (no gaps, one image per
+    cell, row-major), drawn as a single picture: the generated samples of a GAN epoch."""
+    images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+    n, h, w, c = images.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    canvas = np.zeros((rows * h, cols * w, c), np.float32)
+    for i, image in enumerate(images):
+        r, q = divmod(i, cols)
+        canvas[r * h:(r + 1) * h, q * w:(q + 1) * w] = image
+    fig = figure(max(3.0, 0.35 * cols * w / 8), max(3.0, 0.35 * rows * h / 8))
+    ax = fig.subplots()
+    show_image(ax, canvas, vmin=0.0, vmax=1.0, interpolation="nearest")
+    if title:
+        ax.set_title(title)
+    return save(fig, path)
+
+
+def gan_losses(history: Sequence[dict], path: str) -> str:
+    """The discriminator's and the generator's mean loss per epoch, and D's mean output on real
+    and generated images (``history``: ``cnnlab gan``'s records, with ``epoch``,
+    ``train_d_loss``, ``train_g_loss``, ``train_d_real``, ``train_d_fake``)."""
+    fig = figure(10, 4)
+    epochs = [r["epoch"] for r in history]
+    left, right = fig.subplots(1, 2)
+    left.plot(epochs, [r["train_d_loss"] for r in history], "o-", label="discriminator")
+    left.plot(epochs, [r["train_g_loss"] for r in history], "s--", label="generator")
+    left.set_title("losses")
+    right.plot(epochs, [r["train_d_real"] for r in history], "o-", label="D(real)")
+    right.plot(epochs, [r["train_d_fake"] for r in history], "s--", label="D(generated)")
+    right.axhline(0.5, color="gray", lw=0.8)
+    right.set_ylim(0, 1)
+    right.set_title("discriminator output")
+    for ax in (left, right):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return save(fig, path)
+
+
+def forecast(series: np.ndarray, split: int, predictions: dict[str, np.ndarray], path: str, *,
+             title: str = "", x: np.ndarray | None = None) -> str:
+    """A series with one-step-ahead forecasts over its test part: ``series`` (T,), the test part
+    starting at index ``split``, ``predictions`` name -> (T - split,) values aligned with
+    ``series[split:]``; ``x`` (T,) the time axis (default 0..T-1)."""
+    series = np.asarray(series)
+    x = np.arange(len(series)) if x is None else np.asarray(x)
+    fig = figure(11, 4)
+    ax = fig.subplots()
+    ax.plot(x, series, color="black", lw=1, label="series")
+    ax.axvline(x[split], color="gray", ls=":", lw=1)
+    for (name, values), style in zip(predictions.items(), ("-", "--", "-.", ":")):
+        ax.plot(x[split:split + len(values)], values, style, lw=1.2, label=name)
+    ax.set_title(title or "one-step-ahead forecasts on the test part")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save(fig, path)

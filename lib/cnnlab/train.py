@@ -41,7 +41,7 @@ from flax import struct
 from flax.training import train_state
 
 from cnnlab import data, distributed, metrics, models
-from cnnlab.checkpoints import Checkpoints, abstract_like
+from cnnlab.checkpoints import Checkpoints, abstract_like, on_one_device
 from cnnlab.compilation import TRACE_COUNTS, enable_compilation_cache
 from cnnlab.config import OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 from cnnlab.data.feeding import BatchFeeder, eval_batches
@@ -53,7 +53,7 @@ __all__ = [
     "TrainConfig", "TrainState", "create_train_state", "make_schedule", "make_optimizer",
     "optimizer_from_config", "StepOptions", "apply_model", "cross_entropy_loss",
     "make_train_step", "make_eval_step", "train_step", "eval_step", "evaluate", "fit",
-    "Reporter", "train_and_evaluate", "Run", "load_run",
+    "Reporter", "restore_or_create", "train_and_evaluate", "Run", "load_run",
     "predict_logits", "map_batches", "read_metrics", "split_metrics", "TRACE_COUNTS",
     "enable_compilation_cache", "OPTIMIZERS", "SCHEDULES", "PRECISIONS",
 ]
@@ -83,6 +83,10 @@ class TrainState(train_state.TrainState):
         """The checkpointed part: ``{"step", "params", "batch_stats", "opt_state"}``."""
         return {"step": self.step, "params": self.params, "batch_stats": self.batch_stats,
                 "opt_state": self.opt_state}
+
+    def with_arrays(self, arrays: Mapping[str, Any]) -> TrainState:
+        """This state with the (restored) arrays of :meth:`arrays` in place."""
+        return self.replace(**arrays)
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array,
@@ -526,9 +530,24 @@ def _import_recorded(wd: Workdir) -> None:
                               "pass --import MODULE with the module that registers it") from None
 
 
-def _restore_or_create(wd: Workdir, ckpts: Checkpoints, create, state_sharding, init_key, *,
-                       resume: bool, reporter: Reporter):
-    """``(state, meta, history)``: from the newest checkpoint that restores, or fresh."""
+def restore_or_create(wd: Workdir, ckpts: Checkpoints, create, state_sharding, init_key, *,
+                      resume: bool, reporter: Reporter):
+    """``(state, meta, history)``: from the newest checkpoint that restores, or fresh.
+
+    Args:
+      wd, ckpts: the run's workdir and checkpoints.
+      create: ``key -> state`` (a fresh state). The state has ``arrays()`` (what a checkpoint
+        holds, :meth:`TrainState.arrays`) and ``with_arrays(arrays)`` (its inverse); a
+        :class:`TrainState` or another trainer's state (``cnnlab gan``'s two networks).
+      state_sharding: the state's layout (a state of shardings).
+      init_key: the key of a fresh state.
+      resume: look for a checkpoint (else start fresh).
+      reporter: gets the notes (resuming, damaged checkpoints set aside).
+
+    Returns:
+      The state, the restored :class:`~cnnlab.workdir.CheckpointMeta` (None when fresh) and the
+      records of the epochs before it.
+    """
     abstract = jax.eval_shape(create, jax.random.key(0))
     if resume and ckpts.latest_step() is not None:
         target = abstract_like(abstract.arrays(), state_sharding.arrays())
@@ -537,7 +556,7 @@ def _restore_or_create(wd: Workdir, ckpts: Checkpoints, create, state_sharding, 
         history = [r for r in wd.read_metrics()
                    if not r.get("final") and r["epoch"] <= meta.epochs_done]
         reporter.note(f"resuming from step {step} in {wd.path}")
-        return abstract.replace(**arrays), meta, history
+        return abstract.with_arrays(arrays), meta, history
     if resume:
         reporter.note(f"no checkpoint in {wd.path} yet: starting from scratch")
     return jax.jit(create, out_shardings=state_sharding)(init_key), None, []
@@ -598,7 +617,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
     has_val = len(setup.val_rows) > 0
     ckpts = wd.checkpoints(keep=config.keep_checkpoints, best_metric="val_loss" if has_val else None)
     try:
-        state, meta, history = _restore_or_create(wd, ckpts, create, state_sharding, init_key,
+        state, meta, history = restore_or_create(wd, ckpts, create, state_sharding, init_key,
                                                   resume=resume, reporter=reporter)
         wd.write_config(config)
         wd.write_run_info(setup.info)
@@ -816,12 +835,9 @@ def load_run(workdir: str, *, step: int | str | None = None, optimizer: bool = F
     arrays = abstract.arrays()
     if not optimizer:
         del arrays["opt_state"]
-    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = abstract_like(arrays, jax.tree.map(lambda _: sharding, arrays))
-    ckpts = wd.checkpoints(read_only=True)
+    target = on_one_device(arrays)
+    ckpts = wd.checkpoints_to_read()
     try:
-        if ckpts.latest_step() is None:
-            raise CnnlabError(f"no complete checkpoint in {wd.checkpoint_dir}; train first")
         if step is None or step == "latest":
             restored, meta, newest = ckpts.restore_newest(target, note=_note)
             best = meta.get("best_step") if step is None else None

@@ -13,8 +13,10 @@
                              epoch's val/*, epoch/*; the final test/*; and with --profile a
                              jax.profiler trace under plugins/profile/
 
-``cnnlab finetune`` adds ``finetune.json`` and ``interpretation.json``. :func:`cnnlab.train.fit`
-(the one training loop) and the two commands write through a :class:`Workdir`; only process 0
+``cnnlab finetune`` adds ``finetune.json`` and ``interpretation.json``; ``cnnlab gan`` its
+``quality.json`` (:mod:`cnnlab.gan`); ``cnnlab forecast`` has no checkpoints and writes
+``forecast.json`` and ``forecast.md`` instead (:mod:`cnnlab.forecast`). :func:`cnnlab.loop.fit`
+(the one training loop) and the commands write through a :class:`Workdir`; only process 0
 writes files, except checkpoints, which every process writes its shards of. Another writer of
 per-epoch or per-step records belongs here, beside :meth:`Workdir.log_epochs` and
 :meth:`Workdir.log_scalars` (the event files).
@@ -51,7 +53,7 @@ from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError
 
 RUN_FILES = ("config.json", "run.json", "metrics.jsonl", "checkpoints", "plots", "finetune.json",
-             "interpretation.json", "tensorboard")
+             "interpretation.json", "tensorboard", "quality.json", "forecast.json", "forecast.md")
 
 
 @dataclasses.dataclass
@@ -61,16 +63,24 @@ class EpochSums:
     loss: float = 0.0
     accuracy: float = 0.0
     steps: int = 0
+    extra: dict[str, float] = dataclasses.field(default_factory=dict)  # a step's other metrics
 
-    def add(self, loss: float, accuracy: float) -> None:
+    def add(self, loss: float, accuracy: float, extra: Mapping[str, float] | None = None) -> None:
         self.loss += loss
         self.accuracy += accuracy
         self.steps += 1
+        for name, value in (extra or {}).items():
+            self.extra[name] = self.extra.get(name, 0.0) + value
 
     def means(self) -> tuple[float, float]:
         """``(mean loss, mean accuracy)`` of the steps so far."""
         n = max(self.steps, 1)
         return self.loss / n, self.accuracy / n
+
+    def extra_means(self) -> dict[str, float]:
+        """The means of the other metrics (e.g. a GAN's ``g_loss``) of the steps so far."""
+        n = max(self.steps, 1)
+        return {name: total / n for name, total in self.extra.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,13 +189,15 @@ class Workdir:
         d = self.checkpoint_dir
         return os.path.isdir(d) and any(n.isdigit() for n in os.listdir(d))
 
-    def prepare(self, *, resume: bool, overwrite: bool) -> None:
+    def prepare(self, *, resume: bool, overwrite: bool, results: Sequence[str] = ()) -> None:
         """Create the workdir and check it is writable; refuse to clobber an earlier run.
 
         Args:
           resume: an earlier run here is to be continued.
           overwrite: an earlier run here is to be replaced (only the files a run writes,
             :data:`RUN_FILES`, are deleted).
+          results: files whose presence also marks an earlier run (a command without
+            checkpoints, e.g. ``forecast.json``).
 
         Raises:
           CnnlabError: it cannot be written, or it holds checkpoints and neither ``resume`` nor
@@ -202,6 +214,10 @@ class Workdir:
             raise CnnlabError(f"{self.path} already holds a training run; pass --resume to "
                               "continue it, --overwrite to start over, or choose another "
                               "--workdir")
+        found = [n for n in results if os.path.exists(self.file(n))]
+        if found and not overwrite:
+            raise CnnlabError(f"{self.path} already holds the results of a run ({found[0]}); "
+                              "pass --overwrite to replace them, or choose another --workdir")
         if overwrite and not resume and self.main:
             for name in RUN_FILES:
                 path = self.file(name)
@@ -214,9 +230,13 @@ class Workdir:
 
     def write_json(self, name: str, obj) -> str:
         """Atomically write ``obj`` as ``name`` (process 0 only); returns the path."""
+        return self.write_text(name, json.dumps(obj, indent=2) + "\n")
+
+    def write_text(self, name: str, text: str) -> str:
+        """Atomically write ``text`` as ``name`` (process 0 only); returns the path."""
         path = self.file(name)
         if self.main:
-            fileio.write_text(path, json.dumps(obj, indent=2) + "\n")
+            fileio.write_text(path, text)
         return path
 
     def read_json(self, name: str):
@@ -235,8 +255,10 @@ class Workdir:
     def write_config(self, config) -> None:
         self.write_json("config.json", config.to_dict())
 
-    def read_config(self) -> TrainConfig:
-        return TrainConfig.from_dict(self.read_json("config.json"))
+    def read_config(self, config_cls=TrainConfig):
+        """``config.json`` as a ``config_cls`` (:class:`~cnnlab.config.TrainConfig`, or the
+        config of another command, e.g. :class:`~cnnlab.config.GanConfig`)."""
+        return config_cls.from_dict(self.read_json("config.json"))
 
     def write_run_info(self, info: RunInfo) -> None:
         self.write_json("run.json", info.to_json())
@@ -307,6 +329,18 @@ class Workdir:
         """The run's :class:`~cnnlab.checkpoints.Checkpoints` (see there)."""
         return Checkpoints(self.checkpoint_dir, keep=keep, best_metric=best_metric,
                            read_only=read_only)
+
+    def checkpoints_to_read(self) -> Checkpoints:
+        """The run's checkpoints, read-only (close them after use).
+
+        Raises:
+          CnnlabError: no complete checkpoint.
+        """
+        ckpts = self.checkpoints(read_only=True)
+        if ckpts.latest_step() is None:
+            ckpts.close()
+            raise CnnlabError(f"no complete checkpoint in {self.checkpoint_dir}; train first")
+        return ckpts
 
     def write_plots(self, history: Sequence[dict], confusion_matrix, class_names: Sequence[str],
                     images: np.ndarray, labels: np.ndarray, predictions: np.ndarray) -> None:

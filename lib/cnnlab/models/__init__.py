@@ -32,13 +32,17 @@ from flax.core import FrozenDict
 from flax.nnx import bridge
 
 from cnnlab.errors import CnnlabError
+from cnnlab.models.dcgan import Discriminator as DCGANDiscriminator
+from cnnlab.models.dcgan import Generator as DCGANGenerator
 from cnnlab.models.resnet50 import ResNet50
 from cnnlab.models.resnet_small import ResNetSmall
+from cnnlab.models.sequence import LSTMForecaster, MLPForecaster, TextClassifier
 from cnnlab.models.small import MLP, FlaxCNN, KerasCNN, LeNet5, WorkshopCNN
 from cnnlab.models.vgg16 import VGG16
 
 __all__ = [
     "MLP", "WorkshopCNN", "KerasCNN", "LeNet5", "FlaxCNN", "ResNetSmall", "VGG16", "ResNet50",
+    "MLPForecaster", "LSTMForecaster", "TextClassifier", "DCGANGenerator", "DCGANDiscriminator",
     "names", "check_name", "get", "register", "param_count", "summary", "layer_order",
     "NNXModel", "import_models", "source_of", "ENTRY_POINT_GROUP",
 ]
