@@ -11,6 +11,7 @@ the student's, and importing both takes about 0.3 s, which most labs never need.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import jax
@@ -442,9 +443,7 @@ def driver_check_grads(fn, args, kwargs, options, *, module, **_):
 def _tiny_gan(image_shape: tuple[int, ...], hidden: int = 16):
     """The harness generator (z -> Dense(hidden) relu -> Dense(prod(image_shape)) sigmoid ->
     image) and discriminator (flatten -> Dense(hidden) leaky relu 0.2 -> Dense(1) -> (N,))."""
-    import math
-
-    import flax.linen as nn
+    import flax.linen as nn  # noqa: PLC0415 - see the module docstring
 
     class TinyGenerator(nn.Module):
         @nn.compact
@@ -471,8 +470,8 @@ def driver_gan_step(fn, args, kwargs, options, **_):
     networks' parameters, the losses of every step, and whether each network's parameters are
     bit-identical to their initial values.
     """
-    import optax
-    from flax.training import train_state
+    import optax  # noqa: PLC0415 - see the module docstring
+    from flax.training import train_state  # noqa: PLC0415 - same
 
     key, real, z = args
     gen, disc = _tiny_gan(tuple(real.shape[2:]))

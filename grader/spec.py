@@ -86,6 +86,27 @@ class Exercise:
 NO_CONV = ["conv_general_dilated", "conv"]   # what a convolution "from scratch" must not call
 NO_WINDOW = ["reduce_window_max", "reduce_window_sum", "reduce_window", "reduce_window_min"]
 FAST = {"jit_static": True}   # only Python ints in: compile the whole function once
+SCAN = {"required": ["scan"]}   # a recurrent layer must unroll with jax.lax.scan
+
+
+def lstm_params(r, d: int, h: int, scale: float = 0.5) -> dict:
+    """Parameters of ``flax.linen.LSTMCell`` (input size d, state size h)."""
+    p = {f"i{g}": {"kernel": randn(r, d, h, scale=scale)} for g in "ifgo"}
+    p.update({f"h{g}": {"kernel": randn(r, h, h, scale=scale), "bias": randn(r, h, scale=scale)}
+              for g in "ifgo"})
+    return p
+
+
+def tokens(r, vocab: int, n: int, t: int, pad_front: bool = False) -> np.ndarray:
+    """Word indices in 1..vocab-1 with a random number of padding zeros per row (at the end,
+    or at the front)."""
+    out = r.integers(1, vocab, (n, t)).astype(np.int32)
+    for i, k in enumerate(r.integers(0, t, n)):
+        if pad_front:
+            out[i, :k] = 0
+        else:
+            out[i, t - k:] = 0
+    return out
 
 
 # --- small builders for case inputs (numpy only; deterministic) -----------------------------------

@@ -52,13 +52,15 @@ def generator(module: str) -> np.random.Generator:
 
 def draw(module: str, exercises: Sequence[Exercise]) -> dict[str, list[Case]]:
     """The hidden cases of one lab, by exercise name: those ``grader.hidden.<module>`` draws, then
-    the lab's public ``exercises`` with fresh values; none for a lab without such a module."""
+    the lab's public ``exercises`` with fresh values (but those the module lists in
+    ``NO_FRESH_VALUES``); none for a lab without such a module."""
     try:
         lab = importlib.import_module(f"grader.hidden.{module}")
     except ModuleNotFoundError:
         return {}
     r = generator(module)
-    return merge(lab.hidden_cases(r), fresh_values(exercises, r))
+    return merge(lab.hidden_cases(r),
+                 fresh_values(exercises, r, skip=getattr(lab, "NO_FRESH_VALUES", ())))
 
 
 def _redraw(x, r: np.random.Generator):

@@ -1,8 +1,6 @@
 """Hidden cases of lab 9, drawn at grading time (see :mod:`grader.hidden`)."""
 
-from grader.hidden import fresh_values, merge
-from grader.spec import Case, randn
-from grader.specs.gans import EXERCISES, NO_CONV
+from grader.spec import NO_CONV, Case, randn
 
 
 def hidden_cases(r):
@@ -23,4 +21,4 @@ def hidden_cases(r):
                                           randn(r, o)), {"stride": s, "padding": pad},
                  mode="jaxpr", check="no_primitives", options={"forbidden": NO_CONV})],
     }
-    return merge(drawn, fresh_values(EXERCISES, r))
+    return drawn

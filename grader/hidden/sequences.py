@@ -1,8 +1,9 @@
 """Hidden cases of lab 8, drawn at grading time (see :mod:`grader.hidden`)."""
 
-from grader.hidden import fresh_values, merge
-from grader.spec import Case, randn
-from grader.specs.sequences import EXERCISES, SCAN, lstm_params, tokens
+from grader.spec import SCAN, Case, lstm_params, randn, tokens
+
+# Its public cases feed word indices as arrays, which fresh values would turn into any integers.
+NO_FRESH_VALUES = ("embedding_lookup",)
 
 
 def hidden_cases(r):
@@ -26,4 +27,4 @@ def hidden_cases(r):
         "embedding_lookup": [Case("hidden: random sizes",
                                   (randn(r, 9, d), tokens(r, 9, 2, steps + 1)))],
     }
-    return merge(drawn, fresh_values(EXERCISES, r, skip=("embedding_lookup",)))
+    return drawn

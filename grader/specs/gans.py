@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from grader.spec import Case, Exercise, f32, key, randn, rng
+from grader.spec import NO_CONV, Case, Exercise, f32, key, randn, rng
 
 M = "gans"
-NO_CONV = ["conv_general_dilated", "conv"]
 SIZE_HINT = "output size (W - 1) S - 2P + K per axis"
 TREE_HINT = ("compare your parameter tree with the docstring: layer order, kernel sizes, strides, "
              "padding and the attributes (self.features, self.base, ...) decide every shape")

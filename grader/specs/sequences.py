@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from grader.spec import Case, Exercise, f32, key, randn, rng
+from grader.spec import SCAN, Case, Exercise, f32, key, lstm_params, randn, rng, tokens
 
 M = "sequences"
-SCAN = {"required": ["scan"]}
 TREE_HINT = ("compare your parameter tree with the docstring: layer order, sizes and the "
              "attributes (self.hidden, self.horizon, ...) decide every shape")
 
@@ -18,24 +17,6 @@ def simple_params(r, d: int, h: int, scale: float = 0.5) -> dict:
             "h": {"kernel": randn(r, h, h, scale=scale)}}
 
 
-def lstm_params(r, d: int, h: int, scale: float = 0.5) -> dict:
-    """Parameters of ``flax.linen.LSTMCell`` (input size d, state size h)."""
-    p = {f"i{g}": {"kernel": randn(r, d, h, scale=scale)} for g in "ifgo"}
-    p.update({f"h{g}": {"kernel": randn(r, h, h, scale=scale), "bias": randn(r, h, scale=scale)}
-              for g in "ifgo"})
-    return p
-
-
-def tokens(r, vocab: int, n: int, t: int, pad_front: bool = False) -> np.ndarray:
-    """Word indices in 1..vocab-1 with a random number of padding zeros per row (at the end,
-    or at the front)."""
-    out = r.integers(1, vocab, (n, t)).astype(np.int32)
-    for i, k in enumerate(r.integers(0, t, n)):
-        if pad_front:
-            out[i, :k] = 0
-        else:
-            out[i, t - k:] = 0
-    return out
 
 
 def _cell_exercises(r) -> list[Exercise]:
