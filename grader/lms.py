@@ -193,6 +193,12 @@ def export(fmt: str, roster: Path, out_dir: Path, *, grades: Mapping[str, float]
     }
     lines = [f"{path.name}: {len(report['exported'])} grade(s) in column "
              f"{report['assignment']!r} (of {points_possible:g} points) from roster {roster}"]
+    existing = [h for h in header if re.fullmatch(r".+ \(\d+\)", h)] if fmt == "canvas" else []
+    if existing and report["assignment"] not in existing:
+        report["new_column"] = True
+        lines.append(f"  note: Canvas will create a new assignment {report['assignment']!r}; to "
+                     f"fill one of the roster's, pass --assignment with its name: "
+                     + ", ".join(repr(re.sub(r" \(\d+\)$", "", h)) for h in existing))
     lines += [f"  not exported: {s} ({why})" for s, why in report["not_exported"].items()]
     lines += [f"  submission not matched: {s} ({why})" for s, why in unmatched.items()]
     lines += [f"  roster student without a submission: {who}"

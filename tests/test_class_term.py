@@ -487,6 +487,24 @@ def test_similarity_flags_identical_files_not_starters_or_one_liners(tmp_path):
     assert (tmp_path / "similarity-pooling.html").stat().st_size > 1000
 
 
+def test_canvas_export_without_assignment_names_the_roster_columns_it_could_fill(tmp_path):
+    """Canvas creates an assignment for a column name it does not know: the report says so and
+    lists the roster's assignments (the default name "cnnlab" matches none of them)."""
+    from grader import lms
+
+    roster = term.HERE / "canvas_roster.csv"
+    report = lms.export("canvas", roster, tmp_path, grades={"ana": 7.0}, others={},
+                        points_possible=8, assignment="cnnlab")
+    text = (tmp_path / "lms-canvas-report.txt").read_text(encoding="utf-8")
+    assert report["new_column"] and "Canvas will create a new assignment 'cnnlab'" in text
+    assert "--assignment with its name: 'Lab 3', 'Lab 2'" in text
+    report = lms.export("canvas", roster, tmp_path, grades={"ana": 7.0}, others={},
+                        points_possible=8, assignment="Lab 3")
+    assert report["assignment"] == "Lab 3 (2045)" and "new_column" not in report
+    assert "create a new assignment" not in (tmp_path / "lms-canvas-report.txt").read_text(
+        encoding="utf-8")
+
+
 def test_generic_csv_export_keeps_the_roster_columns(tmp_path):
     from grader import lms
 
