@@ -119,7 +119,10 @@ def with_known_bad(test):
     return test
 
 
-@settings(max_examples=EXAMPLES, deadline=None, database=None,
+# derandomize: the same examples on every run, so that CI's verdict is the code's, not the draw's
+# (float32 batch-norm gradients of tiny batches cancel to within a few 1e-6 of the bound, and an
+# unlucky continuous draw can put two window entries within rounding of each other).
+@settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(case=cases())
 @with_known_bad
