@@ -42,6 +42,7 @@ FORMATS = ("canvas", "moodle", "csv")
 CANVAS_IDENTITY = ("Student", "ID", "SIS User ID", "SIS Login ID", "Integration ID", "Section")
 CANVAS_KEYS = ("SIS Login ID", "SIS User ID", "ID", "Integration ID", "Student")
 CANVAS_TEST_STUDENT = "Student, Test"
+CANVAS_ASSIGNMENT = re.compile(r"(?P<name>.+) \((?P<id>\d+)\)")  # a gradebook column "NAME (id)"
 MOODLE_IDENTITY = ("First name", "Last name", "Surname", "ID number", "Institution",
                    "Department", "Email address")
 MOODLE_KEYS = ("Email address", "ID number", "Username")
@@ -139,7 +140,8 @@ def _assignment_column(fmt: str, header: Sequence[str], assignment: str) -> str:
     has one (its grades get updated), else the name as given."""
     if fmt == "canvas":
         for h in header:
-            if h == assignment or re.fullmatch(re.escape(assignment) + r" \(\d+\)", h):
+            column = CANVAS_ASSIGNMENT.fullmatch(h)
+            if h == assignment or (column and column["name"] == assignment):
                 return h
     return assignment
 
@@ -193,12 +195,13 @@ def export(fmt: str, roster: Path, out_dir: Path, *, grades: Mapping[str, float]
     }
     lines = [f"{path.name}: {len(report['exported'])} grade(s) in column "
              f"{report['assignment']!r} (of {points_possible:g} points) from roster {roster}"]
-    existing = [h for h in header if re.fullmatch(r".+ \(\d+\)", h)] if fmt == "canvas" else []
+    existing = {h: m["name"] for h in header if (m := CANVAS_ASSIGNMENT.fullmatch(h))} \
+        if fmt == "canvas" else {}
     if existing and report["assignment"] not in existing:
         report["new_column"] = True
         lines.append(f"  note: Canvas will create a new assignment {report['assignment']!r}; to "
                      f"fill one of the roster's, pass --assignment with its name: "
-                     + ", ".join(repr(re.sub(r" \(\d+\)$", "", h)) for h in existing))
+                     + ", ".join(map(repr, existing.values())))
     lines += [f"  not exported: {s} ({why})" for s, why in report["not_exported"].items()]
     lines += [f"  submission not matched: {s} ({why})" for s, why in unmatched.items()]
     lines += [f"  roster student without a submission: {who}"
