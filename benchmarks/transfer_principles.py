@@ -258,11 +258,8 @@ def main(argv=None) -> int:
                       subset(fm.test, TARGET), ns_near, seeds, flip=False, quick=args.quick)
 
     digits = data.load("digits")
-    up = jax.jit(lambda x: jnp.round(jax.image.resize(
-        x.astype(jnp.float32), (x.shape[0], 28, 28, 1), "bilinear")).clip(0, 255)
-        .astype(jnp.uint8))
-    d_train = (np.asarray(up(digits.train.images)), digits.train.labels)
-    d_test = (np.asarray(up(digits.test.images)), digits.test.labels)
+    d_train = (data.resize(digits.train.images, 28, 28), digits.train.labels)
+    d_test = (data.resize(digits.test.images, 28, 28), digits.test.labels)
     ns_far = (10, 100)
     far = run_target("digits 28x28", source_params, d_train, d_test, ns_far, seeds,
                      flip=False, quick=args.quick)

@@ -19,7 +19,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.gan import load_gan, train_gan
 from PIL import Image
 
-# 8x8 digits (scikit-learn, offline), a small pair: seconds per run
+# the digits (scikit-learn, offline; upsampled from 8x8 to 28x28), a small pair: seconds per run
 TINY = GanConfig(dataset="digits", epochs=2, batch_size=32, latent_dim=8, g_features=8,
                  d_features=8, samples=9, max_steps_per_epoch=4)
 
@@ -46,6 +46,10 @@ def straight(tmp_path_factory):
 def test_workdir_has_sample_grids_curves_and_checkpoints(straight):
     workdir, final = straight
     assert final["epoch"] == 2 and final["step"] == 8 and "digits" in final["source"]
+    # the 8x8 digits are upsampled to the 28x28 the workshop's DCGAN is made for (at 8x8 it
+    # collapses to one image), and the run says so
+    assert "resized bilinearly from 8x8 to 28x28" in final["source"]
+    assert json.loads((workdir / "run.json").read_text())["input_shape"] == [28, 28, 1]
     lines = records(workdir)
     assert [r["epoch"] for r in lines] == [1, 2]
     for r in lines:
@@ -59,7 +63,7 @@ def test_workdir_has_sample_grids_curves_and_checkpoints(straight):
     assert sorted(os.listdir(workdir / "checkpoints")) == ["4", "8"]
     run = load_gan(str(workdir))
     samples = run.sample(5)
-    assert samples.shape == (5, 8, 8, 1) and 0 <= samples.min() and samples.max() <= 1
+    assert samples.shape == (5, 28, 28, 1) and 0 <= samples.min() and samples.max() <= 1
 
 
 def test_resume_mid_epoch_and_with_more_epochs_is_bit_identical(straight, tmp_path):
@@ -125,6 +129,17 @@ def test_cli_refuses_bad_input_in_one_line(straight, tmp_path):
     r = cnnlab("gan", "--dataset", "no_such_data", "--workdir", tmp_path / "y", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.startswith("cnnlab: error:")
     assert len(r.stderr.splitlines()) == 1
+    r = cnnlab("gan", "--dataset", "digits", "--image-size", "10", "--workdir", tmp_path / "z",
+               cwd=tmp_path)
+    assert r.returncode == 2 and "image size 10 is not a multiple of 4" in r.stderr
+    assert len(r.stderr.splitlines()) == 1
+
+
+def test_native_size_on_request(tmp_path):
+    """``--image-size 8`` trains on the digits as they are (8x8), for who wants to see it."""
+    final = train_gan(TINY.replace(image_size=8, epochs=1, plots=False), str(tmp_path))
+    assert "resized" not in final["source"]
+    assert load_gan(str(tmp_path)).sample(2).shape == (2, 8, 8, 1)
 
 
 @pytest.mark.exhaustive

@@ -115,7 +115,7 @@ class RichReporter:
         if self.progress is None:
             return
         self.progress.update(self.task, completed=done, loss=f"{values['loss']:.4f}",
-                             acc=f"{values['accuracy']:.3f}",
+                             acc=f"{values['accuracy']:.3f}" if "accuracy" in values else "-",
                              ips=f"{values['images_per_second']:,.0f}")
 
     def epoch_end(self, r: dict) -> None:
@@ -354,14 +354,30 @@ def cmd_gan(args) -> int:
     return 0
 
 
+class ForecastReporter(RichReporter):
+    """Notes (resuming, ...) only: a forecaster's epochs take milliseconds; one line per model
+    comes from ``cnnlab forecast`` itself."""
+
+    def run_start(self, info: dict) -> None:
+        print(f"training {info['model']} ({info['param_count']:,} parameters): "
+              f"{info['epochs']} epochs of {info['steps_per_epoch']} steps", flush=True)
+
+    def epoch_start(self, epoch: int, epochs: int, steps: int, done: int) -> None: ...
+    def epoch_end(self, r: dict) -> None: ...
+
+
 def cmd_forecast(args) -> int:
     from cnnlab import forecast  # noqa: PLC0415 - JAX only for subcommands (see top)
     args.workdir = args.workdir or os.path.join("runs", f"forecast_{args.series or 'sunspots'}")
     config = _command_config(args, ForecastConfig, ForecastConfig)
-    result = forecast.run_forecast(config, args.workdir, overwrite=args.overwrite,
-                                   progress=print)
+    result = _run_reported(
+        lambda reporter: forecast.run_forecast(config, args.workdir, resume=args.resume,
+                                               overwrite=args.overwrite, reporter=reporter,
+                                               progress=print),
+        ForecastReporter(), _resume_hint("forecast", args.workdir))
     print(forecast.format_table(result))
-    print(f"workdir: {args.workdir} (forecast.json, forecast.md, plots/forecast.png)")
+    print(f"workdir: {args.workdir} (forecast.json, forecast.md, plots/forecast.png; one run "
+          f"per model: {', '.join(n + '/' for n in config.models)})")
     return 0
 
 
@@ -444,14 +460,13 @@ def _finetune_parser(sub) -> None:
     f.set_defaults(func=cmd_finetune)
 
 
-def _add_run_flags(parser: argparse.ArgumentParser, what: str, *, resume: bool = True) -> None:
+def _add_run_flags(parser: argparse.ArgumentParser, what: str) -> None:
     """``--set``, ``--workdir`` and ``--resume``/``--overwrite`` of a command that writes a run."""
     _add_set(parser)
     parser.add_argument("--workdir", help=f"where the run goes (default {what})")
     g = parser.add_mutually_exclusive_group()
-    if resume:
-        g.add_argument("--resume", action="store_true", help="continue the run in --workdir "
-                       "from its newest checkpoint (same settings; --epochs may grow)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --workdir "
+                   "from its newest checkpoint (same settings; --epochs may grow)")
     g.add_argument("--overwrite", action="store_true", help="delete an earlier run in --workdir")
 
 
@@ -470,8 +485,8 @@ def _daytwo_parsers(sub) -> None:
     f = sub.add_parser("forecast", help="MLP vs LSTM forecasts of a real series (sunspots, co2) "
                        "against the last-value baseline")
     config_lib.add_arguments(f, ForecastConfig)
-    _add_run_flags(f, "runs/forecast_SERIES", resume=False)
-    f.set_defaults(func=cmd_forecast, resume=False)
+    _add_run_flags(f, "runs/forecast_SERIES")
+    f.set_defaults(func=cmd_forecast)
     t = sub.add_parser("text", help="IMDB review sentiment with an embedding-LSTM classifier "
                        "(Keras imdb.npz or TFDS imdb_reviews)")
     config_lib.add_arguments(t, TextConfig)

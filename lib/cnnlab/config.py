@@ -331,12 +331,16 @@ class GanConfig(_Checked):
     (Adam 2e-4 with beta1 0.5, batch 128, latent 100, generator 128 / discriminator 64
     features, dropout 0.4)."""
 
-    dataset: str = _field("fashion_mnist", _STR, "image data set whose sides are multiples of 4: "
-                          "fashion_mnist, mnist, digits (8x8, scikit-learn), ...")
+    dataset: str = _field("fashion_mnist", _STR, "image data set: fashion_mnist, mnist, digits "
+                          "(scikit-learn's 8x8, upsampled to 28x28), ...")
     data_dir: str | None = _field(None, _PATH, "directory with the original files of "
                                   "fashion_mnist or mnist (IDX .gz)")
     tfds_dir: str | None = _field(None, _PATH,
                                   "TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    image_size: int | None = _field(None, _int(4, optional=True),
+                                    "train on images resized to this side, a multiple of 4 "
+                                    "(default 28 for data sets with smaller images, the 8x8 "
+                                    "digits: the DCGAN is made for 28x28; else their own size)")
     epochs: int = _field(5, _int(1), "passes over all images (train and test splits)")
     batch_size: int = _field(128, _int(1), "real images per step (as many generated)")
     max_steps_per_epoch: int | None = _field(None, _int(1, optional=True),
@@ -378,7 +382,15 @@ class ForecastConfig(_Checked):
     learning_rate: float = _field(3e-3, _float(0, low_open=True), "Adam learning rate",
                                   flags=("--lr",))
     seed: int = _field(0, _int(0), "seed of initialisation and shuffling")
+    keep_checkpoints: int = _field(2, _int(1), "newest checkpoints kept (per model)")
+    checkpoint_every_epochs: int = _field(25, _int(1), "checkpoint every N epochs (and the "
+                                          "last; a few steps each, so not every epoch)")
+    log_every_steps: int = _field(25, _int(1), "NaN checks every N steps")
     plots: bool = _field(True, _BOOL, "write plots/forecast.png")
+
+    #: What ``--resume`` may change: the rest must be the run's own, or it would not be exact.
+    RESUMABLE = ("epochs", "keep_checkpoints", "checkpoint_every_epochs", "log_every_steps",
+                 "plots")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,35 +7,49 @@ weekly 1958-2001, averaged per month (526 values; missing weeks skipped).
 Recipe (one-step-ahead, as in the workshop): the first ``train_fraction`` of the series trains,
 the rest tests; values are scaled to [0, 1] with the *training* part's min and max; each example
 is a window of the last ``lookback`` values and its target the next value
-(:func:`windows`). Every model trains with Adam on mean squared error, full windows in shuffled
-minibatches. The test error (RMSE and MAE, in the series' units) is compared with the naive
-forecast "next = last value", which a model must beat to have learned anything.
+(:func:`windows`). Every model trains with Adam on the mean squared error (float targets:
+:func:`cnnlab.train.mean_squared_error`), full windows in shuffled minibatches, through the one
+training loop of cnnlab (:func:`cnnlab.loop.fit`, :func:`train_model`). The test error (RMSE and
+MAE, in the series' units) is compared with the naive forecast "next = last value", which a
+model must beat to have learned anything.
 
-Workdir (:class:`cnnlab.workdir.Workdir`, every file written atomically): ``config.json``,
-``forecast.json`` (the error table), ``forecast.md`` (the table), ``plots/forecast.png`` (the
-series and the test forecasts). Nothing is checkpointed (the models train in seconds); a workdir
-that holds a forecast is replaced only with ``overwrite``.
+Workdir (:class:`cnnlab.workdir.Workdir`, every file written atomically)::
+
+    config.json          the ForecastConfig
+    forecast.json        the error table (last: its presence marks a finished forecast)
+    forecast.md          the table in Markdown
+    plots/forecast.png   the series and the test forecasts
+    mlp/, lstm/          one run per model, as ``cnnlab train``'s: run.json, metrics.jsonl (per
+                         epoch train_loss, test_loss (scaled MSE) and test_rmse), checkpoints/
+                         (every ``checkpoint_every_epochs`` and the last epoch), tensorboard/
+
+A model's noise and shuffling come from ``(seed, the model's index in FORECASTERS)`` and
+``(seed, epoch)``, whatever else ``--models`` lists, so ``--resume`` (after SIGTERM, or with
+more ``--epochs``) ends bit-identical to a run that never stopped; a workdir that holds a
+forecast is replaced only with ``overwrite``.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
 from collections.abc import Callable
-from typing import Any
 
+import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cnnlab import plots
+from cnnlab import data, distributed, models, plots, train
 from cnnlab.config import SERIES, ForecastConfig
-from cnnlab.data import batch_indices
+from cnnlab.data.feeding import BatchFeeder
 from cnnlab.errors import CnnlabError
+from cnnlab.loop import Loop, LoopSpec, Reporter, fit
 from cnnlab.models.sequence import FORECASTERS
-from cnnlab.workdir import Workdir
+from cnnlab.workdir import RunInfo, Workdir
 
-__all__ = ["ForecastConfig", "load_series", "windows", "errors", "fit", "run_forecast",
+__all__ = ["ForecastConfig", "load_series", "windows", "errors", "train_model", "run_forecast",
            "format_table"]
 
 
@@ -71,43 +85,128 @@ def errors(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     return {"rmse": float(np.sqrt(np.mean(d ** 2))), "mae": float(np.mean(np.abs(d)))}
 
 
-def fit(model, x: np.ndarray, y: np.ndarray, config: ForecastConfig, key: jax.Array) -> Any:
-    """Parameters of ``model`` trained with Adam on the mean squared error, ``config.epochs``
-    shuffled passes over (x, y) in minibatches of ``config.batch_size`` (the last partial one
-    dropped)."""
-    params = model.init(key, jnp.asarray(x[:1]))["params"]
-    tx = optax.adam(config.learning_rate)
-    opt_state = tx.init(params)
-
-    @jax.jit
-    def step(params, opt_state, xb, yb):
-        loss, grads = jax.value_and_grad(
-            lambda p: jnp.mean((model.apply({"params": p}, xb) - yb) ** 2))(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    batch = min(config.batch_size, len(x))
-    for epoch in range(config.epochs):
-        for idx in batch_indices(len(x), batch, seed=config.seed, epoch=epoch):
-            params, opt_state, _ = step(params, opt_state, x[idx], y[idx])
-    return params
+@functools.cache
+def _predict_fn(model: nn.Module) -> Callable:
+    return jax.jit(lambda params, x: model.apply({"params": params}, x))
 
 
-def run_forecast(config: ForecastConfig, workdir: str, *, overwrite: bool = False,
+def train_model(model: nn.Module, train_split: data.Split, test_split: data.Split,
+                config: ForecastConfig, wd: Workdir, *, index: int, resume: bool,
+                reporter: Reporter, unit_scale: float = 1.0) -> train.TrainState:
+    """Train one forecaster through :func:`cnnlab.loop.fit` into its run directory ``wd``.
+
+    Args:
+      model: a forecaster, (N, lookback) -> (N, 1).
+      train_split, test_split: windows (N, lookback) float32 and targets (N, 1) float32 (the
+        feeder keeps float targets float: :func:`cnnlab.data.feeding.label_array`).
+      config: epochs, batch size, learning rate, seed, checkpointing.
+      wd: the model's run directory (prepared).
+      index: the model's index in :data:`~cnnlab.models.sequence.FORECASTERS` (its keys are
+        ``split(key(seed + index))``).
+      resume: continue from the newest checkpoint that restores.
+      reporter: progress callbacks.
+      unit_scale: series units per scaled unit (``test_rmse`` is reported in series units).
+
+    Returns:
+      The trained state (every epoch's record in ``wd``'s ``metrics.jsonl``).
+    """
+    mesh = distributed.make_mesh()
+    rep = distributed.replicated(mesh)
+    create = functools.partial(train.create_train_state, model,
+                               optax.adam(config.learning_rate),
+                               input_shape=(1, *train_split.images.shape[1:]))
+    abstract = jax.eval_shape(create, jax.random.key(0))
+    state_sharding = distributed.state_shardings(abstract, mesh)
+    init_key, run_key = (jax.device_put(k, rep) for k in
+                         jax.random.split(jax.random.key(config.seed + index)))
+    batch = min(config.batch_size, len(train_split))
+    spe = len(train_split) // batch
+    ckpts = wd.checkpoints(keep=config.keep_checkpoints)
+    try:
+        state, meta, history = train.restore_or_create(wd, ckpts, create, state_sharding,
+                                                       init_key, resume=resume,
+                                                       reporter=reporter)
+        wd.write_run_info(RunInfo(
+            class_names=(), input_shape=tuple(train_split.images.shape[1:]),
+            dataset=config.series, source=f"statsmodels {config.series}",
+            train_examples=len(train_split), val_examples=0, test_examples=len(test_split),
+            param_count=models.param_count(abstract.params), devices=jax.device_count(),
+            processes=jax.process_count(), mesh=dict(mesh.shape), steps_per_epoch=spe))
+        wd.log_epochs(history)
+        predict = _predict_fn(model)
+
+        def evaluate_test(s) -> dict:
+            # A measurement every epoch (the curves), never used to choose anything.
+            pred = np.asarray(predict(s.params, test_split.images), np.float64)
+            mse = float(np.mean((pred - test_split.labels) ** 2))
+            return {"test_loss": mse, "test_rmse": float(np.sqrt(mse)) * unit_scale}
+
+        loop = Loop(
+            train_step=train.make_train_step(mesh=mesh, state_sharding=state_sharding),
+            feeder=BatchFeeder(train_split, mesh), run_key=run_key, evaluate=evaluate_test,
+            lr_at=lambda s: config.learning_rate, workdir=wd, checkpoints=ckpts,
+            reporter=reporter,
+            spec=LoopSpec(epochs=config.epochs, steps_per_epoch=spe, batch_size=batch,
+                          seed=config.seed, log_every_steps=config.log_every_steps,
+                          checkpoint_every_epochs=config.checkpoint_every_epochs,
+                          select_best=False))
+        reporter.run_start({"model": type(model).__name__, "dataset": config.series,
+                            "source": f"statsmodels {config.series}",
+                            "devices": jax.device_count(), "mesh": dict(mesh.shape),
+                            "param_count": models.param_count(abstract.params),
+                            "steps_per_epoch": spe, "epochs": config.epochs,
+                            "val_examples": 0})
+        result = fit(state, loop, history=history, meta=meta)
+        ckpts.wait()
+        return result.state
+    finally:
+        wd.close_events()
+        ckpts.close()
+
+
+def _prepare(config: ForecastConfig, workdir: str, *, resume: bool, overwrite: bool
+             ) -> Workdir:
+    """The workdir of the module docstring, checked: a finished forecast is replaced only with
+    ``overwrite`` (which also removes every model's run), ``resume`` needs the run's settings."""
+    wd = Workdir(workdir)
+    wd.prepare(resume=resume, overwrite=overwrite,
+               results=() if resume else ("forecast.json",))
+    if resume:
+        wd.check_resumable(config)
+    elif overwrite and wd.main:
+        for name in FORECASTERS:  # every model's run, also of models not asked for now
+            if os.path.isdir(wd.file(name)):
+                shutil.rmtree(wd.file(name))
+    return wd
+
+
+def run_forecast(config: ForecastConfig, workdir: str, *, resume: bool = False,
+                 overwrite: bool = False, reporter: Reporter | None = None,
                  progress: Callable[[str], None] | None = None) -> dict:
     """Train every model of ``config.models`` on the series, forecast its test part one step
     ahead, and write the workdir of the module docstring.
+
+    Args:
+      config: the forecast's settings.
+      workdir: where everything goes.
+      resume: continue each model from its newest checkpoint (a model that finished stays as
+        it is); the settings must be the run's except :data:`ForecastConfig.RESUMABLE`.
+      overwrite: replace an earlier forecast in ``workdir``.
+      reporter: progress callbacks of the training loop.
+      progress: gets one line per trained model (its test RMSE).
 
     Returns:
       The ``forecast.json`` dict: ``{"series", "description", "train", "test", "errors": {name:
       {"rmse", "mae"}}, ...}`` with the naive last-value baseline under ``"naive"``.
 
     Raises:
-      CnnlabError: a lookback that leaves no training windows, an unwritable workdir, or one
-        that holds a forecast already (unless ``overwrite``).
+      CnnlabError: a lookback that leaves no training windows, an unwritable workdir, one that
+        holds a forecast already (unless ``overwrite``), or a model run (unless ``resume``), a
+        resume with other settings.
+      Interrupted: SIGTERM or SIGINT (the current step is saved first).
     """
-    wd = Workdir(workdir)
-    wd.prepare(resume=False, overwrite=overwrite, results=("forecast.json",))
+    reporter = reporter or Reporter()
+    wd = _prepare(config, workdir, resume=resume, overwrite=overwrite)
     values, years, description = load_series(config.series)
     split = int(len(values) * config.train_fraction)
     if split <= config.lookback + 1 or len(values) - split < 2:
@@ -115,19 +214,25 @@ def run_forecast(config: ForecastConfig, workdir: str, *, overwrite: bool = Fals
                           f"{split} training values of {config.series}")
     lo, hi = values[:split].min(), values[:split].max()
     scaled = (values - lo) / (hi - lo)
-    x_tr, y_tr = windows(scaled, config.lookback, 0, split)
-    x_te, y_te = windows(scaled, config.lookback, split, len(values))
+    train_split = data.Split(*windows(scaled, config.lookback, 0, split))
+    test_split = data.Split(*windows(scaled, config.lookback, split, len(values)))
+    runs = {name: Workdir(wd.file(name)) for name in config.models}
+    for run in runs.values():  # refuse an occupied workdir before anything trains
+        run.prepare(resume=resume, overwrite=overwrite)
+    wd.write_config(config)
 
     def unscale(v):
         return np.asarray(v, np.float64) * (hi - lo) + lo
 
-    target = unscale(y_te)[:, 0]
-    predictions = {"naive (last value)": unscale(x_te[:, -1])}
+    target = unscale(test_split.labels)[:, 0]
+    predictions = {"naive (last value)": unscale(test_split.images[:, -1])}
     table = {"naive": errors(predictions["naive (last value)"], target)}
-    for i, name in enumerate(config.models):
+    for name, run in runs.items():
         model = FORECASTERS[name](hidden=config.hidden, horizon=1)
-        params = fit(model, x_tr, y_tr, config, jax.random.PRNGKey(config.seed + i))
-        pred = unscale(np.asarray(jax.jit(model.apply)({"params": params}, x_te)))[:, 0]
+        state = train_model(model, train_split, test_split, config, run,
+                            index=list(FORECASTERS).index(name), resume=resume, reporter=reporter,
+                            unit_scale=hi - lo)
+        pred = unscale(np.asarray(_predict_fn(model)(state.params, test_split.images)))[:, 0]
         predictions[name] = pred
         table[name] = errors(pred, target)
         if progress:
@@ -136,7 +241,6 @@ def run_forecast(config: ForecastConfig, workdir: str, *, overwrite: bool = Fals
     result = {"series": config.series, "description": description, "train": split,
               "test": len(target), "lookback": config.lookback, "errors": table,
               "ratio_to_naive": {k: v["rmse"] / table["naive"]["rmse"] for k, v in table.items()}}
-    wd.write_config(config)
     if config.plots and wd.main:
         plots.forecast(values, split, predictions, os.path.join(wd.plots_dir, "forecast.png"),
                        x=years, title=f"{description}: one-step-ahead test forecasts")

@@ -161,34 +161,33 @@ def make_train_step(gan: Gan) -> Callable:
     return jax.jit(step, donate_argnums=0)
 
 
+#: The side the workshop's DCGAN is made for (a smaller data set is upsampled to it).
+DCGAN_SIDE = 28
+
+
 def _load_images(config: GanConfig) -> tuple[data.Split, str]:
-    """Every image of the data set (train and test: the GAN is unconditional) and its source."""
+    """Every image of the data set (train and test: the GAN is unconditional), resized to
+    ``config.image_size`` (default :data:`DCGAN_SIDE` for smaller images, e.g. the 8x8 digits,
+    on which the workshop's architecture collapses to one image), and its source."""
     ds = data.load(config.dataset, data_dir=config.data_dir, tfds_dir=config.tfds_dir)
     images = np.concatenate([ds.train.images, ds.test.images])
     h, w, _ = images.shape[1:]
+    side = config.image_size or (DCGAN_SIDE if max(h, w) < DCGAN_SIDE else None)
+    source = ds.source
+    if side and (side, side) != (h, w):
+        if side % 4:
+            raise CnnlabError(f"image size {side} is not a multiple of 4: the DCGAN doubles its "
+                              f"side twice (e.g. 28 = 7 x 4)")
+        images = data.resize(images, side, side)
+        source += f"; resized bilinearly from {h}x{w} to {side}x{side}"
+        h = w = side
     if h % 4 or w % 4:
         raise CnnlabError(f"{config.dataset} images are {h}x{w}: the DCGAN needs sides that are "
-                          f"multiples of 4 (28x28 Fashion-MNIST/MNIST, 8x8 digits)")
+                          f"multiples of 4; pass --image-size 28 (or another multiple of 4)")
     if config.batch_size > len(images):
         raise CnnlabError(f"batch size {config.batch_size} is larger than the {len(images):,} "
                           f"images of {config.dataset}")
-    return data.Split(images, np.zeros(len(images), np.int32)), ds.source
-
-
-def _check_resumable(wd: Workdir, config: GanConfig) -> None:
-    """``--resume`` continues the run as it was: only :data:`GanConfig.RESUMABLE` may change."""
-    if not os.path.exists(wd.file("config.json")):
-        return
-    saved = wd.read_config(GanConfig)
-    keep = {name: getattr(config, name) for name in GanConfig.RESUMABLE}
-    if saved.replace(**keep) != config:
-        changed = [f.name for f in dataclasses.fields(GanConfig)
-                   if getattr(saved, f.name) != getattr(config, f.name)
-                   and f.name not in GanConfig.RESUMABLE]
-        verb = "differs" if len(changed) == 1 else "differ"
-        raise CnnlabError(f"--resume needs the settings of the run in {wd.path} "
-                          f"({', '.join(changed)} {verb}; only "
-                          f"{', '.join(GanConfig.RESUMABLE)} may change); see its config.json")
+    return data.Split(images, np.zeros(len(images), np.int32)), source
 
 
 def train_gan(config: GanConfig, workdir: str, *, resume: bool = False, overwrite: bool = False,
@@ -215,7 +214,7 @@ def train_gan(config: GanConfig, workdir: str, *, resume: bool = False, overwrit
     wd = Workdir(workdir)
     wd.prepare(resume=resume, overwrite=overwrite)
     if resume:
-        _check_resumable(wd, config)
+        wd.check_resumable(config)
     split, source = _load_images(config)
     image_shape = split.images.shape[1:]
     gan = Gan.from_config(config, image_shape)
@@ -329,7 +328,8 @@ def measure_quality(workdir: str, *, classifier_workdir: str | None = None,
     A workshop CNN trained on the same data set (``cnnlab train`` into ``classifier_workdir``,
     default ``WORKDIR/classifier``; reused when it was trained on the same data set for as many
     epochs) judges ``samples`` generated images, as many real test images, and as many noise
-    images. Written atomically to ``WORKDIR/quality.json``.
+    images (generated ones resized to the data set's own size when the GAN trained on
+    resized images, ``--image-size``). Written atomically to ``WORKDIR/quality.json``.
 
     Returns:
       ``{"real", "generated", "noise"}`` figures (:func:`cnnlab.gan_quality.sample_quality`)
@@ -348,8 +348,12 @@ def measure_quality(workdir: str, *, classifier_workdir: str | None = None,
     classifier = train.load_run(clf_dir)
     ds = data.load(run.config.dataset, data_dir=run.config.data_dir, tfds_dir=run.config.tfds_dir)
     n = min(samples, len(ds.test.labels))
+    generated = run.sample(n, seed=seed)
+    h, w = ds.test.images.shape[1:3]
+    if generated.shape[1:3] != (h, w):  # the GAN trained on resized images: judge at the data's
+        generated = data.resize(generated, h, w)  # own size, as the classifier learnt it
     quality = gan_quality.sample_quality(classifier.logits, ds.test.images[:n],
-                                         ds.test.labels[:n], run.sample(n, seed=seed), seed=seed)
+                                         ds.test.labels[:n], generated, seed=seed)
     quality.update({"dataset": run.config.dataset, "classifier": clf_dir,
                     "gan_epochs": run.config.epochs, "gan_step": int(run.state.step)})
     wd.write_json("quality.json", quality)

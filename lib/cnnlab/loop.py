@@ -15,8 +15,9 @@ phases, :mod:`cnnlab.transfer`) train through it, so everything a loop does is w
 - checkpoints also every ``checkpoint_every_steps`` steps, and on SIGTERM/SIGINT at the current
   step, after which :class:`~cnnlab.errors.Interrupted` is raised (resuming is bit-identical);
 - with a workdir, TensorBoard event files (:meth:`cnnlab.workdir.Workdir.log_scalars`): every
-  step's ``train/loss``, ``train/accuracy`` and ``train/learning_rate``, every epoch's record
-  (``val/loss``, ``val/accuracy``, ``epoch/train_loss``, ...); and with
+  step's ``train/loss``, ``train/accuracy`` (class labels; a regression's steps report no
+  accuracy, and its records have no ``train_accuracy``) and ``train/learning_rate``, every
+  epoch's record (``val/loss``, ``val/accuracy``, ``epoch/train_loss``, ...); and with
   ``LoopSpec.profile_steps`` a :mod:`jax.profiler` trace of that many steps (after the first,
   which compiles) beside them.
 
@@ -80,6 +81,9 @@ class LoopSpec:
       log_every_steps: progress, NaN and divergence checks (and, with several processes, the
         agreement on a stop signal) every N steps.
       checkpoint_every_steps: also checkpoint every N (global) steps inside an epoch (0 = off).
+      checkpoint_every_epochs: checkpoint at the end of every N-th epoch of the phase (and of
+        its last, and when early stopping ends it); 1 = every epoch. More than 1 suits epochs of
+        a few steps (``cnnlab forecast``), where a checkpoint would cost more than the epoch.
       early_stopping: stop after this many epochs without a lower validation loss (0 = off).
       select_best: keep track of the checkpoint with the lowest validation loss.
       divergence_factor, divergence_steps: stop when the training loss stays above
@@ -98,6 +102,7 @@ class LoopSpec:
     first_step: int = 0
     log_every_steps: int = 25
     checkpoint_every_steps: int = 0
+    checkpoint_every_epochs: int = 1
     early_stopping: int = 0
     select_best: bool = True
     divergence_factor: float = 10.0
@@ -211,6 +216,7 @@ class _Tracker:
         self.pending: list[tuple[int, dict]] = []
         self.streak = 0
         self.window_start, self.window_steps = time.time(), 0
+        self.classifies = True  # the steps report an accuracy (a regression's do not)
 
     def start_epoch(self, offset: int) -> None:
         self.sums = (EpochSums(**dataclasses.asdict(self.resume_sums))
@@ -231,20 +237,22 @@ class _Tracker:
         if not self.pending:
             return
         values = distributed.to_host([m for _, m in self.pending])
+        self.classifies = "accuracy" in values[-1]
         for (step, _), v in zip(self.pending, values):
             self._check(step, float(v["loss"]))
-            self.sums.add(float(v["loss"]), float(v["accuracy"]), _extra(v))
+            self.sums.add(float(v["loss"]), float(v.get("accuracy", 0.0)), _extra(v))
             self._log_step(step, v)
         now = time.time()
         ips = self.window_steps * self.spec.batch_size / max(now - self.window_start, 1e-9)
         self.window_start, self.window_steps = now, 0
         last_step = self.pending[-1][0]
         self.pending.clear()
+        report = {"loss": float(values[-1]["loss"]), "images_per_second": ips}
+        if self.classifies:
+            report["accuracy"] = self.sums.means()[1]
         self.loop.reporter.step(
             last_step + 1 - self.spec.first_step - self._epoch_index(last_step)
-            * self.spec.steps_per_epoch,
-            {"loss": float(values[-1]["loss"]), "accuracy": self.sums.means()[1],
-             "images_per_second": ips})
+            * self.spec.steps_per_epoch, report)
 
     def _log_step(self, step: int, values: dict) -> None:
         """Step ``step``'s metrics into the event files, at global step ``step + 1`` (the
@@ -252,9 +260,10 @@ class _Tracker:
         wd = self.loop.workdir
         if wd is None:
             return
-        scalars = {"train/loss": float(values["loss"]),
-                   "train/accuracy": float(values["accuracy"]),
-                   **{f"train/{name}": v for name, v in _extra(values).items()}}
+        scalars = {"train/loss": float(values["loss"])}
+        if "accuracy" in values:  # a regression's steps have none
+            scalars["train/accuracy"] = float(values["accuracy"])
+        scalars.update({f"train/{name}": v for name, v in _extra(values).items()})
         if self.loop.lr_at is not None:
             scalars["train/learning_rate"] = self.loop.lr_at(step - self.spec.first_step)
         wd.log_scalars(step + 1, scalars)
@@ -364,7 +373,7 @@ def fit(state, loop: Loop, *, history: Sequence[dict] = (),
     ``log_every_steps`` the metrics are fetched and checked (a NaN loss, or a loss above
     ``divergence_factor`` x its first value for ``divergence_steps`` steps, stops the run with
     the last good checkpoint kept). At each epoch end ``loop.evaluate`` runs, the epoch's record
-    is written and a checkpoint saved; the lowest ``val_loss`` is tracked and with
+    is written and a checkpoint saved (every ``checkpoint_every_epochs``-th); the lowest ``val_loss`` is tracked and with
     ``early_stopping`` ends the run after that many epochs without improvement. Checkpoints also
     come every ``checkpoint_every_steps`` steps and, on SIGTERM/SIGINT, at the current step before
     :class:`~cnnlab.errors.Interrupted` is raised.
@@ -435,8 +444,10 @@ def fit(state, loop: Loop, *, history: Sequence[dict] = (),
                 loop.workdir.flush_events()
             if loop.after_epoch is not None:
                 loop.after_epoch(state, record)
-            _save(loop, tracker, state, done, epoch + 1, mid_epoch=False,
-                  val_loss=record.get("val_loss"))
+            if (done == spec.last_step or tracker.stop_early()
+                    or (epoch + 1 - spec.first_epoch) % spec.checkpoint_every_epochs == 0):
+                _save(loop, tracker, state, done, epoch + 1, mid_epoch=False,
+                      val_loss=record.get("val_loss"))
             loop.reporter.epoch_end(record)
             result.meta = tracker.meta(done, epoch + 1, mid_epoch=False)
             if tracker.stop_early():
@@ -512,7 +523,9 @@ def _epoch_record(loop: Loop, tracker: _Tracker, state, epoch: int, done: int) -
     record: dict[str, Any] = {"epoch": epoch + 1, "step": done}
     if spec.phase:
         record["phase"] = spec.phase
-    record.update(train_loss=train_loss, train_accuracy=train_accuracy)
+    record["train_loss"] = train_loss
+    if tracker.classifies:  # a regression's steps have no accuracy
+        record["train_accuracy"] = train_accuracy
     record.update({f"train_{name}": v for name, v in tracker.sums.extra_means().items()})
     if loop.evaluate is not None:
         record.update(loop.evaluate(state))

@@ -1,7 +1,8 @@
-"""Classification losses and metrics as pure functions of logits and labels.
+"""Losses and metrics as pure functions of logits and labels.
 
 Shapes: ``logits`` float (N, C), ``labels`` int (N,) in [0, C), ``mask`` (N,) 0/1 (0 marks padding
-rows of a fixed-shape last batch). Evaluation works with *sums* (:func:`batch_sums`) so that batches
+rows of a fixed-shape last batch); a regression's targets are float (N, ...) instead of labels
+(:func:`squared_error`). Evaluation works with *sums* (:func:`batch_sums`) so that batches
 of any split — and shards on any number of devices — add up exactly; :func:`finalize` turns the
 totals into means.
 """
@@ -26,6 +27,14 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, *,
     if label_smoothing:
         targets = optax.smooth_labels(targets, label_smoothing)
     return optax.softmax_cross_entropy(logits, targets)
+
+
+def squared_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
+    """Per-example squared error of a regression, (N, ...), (N, ...) -> (N,):
+    ``sum over the trailing axes of (prediction - target)^2`` (a horizon-1 forecast (N, 1): the
+    plain squared error)."""
+    d = (predictions - targets.astype(predictions.dtype)).reshape(predictions.shape[0], -1)
+    return jnp.sum(d * d, axis=-1)
 
 
 def correct(logits: jax.Array, labels: jax.Array) -> jax.Array:

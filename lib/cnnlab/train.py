@@ -319,6 +319,18 @@ def cross_entropy_loss(logits: jax.Array, labels: jax.Array, *,
     return metrics.cross_entropy(logits, labels, label_smoothing=label_smoothing).mean()
 
 
+def mean_squared_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
+    """The default loss of float targets (a regression, e.g. ``cnnlab forecast``): the mean
+    over examples of :func:`cnnlab.metrics.squared_error`, (B, ...), (B, ...) -> scalar."""
+    return metrics.squared_error(predictions, targets).mean()
+
+
+def is_regression(labels: jax.Array) -> bool:
+    """Float labels are regression targets, integer ones class indices (decided at trace time
+    from the dtype, :func:`cnnlab.data.feeding.label_array`)."""
+    return bool(jnp.issubdtype(labels.dtype, jnp.floating))
+
+
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
@@ -330,18 +342,23 @@ def make_train_step(loss_fn: LossFn | None = None, *, options: StepOptions = Ste
     augmented (``options.augment``), the model runs with ``train=options.train_mode`` and dropout
     key ``fold_in(key, state.step)``, the loss is differentiated and
     :meth:`TrainState.apply_gradients` applies it. The state is donated: do not use it after the
-    call. Every source of randomness depends only on ``(key, state.step)``.
+    call. Every source of randomness depends only on ``(key, state.step)``. Integer labels are
+    classes; float labels are regression targets (:func:`is_regression`), the model's outputs
+    their predictions.
 
     Args:
-      loss_fn: ``(logits float32 (B, C), labels int (B,)) -> scalar`` to minimise; default
-        :func:`cross_entropy_loss` with ``options.label_smoothing``.
+      loss_fn: ``(logits float32 (B, C), labels int (B,)) -> scalar`` to minimise (or
+        ``(predictions (B, ...), targets float (B, ...))``); default
+        :func:`cross_entropy_loss` with ``options.label_smoothing`` for class labels,
+        :func:`mean_squared_error` for float targets.
       options: the static settings (:class:`StepOptions`).
       mesh: with ``state_sharding``, compile for a device mesh: batches split along ``data``,
         the state laid out as ``state_sharding`` (a :class:`TrainState` of shardings), metrics
         replicated.
 
     Returns:
-      ``train_step``; its ``metrics`` are the batch's ``loss`` and ``accuracy``.
+      ``train_step``; its ``metrics`` are the batch's ``loss`` and, for class labels,
+      ``accuracy``.
 
     Example (a focal loss; see the README's research section for a whole loop):
 
@@ -351,7 +368,10 @@ def make_train_step(loss_fn: LossFn | None = None, *, options: StepOptions = Ste
     >>> step = make_train_step(loss_fn=focal)
     """
     if loss_fn is None:
-        loss_fn = functools.partial(cross_entropy_loss, label_smoothing=options.label_smoothing)
+        def loss_fn(logits, labels):
+            if is_regression(labels):
+                return mean_squared_error(logits, labels)
+            return cross_entropy_loss(logits, labels, label_smoothing=options.label_smoothing)
 
     def step(state: TrainState, images, labels, key):
         TRACE_COUNTS["train_step"] += 1
@@ -371,6 +391,8 @@ def make_train_step(loss_fn: LossFn | None = None, *, options: StepOptions = Ste
         (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(
             state.params)
         state = state.apply_gradients(grads=grads, batch_stats=new_stats)
+        if is_regression(labels):
+            return state, {"loss": loss}
         return state, {"loss": loss, "accuracy": metrics.correct(logits, labels).mean()}
 
     if mesh is None:

@@ -14,8 +14,9 @@
                              jax.profiler trace under plugins/profile/
 
 ``cnnlab finetune`` adds ``finetune.json`` and ``interpretation.json``; ``cnnlab gan`` its
-``quality.json`` (:mod:`cnnlab.gan`); ``cnnlab forecast`` has no checkpoints and writes
-``forecast.json`` and ``forecast.md`` instead (:mod:`cnnlab.forecast`). :func:`cnnlab.loop.fit`
+``quality.json`` (:mod:`cnnlab.gan`); ``cnnlab forecast`` writes ``forecast.json`` and
+``forecast.md`` and trains each model in a run directory of its own inside the workdir
+(``mlp/``, ``lstm/``: :mod:`cnnlab.forecast`). :func:`cnnlab.loop.fit`
 (the one training loop) and the commands write through a :class:`Workdir`; only process 0
 writes files, except checkpoints, which every process writes its shards of. Another writer of
 per-epoch or per-step records belongs here, beside :meth:`Workdir.log_epochs` and
@@ -259,6 +260,28 @@ class Workdir:
         """``config.json`` as a ``config_cls`` (:class:`~cnnlab.config.TrainConfig`, or the
         config of another command, e.g. :class:`~cnnlab.config.GanConfig`)."""
         return config_cls.from_dict(self.read_json("config.json"))
+
+    def check_resumable(self, config) -> None:
+        """``--resume`` continues the run as it was: only ``type(config).RESUMABLE`` fields
+        may differ from the run's ``config.json`` (:class:`~cnnlab.config.GanConfig`,
+        :class:`~cnnlab.config.ForecastConfig`); nothing to check before a config exists.
+
+        Raises:
+          CnnlabError: naming the fields that differ.
+        """
+        if not os.path.exists(self.file("config.json")):
+            return
+        cls = type(config)
+        saved = self.read_config(cls)
+        keep = {name: getattr(config, name) for name in cls.RESUMABLE}
+        if saved.replace(**keep) != config:
+            changed = [f.name for f in dataclasses.fields(cls)
+                       if getattr(saved, f.name) != getattr(config, f.name)
+                       and f.name not in cls.RESUMABLE]
+            verb = "differs" if len(changed) == 1 else "differ"
+            raise CnnlabError(f"--resume needs the settings of the run in {self.path} "
+                              f"({', '.join(changed)} {verb}; only "
+                              f"{', '.join(cls.RESUMABLE)} may change); see its config.json")
 
     def write_run_info(self, info: RunInfo) -> None:
         self.write_json("run.json", info.to_json())

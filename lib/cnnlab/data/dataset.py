@@ -21,7 +21,8 @@ _CHUNK = 10_000  # records read per data-source call: big reads, bounded memory 
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-    """One split in memory: ``images`` uint8 ``(N, H, W, C)``, ``labels`` int32 ``(N,)``."""
+    """One split in memory: ``images`` uint8 ``(N, H, W, C)`` (or float features), ``labels``
+    int32 ``(N,)`` (or float32 regression targets ``(N, ...)``, e.g. ``cnnlab forecast``'s)."""
 
     images: np.ndarray
     labels: np.ndarray

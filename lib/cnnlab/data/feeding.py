@@ -41,6 +41,17 @@ T = TypeVar("T")
 ON_DEVICE_MAX_BYTES = 1 << 30
 
 
+def label_array(labels) -> np.ndarray:
+    """The labels as the steps get them: class indices int32, float targets (a regression's,
+    any shape after the first axis) float32.
+
+    >>> label_array(np.array([1, 2], np.uint8)).dtype, label_array(np.array([[0.5]])).dtype
+    (dtype('int32'), dtype('float32'))
+    """
+    labels = np.asarray(labels)
+    return labels.astype(np.float32 if np.issubdtype(labels.dtype, np.floating) else np.int32)
+
+
 def _gather(images, labels, idx):
     TRACE_COUNTS["gather"] += 1
     return jnp.take(images, idx, axis=0), jnp.take(labels, idx, axis=0)
@@ -50,8 +61,9 @@ class BatchFeeder:
     """Global batches of one split by index: ``feeder.batch(indices) -> (images, labels)``.
 
     Args:
-      split: images (N, H, W, C) (uint8, or float features) and labels (N,), in host memory,
-        the same on every process.
+      split: images (N, H, W, C) (uint8, or float features) and labels (N,) (class indices)
+        or (N, ...) float targets (a regression's), in host memory, the same on every process
+        (labels are fed as :func:`label_array` makes them).
       mesh: the device mesh (:func:`cnnlab.distributed.make_mesh`); batches are split along
         its ``data`` axis.
       on_device: True: the whole split is placed once on every device and batches are gathered
@@ -71,11 +83,11 @@ class BatchFeeder:
         self._rows: dict[int, np.ndarray] = {}
         if on_device:
             self.images = distributed.replicate_from_host(mesh, split.images)
-            self.labels = distributed.replicate_from_host(mesh, split.labels.astype(np.int32))
+            self.labels = distributed.replicate_from_host(mesh, label_array(split.labels))
             self._take = jax.jit(_gather, out_shardings=(self.sharding, self.sharding))
         else:
             self.images = np.asarray(split.images)
-            self.labels = np.asarray(split.labels, np.int32)
+            self.labels = label_array(split.labels)
 
     def rows(self, batch_size: int) -> np.ndarray:
         """The rows of a global batch of ``batch_size`` that this process supplies."""
@@ -97,7 +109,8 @@ class BatchFeeder:
             multiple of the ``data`` axis size.
 
         Returns:
-          images (B, H, W, C) in the split's dtype and labels int32 (B,).
+          images (B, H, W, C) in the split's dtype and labels (B, ...): int32 class indices or
+          float32 targets (:func:`label_array`).
         """
         indices = np.asarray(indices)
         if self.on_device:
