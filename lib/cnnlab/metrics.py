@@ -30,9 +30,11 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, *,
 
 
 def squared_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
-    """Per-example squared error of a regression, (N, ...), (N, ...) -> (N,):
+    """Per-example squared error of a regression, (N, ...), (N, ...) -> (N,).
+
     ``sum over the trailing axes of (prediction - target)^2`` (a horizon-1 forecast (N, 1): the
-    plain squared error)."""
+    plain squared error).
+    """
     d = (predictions - targets.astype(predictions.dtype)).reshape(predictions.shape[0], -1)
     return jnp.sum(d * d, axis=-1)
 

@@ -320,14 +320,28 @@ def cross_entropy_loss(logits: jax.Array, labels: jax.Array, *,
 
 
 def mean_squared_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
-    """The default loss of float targets (a regression, e.g. ``cnnlab forecast``): the mean
-    over examples of :func:`cnnlab.metrics.squared_error`, (B, ...), (B, ...) -> scalar."""
+    """The default loss of float targets (a regression, e.g. ``cnnlab forecast``).
+
+    Args:
+      predictions: the model's outputs, float (B, ...).
+      targets: float (B, ...), the same shape.
+
+    Returns:
+      The mean over examples of :func:`cnnlab.metrics.squared_error`, a scalar.
+    """
     return metrics.squared_error(predictions, targets).mean()
 
 
 def is_regression(labels: jax.Array) -> bool:
-    """Float labels are regression targets, integer ones class indices (decided at trace time
-    from the dtype, :func:`cnnlab.data.feeding.label_array`)."""
+    """Whether a batch's labels are regression targets (decided at trace time from the dtype;
+    :func:`cnnlab.data.feeding.label_array` makes them so).
+
+    Args:
+      labels: a batch's labels (B, ...).
+
+    Returns:
+      True for float targets, False for integer class indices.
+    """
     return bool(jnp.issubdtype(labels.dtype, jnp.floating))
 
 

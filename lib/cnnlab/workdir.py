@@ -263,8 +263,11 @@ class Workdir:
 
     def check_resumable(self, config) -> None:
         """``--resume`` continues the run as it was: only ``type(config).RESUMABLE`` fields
-        may differ from the run's ``config.json`` (:class:`~cnnlab.config.GanConfig`,
-        :class:`~cnnlab.config.ForecastConfig`); nothing to check before a config exists.
+        may differ from the run's ``config.json``; nothing to check before a config exists.
+
+        Args:
+          config: the settings asked for now (:class:`~cnnlab.config.GanConfig`,
+            :class:`~cnnlab.config.ForecastConfig`: a config class with ``RESUMABLE``).
 
         Raises:
           CnnlabError: naming the fields that differ.

@@ -42,8 +42,14 @@ ON_DEVICE_MAX_BYTES = 1 << 30
 
 
 def label_array(labels) -> np.ndarray:
-    """The labels as the steps get them: class indices int32, float targets (a regression's,
-    any shape after the first axis) float32.
+    """The labels as the steps get them.
+
+    Args:
+      labels: (N,) class indices (any integer dtype) or (N, ...) float regression targets.
+
+    Returns:
+      int32 class indices, or float32 targets (:func:`cnnlab.train.is_regression` tells them
+      apart in a step by this dtype).
 
     >>> label_array(np.array([1, 2], np.uint8)).dtype, label_array(np.array([[0.5]])).dtype
     (dtype('int32'), dtype('float32'))
