@@ -94,23 +94,18 @@ class WorkerCgroup:
         self.version = version
         self.path = parent / f"{_PREFIX}{os.getpid()}-{next(_COUNTER)}"
         self.path.mkdir()
+        # the first limit must hold; the others are set where the kernel has them
+        limits = ({"memory.max": limit_bytes, "memory.swap.max": 0, "memory.oom.group": 1}
+                  if version == 2 else
+                  {"memory.limit_in_bytes": limit_bytes, "memory.memsw.limit_in_bytes": limit_bytes})
         try:
-            if version == 2:
-                self._write("memory.max", limit_bytes)
-                self._write("memory.swap.max", 0, optional=True)
-                self._write("memory.oom.group", 1, optional=True)
-            else:
-                self._write("memory.limit_in_bytes", limit_bytes)
-                self._write("memory.memsw.limit_in_bytes", limit_bytes, optional=True)
+            for i, (name, value) in enumerate(limits.items()):
+                if i == 0 or (self.path / name).exists():
+                    (self.path / name).write_text(str(value))
             self.procs_fd = os.open(self.path / "cgroup.procs", os.O_WRONLY)
         except BaseException:
             self.remove(self.path)
             raise
-
-    def _write(self, name: str, value: int, optional: bool = False) -> None:
-        if optional and not (self.path / name).exists():
-            return
-        (self.path / name).write_text(str(value))
 
     def oom_killed(self) -> bool:
         """Whether the kernel has OOM-killed a process of this cgroup (``oom_kill`` in v2's
