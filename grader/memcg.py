@@ -8,8 +8,9 @@ OOM-kills inside it. Used where the grader may create cgroups below its own:
 
 * cgroup v1 (root, a writable ``memory`` hierarchy): ``memory.limit_in_bytes`` and, where swap is
   accounted, ``memory.memsw.limit_in_bytes`` (no swapping around the limit);
-* cgroup v2 (a writable, delegated cgroup with ``memory`` in its ``cgroup.subtree_control``):
-  ``memory.max``, ``memory.swap.max = 0`` and ``memory.oom.group`` (an OOM kills the whole worker).
+* cgroup v2 (a writable, delegated cgroup offering ``memory``; the grader moves into a leaf of its
+  own to enable it below, :func:`_delegate`): ``memory.max``, ``memory.swap.max = 0`` and
+  ``memory.oom.group`` (an OOM kills the whole worker).
 
 Workers' cgroups are named ``cnnlab-worker-<grader pid>-<n>``; :func:`memory_parent` removes
 those of graders that are gone (killed before their clean-up ran).
@@ -64,7 +65,7 @@ def memory_parent() -> tuple[Path, int] | None:
     for folder, version in candidates:
         try:
             if version == 2 and "memory" not in (folder / "cgroup.subtree_control").read_text():
-                continue
+                _delegate(folder, "memory")
             probe = folder / f"{_PREFIX}probe-{os.getpid()}"
             probe.mkdir()
             probe.rmdir()
@@ -73,6 +74,20 @@ def memory_parent() -> tuple[Path, int] | None:
         _remove_stale(folder)
         return folder, version
     return None
+
+
+def _delegate(folder: Path, controller: str) -> None:
+    """Enable ``controller`` for the children of this process's cgroup v2 ``folder`` (one
+    delegated to us, e.g. by ``systemd-run --scope -p Delegate=yes``). cgroup v2 lets a cgroup other
+    than the root hand a controller to its children only while no process lives in it, so this
+    process first moves into a leaf of its own (``cnnlab-worker-<pid>-grader``: swept like a
+    worker's when it is gone). Raises OSError where that is refused (other processes remain)."""
+    if controller not in (folder / "cgroup.controllers").read_text().split():
+        raise OSError(f"no {controller} controller in {folder}")
+    leaf = folder / f"{_PREFIX}{os.getpid()}-grader"
+    leaf.mkdir(exist_ok=True)
+    (leaf / "cgroup.procs").write_text(str(os.getpid()))
+    (folder / "cgroup.subtree_control").write_text(f"+{controller}")
 
 
 def _remove_stale(parent: Path) -> None:

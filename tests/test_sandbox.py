@@ -614,6 +614,79 @@ def test_memory_cgroup_bounds_the_whole_tree_exactly(tmp_path):
     assert not list(parent.glob(f"cnnlab-worker-{os.getpid()}-*"))
 
 
+@pytest.fixture
+def cgroup2_hierarchy(tmp_path):
+    """The kernel's cgroup v2 hierarchy mounted at a fresh folder (root that may mount only)."""
+    mount = tmp_path / "cgroup2"
+    mount.mkdir()
+    if not IS_ROOT or subprocess.run(["mount", "-t", "cgroup2", "none", str(mount)],
+                                     capture_output=True).returncode != 0:
+        pytest.skip("mounting the cgroup v2 hierarchy needs root in a kernel that allows it")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+DELEGATE = """
+    import os, sys
+    from pathlib import Path
+    sys.path[:0] = [{root!r}]
+    from grader import memcg
+    scope = Path({scope!r})
+    (scope / "cgroup.procs").write_text(str(os.getpid()))   # as systemd-run --scope puts it
+    try:
+        memcg._delegate(scope, {controller!r})
+    except OSError as e:
+        print("refused", e.errno)
+    print(Path("/proc/self/cgroup").read_text().splitlines()[-1].split("::")[1])
+    print((scope / "cgroup.subtree_control").read_text().strip())
+"""
+
+
+def test_cgroup2_delegation_moves_the_grader_into_a_leaf_of_its_own(cgroup2_hierarchy):
+    """cgroup v2 hands a controller to the children of a cgroup only while no process lives in
+    it: the grader, alone in its delegated scope, moves into a leaf and enables the controller;
+    beside another process it is refused (and the sandbox polls). This kernel gives the memory
+    controller to cgroup v1, so the mechanics are checked with a controller v2 has here."""
+    controllers = (cgroup2_hierarchy / "cgroup.controllers").read_text().split()
+    if not controllers:
+        pytest.skip("this kernel's cgroup v2 hierarchy has no controller to delegate")
+    controller = "memory" if "memory" in controllers else controllers[0]
+    alone, shared = cgroup2_hierarchy / "cnnlab-test-alone", cgroup2_hierarchy / "cnnlab-test-shared"
+    root_control = cgroup2_hierarchy / "cgroup.subtree_control"
+    enabled = controller in root_control.read_text().split()
+    other = None
+    try:
+        root_control.write_text(f"+{controller}")  # the scopes are offered it, as systemd does
+        for scope in (alone, shared):
+            scope.mkdir()
+        other = subprocess.Popen(["sleep", "60"])
+        (shared / "cgroup.procs").write_text(str(other.pid))
+        out = {}
+        for scope in (alone, shared):
+            code = textwrap.dedent(DELEGATE.format(root=str(ROOT), scope=str(scope),
+                                                   controller=controller))
+            r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               timeout=60)
+            assert r.returncode == 0, r.stderr
+            out[scope.name] = r.stdout.splitlines()
+        leaf = out["cnnlab-test-alone"][0]
+        assert leaf.startswith("/cnnlab-test-alone/cnnlab-worker-") and leaf.endswith("-grader")
+        assert out["cnnlab-test-alone"][1] == controller
+        assert out["cnnlab-test-shared"][0].startswith("refused"), out
+        assert out["cnnlab-test-shared"][2] == ""
+    finally:
+        if other is not None:
+            other.kill()
+            other.wait()
+        for scope in (alone, shared):  # the children have exited: their cgroups are empty
+            for leaf in scope.glob("cnnlab-worker-*"):
+                leaf.rmdir()
+            if scope.exists():
+                scope.rmdir()
+        if not enabled:
+            root_control.write_text(f"-{controller}")
+
+
 def test_mode_can_be_chosen_and_unknown_modes_are_refused(monkeypatch):
     monkeypatch.setenv("CNNLAB_SANDBOX_MODE", "none")
     assert Sandbox().mode == "none"
