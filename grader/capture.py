@@ -29,7 +29,7 @@ CUT = "\n… {} characters not shown …\n"          # between the head and the 
 CUT_RE = re.compile(r"\n… (\d+) characters not shown …\n")
 
 
-class _Bounded(io.TextIOBase):
+class BoundedText(io.TextIOBase):
     """A text stream that keeps its first ``head`` and last ``tail`` characters."""
 
     def __init__(self, head: int = HEAD_CHARS, tail: int = TAIL_CHARS):
@@ -78,7 +78,7 @@ class CaseOutput:
     """``with CaseOutput() as printed: ...`` captures stdout and stderr of the block."""
 
     def __init__(self):
-        self.buffer = _Bounded()
+        self.buffer = BoundedText()
 
     def __enter__(self) -> CaseOutput:
         self._saved = sys.stdout, sys.stderr
@@ -105,7 +105,7 @@ class CaseOutput:
 def aside():
     """Send what is printed inside the block to a buffer of its own (``.total`` characters)."""
     saved = sys.stdout, sys.stderr
-    buffer = _Bounded(head=0, tail=0)
+    buffer = BoundedText(head=0, tail=0)
     sys.stdout = sys.stderr = buffer
     try:
         yield buffer

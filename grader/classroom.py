@@ -59,11 +59,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 import cnnlab
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import write_bytes, write_text
-from grader import lms, proctree, reports, runner, specs
+from grader import lms, reports, runner, specs
 from grader import similarity as sim
 from grader.commands import cache_dir
 from grader.notebook import (NOTEBOOK_DIR, extract, find_notebook, notebook_name,
@@ -587,10 +588,10 @@ class ClassGrader:
     def _end_workers() -> None:
         """SIGKILL every process this grader started (the sandboxes and what runs in them); the
         sandbox's own clean-up then runs in the threads that launched them."""
-        for pid in reversed(proctree.descendants(os.getpid())):
+        for process in reversed(psutil.Process().children(recursive=True)):
             try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
+                process.kill()
+            except psutil.Error:
                 pass
 
     def _launch(self, argv, **kwargs):

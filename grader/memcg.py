@@ -8,8 +8,9 @@ OOM-kills inside it. Used where the grader may create cgroups below its own:
 
 * cgroup v1 (root, a writable ``memory`` hierarchy): ``memory.limit_in_bytes`` and, where swap is
   accounted, ``memory.memsw.limit_in_bytes`` (no swapping around the limit);
-* cgroup v2 (a writable, delegated cgroup with ``memory`` in its ``cgroup.subtree_control``):
-  ``memory.max``, ``memory.swap.max = 0`` and ``memory.oom.group`` (an OOM kills the whole worker).
+* cgroup v2 (a writable, delegated cgroup offering ``memory``; the grader moves into a leaf of its
+  own to enable it below, :func:`_delegate`): ``memory.max``, ``memory.swap.max = 0`` and
+  ``memory.oom.group`` (an OOM kills the whole worker).
 
 Workers' cgroups are named ``cnnlab-worker-<grader pid>-<n>``; :func:`memory_parent` removes
 those of graders that are gone (killed before their clean-up ran).
@@ -31,20 +32,19 @@ _COUNTER = itertools.count()
 def _own_cgroups() -> list[tuple[Path, int]]:
     """The folders of this process's cgroups that hold the memory controller, as
     ``(path, version)``: where each hierarchy is mounted plus this process's path in it."""
-    paths = {}
+    paths = {}  # "memory" (v1) and "cgroup2": this process's path in that hierarchy
     for line in Path("/proc/self/cgroup").read_text().splitlines():
         hid, controllers, path = line.split(":", 2)
-        paths["2" if hid == "0" else controllers] = path
+        paths.update(dict.fromkeys(["cgroup2"] if hid == "0" else controllers.split(","), path))
     found = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         fields, _, fs = line.partition(" - ")
         root, mount = fields.split()[3:5]
         fstype, _, options = fs.split()[:3]
-        if fstype == "cgroup2" and "2" in paths:
-            version, path = 2, paths["2"]
+        if fstype == "cgroup2":
+            version, path = 2, paths.get("cgroup2")
         elif fstype == "cgroup" and "memory" in options.split(","):
-            version, path = 1, next((p for c, p in paths.items()
-                                     if "memory" in c.split(",")), None)
+            version, path = 1, paths.get("memory")
         else:
             continue
         if path is not None and (path + "/").startswith(root.rstrip("/") + "/"):
@@ -64,7 +64,7 @@ def memory_parent() -> tuple[Path, int] | None:
     for folder, version in candidates:
         try:
             if version == 2 and "memory" not in (folder / "cgroup.subtree_control").read_text():
-                continue
+                _delegate(folder, "memory")
             probe = folder / f"{_PREFIX}probe-{os.getpid()}"
             probe.mkdir()
             probe.rmdir()
@@ -73,6 +73,20 @@ def memory_parent() -> tuple[Path, int] | None:
         _remove_stale(folder)
         return folder, version
     return None
+
+
+def _delegate(folder: Path, controller: str) -> None:
+    """Enable ``controller`` for the children of this process's cgroup v2 ``folder`` (one
+    delegated to us, e.g. by ``systemd-run --scope -p Delegate=yes``). cgroup v2 lets a cgroup other
+    than the root hand a controller to its children only while no process lives in it, so this
+    process first moves into a leaf of its own (``cnnlab-worker-<pid>-grader``: swept like a
+    worker's when it is gone). Raises OSError where that is refused (other processes remain)."""
+    if controller not in (folder / "cgroup.controllers").read_text().split():
+        raise OSError(f"no {controller} controller in {folder}")
+    leaf = folder / f"{_PREFIX}{os.getpid()}-grader"
+    leaf.mkdir(exist_ok=True)
+    (leaf / "cgroup.procs").write_text(str(os.getpid()))
+    (folder / "cgroup.subtree_control").write_text(f"+{controller}")
 
 
 def _remove_stale(parent: Path) -> None:
@@ -94,23 +108,18 @@ class WorkerCgroup:
         self.version = version
         self.path = parent / f"{_PREFIX}{os.getpid()}-{next(_COUNTER)}"
         self.path.mkdir()
+        # the first limit must hold; the others are set where the kernel has them
+        limits = ({"memory.max": limit_bytes, "memory.swap.max": 0, "memory.oom.group": 1}
+                  if version == 2 else
+                  {"memory.limit_in_bytes": limit_bytes, "memory.memsw.limit_in_bytes": limit_bytes})
         try:
-            if version == 2:
-                self._write("memory.max", limit_bytes)
-                self._write("memory.swap.max", 0, optional=True)
-                self._write("memory.oom.group", 1, optional=True)
-            else:
-                self._write("memory.limit_in_bytes", limit_bytes)
-                self._write("memory.memsw.limit_in_bytes", limit_bytes, optional=True)
+            for i, (name, value) in enumerate(limits.items()):
+                if i == 0 or (self.path / name).exists():
+                    (self.path / name).write_text(str(value))
             self.procs_fd = os.open(self.path / "cgroup.procs", os.O_WRONLY)
         except BaseException:
             self.remove(self.path)
             raise
-
-    def _write(self, name: str, value: int, optional: bool = False) -> None:
-        if optional and not (self.path / name).exists():
-            return
-        (self.path / name).write_text(str(value))
 
     def oom_killed(self) -> bool:
         """Whether the kernel has OOM-killed a process of this cgroup (``oom_kill`` in v2's

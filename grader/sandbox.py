@@ -39,9 +39,12 @@ child reads its request but cannot replace it); its sub-folders belong to the ch
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import ctypes
 import dataclasses
 import fcntl
+import functools
 import importlib.util
 import os
 import pwd
@@ -56,8 +59,10 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
+
+from grader.capture import BoundedText
 from grader.memcg import WorkerCgroup, memory_parent
-from grader.proctree import descendants
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -71,7 +76,7 @@ _ENV_DROP = ("JAX_COMPILATION_CACHE_DIR",)  # a compilation cache shared with st
 # The course's own code the worker runs: of the packages grader and cnnlab (and any other folder
 # holding the reference), the sandbox shows these files and nothing else.
 WORKER_MODULES = ("grader", "grader.worker", "grader.codec", "grader.capture", "grader.drivers",
-                  "grader.proctree", "grader.verify", "cnnlab", "cnnlab.fileio")
+                  "grader.verify", "cnnlab", "cnnlab.fileio")
 _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/ld.so.cache")
 # bwrap as root needs no user namespace (the child changes its uid itself); these are the rest of
 # what --unshare-all unshares.
@@ -175,46 +180,20 @@ def _is_within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-class _Capture:
-    """Reads one pipe to EOF on a thread, keeping the first and last ``cap // 2`` bytes."""
+def _drain(stream, cap: int) -> tuple[threading.Thread, BoundedText]:
+    """Read the pipe ``stream`` to EOF on a thread into a buffer that keeps the first and the last
+    ``cap // 2`` characters (a child may print gigabytes)."""
+    sink = BoundedText(head=cap // 2, tail=cap // 2)
+    decode = codecs.getincrementaldecoder("utf-8")("replace").decode
 
-    def __init__(self, stream, cap: int):
-        self._stream = stream
-        self._half = max(cap // 2, 1)
-        self._head = bytearray()
-        self._tail = bytearray()
-        self.total = 0
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+    def run() -> None:
+        with contextlib.suppress(OSError):  # closed under us: the child's tree outlived the run
+            for chunk in iter(lambda: os.read(stream.fileno(), 1 << 16), b""):
+                sink.write(decode(chunk))
 
-    def _run(self) -> None:
-        fd = self._stream.fileno()
-        while True:
-            try:
-                chunk = os.read(fd, 1 << 16)
-            except OSError:
-                break
-            if not chunk:
-                break
-            self.total += len(chunk)
-            room = self._half - len(self._head)
-            if room > 0:
-                self._head += chunk[:room]
-                chunk = chunk[room:]
-            if chunk:
-                self._tail += chunk
-                if len(self._tail) > 2 * self._half:  # trim rarely: amortised O(1) per byte
-                    del self._tail[: len(self._tail) - self._half]
-
-    def text(self, timeout: float) -> str:
-        self._thread.join(timeout)
-        tail = bytes(self._tail[-self._half:])
-        dropped = self.total - len(self._head) - len(tail)
-        parts = [bytes(self._head).decode("utf-8", "replace")]
-        if dropped > 0:
-            parts.append(f"\n[... {dropped:,} bytes of output dropped ...]\n")
-        parts.append(tail.decode("utf-8", "replace"))
-        return "".join(parts)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, sink
 
 
 def _child_env(home: str) -> dict[str, str]:
@@ -294,49 +273,39 @@ def _memory_reason(lim: Limits) -> str:
         "together"
 
 
-def _resident_bytes(pids) -> int:
-    """Memory of ``pids``: the sum of their proportional set sizes (Pss, from
-    /proc/PID/smaps_rollup), so pages shared after a fork are counted once, not per process."""
+def _memory_of(processes) -> int:
+    """Memory of ``processes`` together: the sum of their proportional set sizes, so pages shared
+    after a fork are counted once, not per process."""
     total = 0
-    for pid in pids:
-        try:
-            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
-        except OSError:
-            continue
-        pss = rollup.partition("\nPss:")[2].split(None, 1)[:1]
-        total += int(pss[0]) * 1024 if pss else 0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            total += process.memory_full_info().pss
     return total
 
 
-def _pids_of_uid(uid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        try:
-            if entry.isdigit() and os.stat(f"/proc/{entry}").st_uid == uid:
-                out.append(int(entry))
-        except OSError:
-            continue
-    return out
+def _tree(pid: int) -> list[psutil.Process]:
+    """The process ``pid`` and all its live descendants."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _processes_of_uid(uid: int) -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == uid]
 
 
 def _scan_workdir(path: str, max_files: int) -> tuple[int, int]:
     """Total bytes and entries under ``path`` (symlinks not followed; stops counting at max_files)."""
     total, count = 0, 0
-    stack = [path]
-    while stack and count <= max_files:
-        try:
-            entries = list(os.scandir(stack.pop()))
-        except OSError:
-            continue
-        for entry in entries:
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
             count += 1
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            total += st.st_blocks * 512
-            if stat.S_ISDIR(st.st_mode):
-                stack.append(entry.path)
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+        if count > max_files:
+            break
     return total, count
 
 
@@ -345,26 +314,19 @@ def sanitize_workdir(path: str | os.PathLike) -> list[str]:
     ``path``, so that reading a result never follows a link out of the work dir or blocks on a FIFO.
     Returns the relative paths removed."""
     doomed = []  # collect first, so both names of a hard-linked pair go
-    for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
+    for dirpath, dirnames, filenames in os.walk(path):  # never enters a symlinked folder
         for name in dirnames + filenames:
             full = os.path.join(dirpath, name)
-            try:
+            with contextlib.suppress(OSError):
                 st = os.lstat(full)
-            except OSError:
-                continue
-            if stat.S_ISLNK(st.st_mode) or (
-                    not stat.S_ISDIR(st.st_mode)
-                    and (not stat.S_ISREG(st.st_mode) or st.st_nlink > 1)):
-                doomed.append(full)
-        # never descend into a symlinked directory (os.walk lists it in dirnames)
-        dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+                if not (stat.S_ISDIR(st.st_mode)
+                        or (stat.S_ISREG(st.st_mode) and st.st_nlink == 1)):
+                    doomed.append(full)
     removed = []
     for full in doomed:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(full)
             removed.append(os.path.relpath(full, path))
-        except OSError:
-            pass
     return removed
 
 
@@ -496,18 +458,13 @@ def view_args(cwd: Path, tmpfs_bytes: int, extra_files: tuple[str, ...] = ()) ->
     return args + ["--chdir", str(cwd)]
 
 
-_PROBES: dict[tuple, bool] = {}
-
-
-def _works(cmd: list[str]) -> bool:
-    """Whether ``cmd`` runs (cached: a probe of what this kernel and container allow)."""
-    key = tuple(cmd)
-    if key not in _PROBES:
-        try:
-            _PROBES[key] = subprocess.run(cmd, capture_output=True, timeout=20).returncode == 0
-        except (OSError, subprocess.SubprocessError):
-            _PROBES[key] = False
-    return _PROBES[key]
+@functools.cache
+def _works(cmd: tuple[str, ...]) -> bool:
+    """Whether ``cmd`` runs (once per process: a probe of what this kernel and container allow)."""
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
 
 
 def _reachable(path: Path) -> bool:
@@ -519,7 +476,7 @@ MODES = ("bwrap", "user", "none")
 
 
 class Sandbox:
-    """A launcher with fixed :class:`Limits`; call it like ``launch(argv, cwd=..., timeout_s=...)``.
+    """A launcher with fixed :class:`Limits`: ``Sandbox(limits)(argv, cwd=..., timeout_s=...)``.
     The modes are described in the module docstring."""
 
     def __init__(self, limits: Limits | None = None):
@@ -554,14 +511,14 @@ class Sandbox:
         true = shutil.which("true") or "/bin/true"
         probe = ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--", true]
         if self._root and self._setpriv:
-            if _works([self._bwrap, *_NS_AS_ROOT, *probe]):
+            if _works((self._bwrap, *_NS_AS_ROOT, *probe)):
                 return "root"
             drop = self._drop_to(self.limits.uid_base)
             if all(_reachable(d) for d in _python_dirs()) and \
-                    _works([*drop, self._bwrap, "--unshare-all", *probe]):
+                    _works((*drop, self._bwrap, "--unshare-all", *probe)):
                 return "userns"
             return None
-        return "userns" if not self._root and _works([self._bwrap, "--unshare-all", *probe]) \
+        return "userns" if not self._root and _works((self._bwrap, "--unshare-all", *probe)) \
             else None
 
     def _drop_to(self, uid: int) -> list[str]:
@@ -607,12 +564,9 @@ class Sandbox:
         """One line listing what binds."""
         lim = self.limits
         on = ["wall-clock timeout (whole process tree)", "CPU-seconds limit"]
-        if lim.address_space_bytes:
-            on.append(f"address space {lim.address_space_bytes / GiB:g} GB")
-        if lim.data_bytes:
-            on.append(f"data {lim.data_bytes / GiB:g} GB")
-        if lim.file_size_bytes:
-            on.append(f"file size {lim.file_size_bytes / MiB:g} MB")
+        on += [f"{name} {_fmt_bytes(size)}" for name, size in (
+            ("address space", lim.address_space_bytes), ("data", lim.data_bytes),
+            ("file size", lim.file_size_bytes)) if size]
         on.append(f"captured output {lim.output_bytes // KiB} KB per stream")
         if lim.total_memory_bytes:
             how = f"cgroup v{self.memory_cgroup[1]}" if self.memory_cgroup else "polled"
@@ -647,7 +601,7 @@ class Sandbox:
                 _prepare_workdir(str(cwd), slot.uid)
             if self.memory_cgroup:
                 cgroup = WorkerCgroup(*self.memory_cgroup, self.limits.total_memory_bytes)
-            cmd, env = self._command(argv, cwd, env, slot, extra_files)
+            cmd = self._command(argv, cwd, slot, extra_files)
             return self._run(cmd, env, cwd, float(timeout_s), slot, cgroup)
         finally:
             if cgroup is not None:
@@ -655,18 +609,18 @@ class Sandbox:
             if slot is not None:
                 slot.release()
 
-    def _command(self, argv, cwd: Path, env: dict, slot, extra_files) -> tuple[list, dict]:
-        """The command line of each mode and the environment to start it with."""
+    def _command(self, argv, cwd: Path, slot, extra_files) -> list[str]:
+        """The command line of each mode."""
         drop = self._drop_to(slot.uid) if slot is not None else []
         if self.mode != "bwrap":
-            return [*drop, *argv], env
+            return [*drop, *argv]
         # bwrap gets the child's environment too: its PID 1 stays in the sandbox, where a
         # child of the same uid could read /proc/1/environ.
         common = ["--die-with-parent", "--new-session",
                   *view_args(cwd, self.limits.tmpfs_bytes, extra_files), "--"]
         if self._style == "root":
-            return [self._bwrap, *_NS_AS_ROOT, *common, *drop, *argv], env
-        return [*drop, self._bwrap, "--unshare-all", *common, *argv], env
+            return [self._bwrap, *_NS_AS_ROOT, *common, *drop, *argv]
+        return [*drop, self._bwrap, "--unshare-all", *common, *argv]
 
     def _run(self, cmd, env, cwd: Path, timeout_s: float, slot, cgroup) -> LaunchResult:
         lim = self.limits
@@ -688,11 +642,14 @@ class Sandbox:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 start_new_session=True, preexec_fn=preexec)
-        out, err = _Capture(proc.stdout, lim.output_bytes), _Capture(proc.stderr, lim.output_bytes)
+        (out_thread, out), (err_thread, err) = (_drain(proc.stdout, lim.output_bytes),
+                                                _drain(proc.stderr, lim.output_bytes))
         timed_out, reason = self._watch(proc, cwd, start, timeout_s, slot, cgroup)
         self._kill_tree(proc, slot)
         duration = time.monotonic() - start
-        stdout, stderr = out.text(timeout=5), err.text(timeout=5)
+        out_thread.join(5)
+        err_thread.join(5)
+        stdout, stderr = out.text(), err.text()
         for stream in (proc.stdout, proc.stderr):
             stream.close()
         returncode = proc.returncode
@@ -733,8 +690,8 @@ class Sandbox:
             over = _workdir_over(cwd, lim)
             if over:
                 return False, over
-            if lim.total_memory_bytes and cgroup is None and _resident_bytes(
-                    _pids_of_uid(slot.uid) if slot is not None else descendants(proc.pid)) \
+            if lim.total_memory_bytes and cgroup is None and _memory_of(
+                    _processes_of_uid(slot.uid) if slot is not None else _tree(proc.pid)) \
                     > lim.total_memory_bytes:
                 return False, _memory_reason(lim)
             if lim.heartbeat_file and lim.heartbeat_s:
@@ -749,19 +706,14 @@ class Sandbox:
         """SIGKILL everything the run started: its session (in mode "bwrap" that takes bwrap and
         the sandbox's PID 1, and the kernel the rest of its PID namespace); with a uid of its own
         every process of that uid (``kill -KILL -1`` run as that uid)."""
-        for target in (lambda: os.killpg(proc.pid, signal.SIGKILL),
-                       lambda: proc.send_signal(signal.SIGKILL)):
-            try:
-                target()
-            except (ProcessLookupError, PermissionError):
-                pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.kill()  # a no-op once it is gone
         proc.wait()
         if slot is not None:
-            try:
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
                 subprocess.run([*self._drop_to(slot.uid), shutil.which("kill") or "/bin/kill",
                                 "-KILL", "-1"], capture_output=True, timeout=10)
-            except (OSError, subprocess.SubprocessError):
-                pass
 
 
 _PR_SET_PDEATHSIG = 1
@@ -771,19 +723,7 @@ def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
 
-_DEFAULT: Sandbox | None = None
 _WARNED = False
-
-
-def launch(argv: list[str], *, cwd: str | os.PathLike, timeout_s: float,
-           limits: Limits | None = None) -> LaunchResult:
-    """Run ``argv`` sandboxed with ``limits`` (default :class:`Limits`)."""
-    global _DEFAULT
-    if limits is not None:
-        return Sandbox(limits)(argv, cwd=cwd, timeout_s=timeout_s)
-    if _DEFAULT is None:
-        _DEFAULT = Sandbox()
-    return _DEFAULT(argv, cwd=cwd, timeout_s=timeout_s)
 
 
 def warn_protections_off(sandbox: Sandbox, stream=None) -> None:

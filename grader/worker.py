@@ -41,10 +41,11 @@ import time
 import traceback
 from pathlib import Path
 
+import psutil
+
 # Own references first: student code imported later may patch modules, not these names.
 from grader.capture import CaseOutput
 from grader.codec import CodecError, decode, encode, load_arrays, read_json, save_arrays, write_json
-from grader.proctree import descendants
 
 _write_json = write_json
 _save_arrays = save_arrays
@@ -229,7 +230,7 @@ def _end_children() -> None:
     honest exercises fail to start (XLA aborts when it cannot start a thread).
     """
     for _ in range(10):  # rounds: a child may fork between the scan and the kill
-        pids = descendants(os.getpid())
+        pids = [p.pid for p in psutil.Process().children(recursive=True)]
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
