@@ -83,7 +83,8 @@ class LoopSpec:
       checkpoint_every_steps: also checkpoint every N (global) steps inside an epoch (0 = off).
       checkpoint_every_epochs: checkpoint at the end of every N-th epoch of the phase (and of
         its last, and when early stopping ends it); 1 = every epoch. More than 1 suits epochs of
-        a few steps (``cnnlab forecast``), where a checkpoint would cost more than the epoch.
+        a few steps (``cnnlab forecast``), where a checkpoint would cost more than the epoch;
+        keep 1 with ``select_best`` (the selected epoch must have its checkpoint).
       early_stopping: stop after this many epochs without a lower validation loss (0 = off).
       select_best: keep track of the checkpoint with the lowest validation loss.
       divergence_factor, divergence_steps: stop when the training loss stays above
@@ -373,10 +374,10 @@ def fit(state, loop: Loop, *, history: Sequence[dict] = (),
     ``log_every_steps`` the metrics are fetched and checked (a NaN loss, or a loss above
     ``divergence_factor`` x its first value for ``divergence_steps`` steps, stops the run with
     the last good checkpoint kept). At each epoch end ``loop.evaluate`` runs, the epoch's record
-    is written and a checkpoint saved (every ``checkpoint_every_epochs``-th); the lowest ``val_loss`` is tracked and with
-    ``early_stopping`` ends the run after that many epochs without improvement. Checkpoints also
-    come every ``checkpoint_every_steps`` steps and, on SIGTERM/SIGINT, at the current step before
-    :class:`~cnnlab.errors.Interrupted` is raised.
+    is written and a checkpoint saved (every ``checkpoint_every_epochs``-th); the lowest
+    ``val_loss`` is tracked and with ``early_stopping`` ends the run after that many epochs
+    without improvement. Checkpoints also come every ``checkpoint_every_steps`` steps and, on
+    SIGTERM/SIGINT, at the current step before :class:`~cnnlab.errors.Interrupted` is raised.
 
     Args:
       state: a :class:`cnnlab.train.TrainState` to start from: fresh, or restored from the
