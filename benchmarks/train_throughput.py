@@ -6,7 +6,9 @@ Batch 128, float32, Adam 1e-3, data in memory, the same architectures in every f
 - ``keras-jax`` / ``keras-torch``: Keras 3 (``KERAS_BACKEND=jax|torch``), ``model.fit`` over the
   block's batches (what a Keras user runs);
 - ``torch``: PyTorch eager, ``torch.set_num_threads(THREADS)``, float32 NCHW;
-- ``torch-compile``: the same model through ``torch.compile``.
+- ``torch-compile``: the same model through ``torch.compile``;
+- ``cnnlab-bf16``: cnnlab with ``precision="bf16"`` (bfloat16 compute, float32 parameters), not a
+  peer but a variant: it is left out of "best peer".
 
 Each framework runs in a process of its own (a Python for the peers is given by ``--peers-python``,
 default ``.venv-peers/bin/python`` when it exists: the peers are never cnnlab dependencies), built
@@ -52,7 +54,7 @@ import optax
 from cnnlab import layers, models, train, xla_cpu
 
 MODELS = ("workshop_cnn", "flax_cnn", "resnet_small")
-PEERS = ("keras-jax", "keras-torch", "torch", "torch-compile")
+PEERS = ("keras-jax", "keras-torch", "torch", "torch-compile", "cnnlab-bf16")
 THREADS = 2
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,8 +88,10 @@ class Timed:
 class JaxRunner:
     """Adam train steps of one cnnlab model on fixed in-memory batches."""
 
-    def __init__(self, name: str, batch: int, num_batches: int = 4, seed: int = 0):
+    def __init__(self, name: str, batch: int, num_batches: int = 4, seed: int = 0,
+                 precision: str = "f32"):
         rng = np.random.default_rng(seed)
+        self.step = train.make_train_step(options=train.StepOptions(precision=precision))
         self.model = models.get(name, num_classes=10)
         tx = optax.adam(1e-3)
         self.state = train.create_train_state(self.model, tx, jax.random.key(seed), (28, 28, 1))
@@ -104,8 +108,8 @@ class JaxRunner:
         with Timed(steps * self.batch) as t:
             for _ in range(steps):
                 k = self.i % len(self.images)
-                self.state, metrics = train.train_step(self.state, self.images[k],
-                                                       self.labels[k], self.key)
+                self.state, metrics = self.step(self.state, self.images[k], self.labels[k],
+                                                self.key)
                 self.i += 1
             jax.block_until_ready((self.state, metrics))
         return t
@@ -286,8 +290,8 @@ class KerasRunner:
 
 
 def make_runner(framework: str, name: str, batch: int):
-    if framework == "cnnlab":
-        return JaxRunner(name, batch)
+    if framework.startswith("cnnlab"):
+        return JaxRunner(name, batch, precision="bf16" if framework == "cnnlab-bf16" else "f32")
     if framework.startswith("keras-"):
         return KerasRunner(name, batch)
     if framework in ("torch", "torch-compile"):
@@ -297,14 +301,14 @@ def make_runner(framework: str, name: str, batch: int):
 
 def serve(framework: str, name: str, batch: int, warmup: int) -> int:
     """The child: build, warm up, say ``ready``; then one JSON line per ``run STEPS`` line."""
-    if framework == "cnnlab":
+    if framework.startswith("cnnlab"):
         xla_cpu.use_multithreaded_convolutions()  # before JAX starts (CNNLAB_XLA_FLAGS=off: not)
     t = time.perf_counter()
     runner = make_runner(framework, name, batch)
     before = train.TRACE_COUNTS["train_step"]
     runner.run(warmup)
     warm = {"ready": True, "warmup_s": time.perf_counter() - t, "version": version(framework)}
-    if framework == "cnnlab":
+    if framework.startswith("cnnlab"):
         warm["traces"] = train.TRACE_COUNTS["train_step"] - before
         warm["multithreaded_conv"] = xla_cpu.convolutions_are_multithreaded()
         warm["conv_backward"] = layers.conv_backward_mode()
@@ -319,7 +323,7 @@ def serve(framework: str, name: str, batch: int, warmup: int) -> int:
 
 
 def version(framework: str) -> str:
-    if framework == "cnnlab":
+    if framework.startswith("cnnlab"):
         return f"jax {jax.__version__}"
     if framework.startswith("keras-"):
         import keras
@@ -392,7 +396,8 @@ def start_peers(name: str, frameworks, python: str, args) -> dict:
     started = {}
     for fw in frameworks:
         try:
-            started[fw] = Peer(fw, sys.executable if fw == "cnnlab" else python, name, args)
+            started[fw] = Peer(fw, sys.executable if fw.startswith("cnnlab") else python, name,
+                               args)
         except (RuntimeError, OSError, json.JSONDecodeError) as e:
             print(f"  {fw}: not run ({str(e)[:160]})", flush=True)
     return started
@@ -409,7 +414,7 @@ def report(name: str, peers: dict, blocks: dict) -> bool:
     for fw, bl in blocks.items():
         rates = [b["rate"] for b in bl]
         ratio = med(a["rate"] / b["rate"] for a, b in zip(ours, bl)) if ours else float("nan")
-        if fw != "cnnlab" and (best is None or ratio < best[1]):
+        if not fw.startswith("cnnlab") and (best is None or ratio < best[1]):
             best = (fw, ratio)
         print(f"  {fw:<14} {med(rates):>8.0f} {f'({min(rates):.0f}-{max(rates):.0f})':>15} "
               f"{med(b['cpu_rate'] for b in bl):>9.0f} {ratio:>8.2f}x "

@@ -32,20 +32,19 @@ _COUNTER = itertools.count()
 def _own_cgroups() -> list[tuple[Path, int]]:
     """The folders of this process's cgroups that hold the memory controller, as
     ``(path, version)``: where each hierarchy is mounted plus this process's path in it."""
-    paths = {}
+    paths = {}  # "memory" (v1) and "cgroup2": this process's path in that hierarchy
     for line in Path("/proc/self/cgroup").read_text().splitlines():
         hid, controllers, path = line.split(":", 2)
-        paths["2" if hid == "0" else controllers] = path
+        paths.update(dict.fromkeys(["cgroup2"] if hid == "0" else controllers.split(","), path))
     found = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         fields, _, fs = line.partition(" - ")
         root, mount = fields.split()[3:5]
         fstype, _, options = fs.split()[:3]
-        if fstype == "cgroup2" and "2" in paths:
-            version, path = 2, paths["2"]
+        if fstype == "cgroup2":
+            version, path = 2, paths.get("cgroup2")
         elif fstype == "cgroup" and "memory" in options.split(","):
-            version, path = 1, next((p for c, p in paths.items()
-                                     if "memory" in c.split(",")), None)
+            version, path = 1, paths.get("memory")
         else:
             continue
         if path is not None and (path + "/").startswith(root.rstrip("/") + "/"):

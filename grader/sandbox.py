@@ -706,19 +706,14 @@ class Sandbox:
         """SIGKILL everything the run started: its session (in mode "bwrap" that takes bwrap and
         the sandbox's PID 1, and the kernel the rest of its PID namespace); with a uid of its own
         every process of that uid (``kill -KILL -1`` run as that uid)."""
-        for target in (lambda: os.killpg(proc.pid, signal.SIGKILL),
-                       lambda: proc.send_signal(signal.SIGKILL)):
-            try:
-                target()
-            except (ProcessLookupError, PermissionError):
-                pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.kill()  # a no-op once it is gone
         proc.wait()
         if slot is not None:
-            try:
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
                 subprocess.run([*self._drop_to(slot.uid), shutil.which("kill") or "/bin/kill",
                                 "-KILL", "-1"], capture_output=True, timeout=10)
-            except (OSError, subprocess.SubprocessError):
-                pass
 
 
 _PR_SET_PDEATHSIG = 1
