@@ -290,6 +290,40 @@ def driver_flax_model(cls, args, kwargs, options, **_):
     return finish(_maybe_jit(program, inputs)), {}
 
 
+# The harnesses keep their own bookkeeping (slicing the steps, stacking the losses, comparing
+# parameters, the optimizer's zero state) off XLA: each eager jnp operation compiles a program of
+# its own per shape (~0.02 CPU-s each, dozens per exercise), and none of them is the student's code.
+
+def _steps(a) -> list:
+    """``[a[0], a[1], ...]`` as device arrays, sliced on the host (``a[i]`` on a jax.Array
+    compiles a slice and a squeeze)."""
+    return [jax.device_put(step) for step in np.asarray(a)]
+
+
+def _stack(values: list):
+    """``jnp.stack(values)``; on the host when all are jax arrays of one dtype and shape (the
+    same values and dtype, without compiling a stack)."""
+    if values and all(isinstance(v, jax.Array) for v in values) and \
+            len({(v.dtype, v.shape) for v in values}) == 1:
+        return np.stack([np.asarray(v) for v in values])
+    return jnp.stack([jnp.asarray(v) for v in values])
+
+
+def _bit_identical(a, b) -> bool:
+    """Whether two parameter trees hold equal leaves (``jnp.array_equal`` leaf by leaf)."""
+    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in
+               zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+
+def _train_state(apply_fn, params, tx):
+    """``TrainState.create(apply_fn=, params=, tx=)`` with the harness optimizer's initial state
+    from one compiled call (eager optax init compiles a program per leaf shape)."""
+    from flax.training import train_state  # noqa: PLC0415 - see the module docstring
+
+    return train_state.TrainState(step=0, apply_fn=apply_fn, params=params, tx=tx,
+                                  opt_state=jax.jit(tx.init)(params))
+
+
 class _TinyMLP:
     """A two-layer MLP in Flax, built lazily (the harness model of the train-step drivers)."""
 
@@ -315,9 +349,9 @@ def driver_train_step(fn, args, kwargs, options, **_):
     Python code runs: once when the step is compiled once, ``steps`` times when it is not.
     """
     import optax  # noqa: PLC0415 - see the module docstring
-    from flax.training import train_state  # noqa: PLC0415 - same
 
     key, images, labels = args
+    images, labels = _steps(images), _steps(labels)
     model = _TinyMLP.make(int(options.get("num_classes", 3)))
     params = jax.jit(model.init)(key, images[0])["params"]
     traces = {"n": 0}
@@ -326,15 +360,13 @@ def driver_train_step(fn, args, kwargs, options, **_):
         traces["n"] += 1
         return model.apply(variables, x)
 
-    state = train_state.TrainState.create(apply_fn=apply_fn, params=params,
-                                          tx=optax.sgd(0.1, momentum=0.9))
+    state = _train_state(apply_fn, params, optax.sgd(0.1, momentum=0.9))
     losses = []
-    for i in range(images.shape[0]):
-        state, loss = fn(state, images[i], labels[i])
+    for x, y in zip(images, labels):
+        state, loss = fn(state, x, y)
         losses.append(loss)
-    return ({"losses": jnp.stack([jnp.asarray(v) for v in losses]),
-             "params": dict(state.params), "step": int(state.step)},
-            {"traces": traces["n"], "calls": int(images.shape[0])})
+    return ({"losses": _stack(losses), "params": dict(state.params), "step": int(state.step)},
+            {"traces": traces["n"], "calls": len(images)})
 
 
 def driver_finetune(fn, args, kwargs, options, **_):
@@ -350,16 +382,16 @@ def driver_finetune(fn, args, kwargs, options, **_):
     trainable = tuple(kwargs.get("trainable", ("head",)))
     model = _TinyMLP.make(int(params["head"]["bias"].shape[0]))
     tx = optax.adamw(0.05, weight_decay=0.5)
-    opt_state = tx.init({k: params[k] for k in trainable})
+    opt_state = jax.jit(tx.init)({k: params[k] for k in trainable})
     losses = []
 
     def step(params, opt_state, x, y):
         return fn(params, opt_state, x, y, apply_fn=model.apply, tx=tx, trainable=trainable)
 
-    for i in range(images.shape[0]):
-        params, opt_state, loss = _maybe_jit(step, params, opt_state, images[i], labels[i])
+    for x, y in zip(_steps(images), _steps(labels)):
+        params, opt_state, loss = _maybe_jit(step, params, opt_state, x, y)
         losses.append(loss)
-    return {"params": params, "losses": jnp.stack([jnp.asarray(v) for v in losses])}, {}
+    return {"params": params, "losses": _stack(losses)}, {}
 
 
 def _inner_tx(name: str):
@@ -471,34 +503,31 @@ def driver_gan_step(fn, args, kwargs, options, **_):
     bit-identical to their initial values.
     """
     import optax  # noqa: PLC0415 - see the module docstring
-    from flax.training import train_state  # noqa: PLC0415 - same
 
     key, real, z = args
     gen, disc = _tiny_gan(tuple(real.shape[2:]))
-    kg, kd = jax.random.split(key)
-    g_params = jax.jit(gen.init)(kg, z[0])["params"]
-    d_params = jax.jit(disc.init)(kd, real[0])["params"]
+    real, z = _steps(real), _steps(z)
+
+    @jax.jit
+    def init_both(key, z0, real0):
+        kg, kd = jax.random.split(key)
+        return gen.init(kg, z0)["params"], disc.init(kd, real0)["params"]
+
+    g_params, d_params = init_both(key, z[0], real[0])
     frozen = options.get("frozen")
     tx = {name: optax.set_to_zero() if frozen == name else optax.adam(0.01, b1=0.5)
           for name in ("generator", "discriminator")}
-    g_state = train_state.TrainState.create(apply_fn=gen.apply, params=g_params,
-                                            tx=tx["generator"])
-    d_state = train_state.TrainState.create(apply_fn=disc.apply, params=d_params,
-                                            tx=tx["discriminator"])
+    g_state = _train_state(gen.apply, g_params, tx["generator"])
+    d_state = _train_state(disc.apply, d_params, tx["discriminator"])
     d_losses, g_losses = [], []
-    for i in range(real.shape[0]):
-        g_state, d_state, metrics = _maybe_jit(fn, g_state, d_state, real[i], z[i])
+    for real_i, z_i in zip(real, z):
+        g_state, d_state, metrics = _maybe_jit(fn, g_state, d_state, real_i, z_i)
         d_losses.append(jnp.asarray(metrics["d_loss"]))
         g_losses.append(jnp.asarray(metrics["g_loss"]))
-
-    def same(a, b):
-        return all(bool(jnp.array_equal(x, y)) for x, y in
-                   zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
-
     return {"g_params": dict(g_state.params), "d_params": dict(d_state.params),
-            "d_losses": jnp.stack(d_losses), "g_losses": jnp.stack(g_losses),
-            "generator_unchanged": same(g_params, g_state.params),
-            "discriminator_unchanged": same(d_params, d_state.params)}, {}
+            "d_losses": _stack(d_losses), "g_losses": _stack(g_losses),
+            "generator_unchanged": _bit_identical(g_params, g_state.params),
+            "discriminator_unchanged": _bit_identical(d_params, d_state.params)}, {}
 
 
 MODES = {"call": mode_call, "jit": mode_jit, "vmap": mode_vmap, "grad": mode_grad,
