@@ -152,6 +152,7 @@ def test_loss_falls_and_one_epoch_is_well_above_chance_on_the_subset(tmp_path, s
     assert final["test_accuracy"] == lines[1]["test_accuracy"]
     assert final["val_loss"] == lines[1]["val_loss"]
     assert final["test_examples"] == len(subset.test) == 1000
+    assert "test_accuracy_tta" not in final  # TrainConfig.tta is off by default
     assert np.sum(final["confusion_matrix"]) == 1000
     assert "subset" in final["source"]
     # Each shape compiled exactly once: one train step shape, one eval shape for validation and
@@ -174,6 +175,23 @@ def test_loss_falls_and_one_epoch_is_well_above_chance_on_the_subset(tmp_path, s
         assert w >= min_size and h >= min_size, (name, w, h)
     assert sorted(os.listdir(tmp_path / "checkpoints"), key=int) == [
         str(lines[0]["step"]), str(lines[1]["step"])]
+
+
+def test_flip_tta_is_reported_for_the_final_test_split_only_when_asked(tmp_path, subset):
+    state, final = train.train_and_evaluate(tiny(tta=True), str(tmp_path))
+    model = models.get("workshop_cnn", num_classes=10)
+    host = jax.device_get(state.arrays())
+
+    def probs(images):
+        logits = train.predict_logits(model.apply, host["params"], host["batch_stats"], images)
+        return np.asarray(jax.nn.softmax(logits, axis=-1))
+
+    plain = probs(subset.test.images)
+    mirrored = probs(subset.test.images[:, :, ::-1])    # left-right: the width axis of NHWC
+    averaged = ((plain + mirrored) / 2).argmax(-1)
+    assert np.any(averaged != plain.argmax(-1))         # the mirror changes some predictions
+    assert final["test_accuracy_tta"] == pytest.approx(np.mean(averaged == subset.test.labels))
+    assert final["test_accuracy"] == pytest.approx(np.mean(plain.argmax(-1) == subset.test.labels))
 
 
 def _arrays(workdir):

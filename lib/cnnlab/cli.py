@@ -169,6 +169,8 @@ def _print_final(final: dict, config: TrainConfig, workdir: str) -> None:
           f"(top-{k} {final[f'test_top{k}_accuracy']:.2%}, loss {final['test_loss']:.4f}) "
           f"on {final['test_examples']:,} test images after "
           f"{final['epoch']} epoch(s), {final['step']:,} steps, {final['seconds']:.1f} s")
+    if "test_accuracy_tta" in final:
+        print(f"test accuracy with flip test-time augmentation {final['test_accuracy_tta']:.2%}")
     if "val_accuracy" in final:
         stopped = "; early stopping ended the run" if final.get("stopped_early") else ""
         print(f"checkpoint: step {final['checkpoint_step']:,}, the lowest validation loss "

@@ -252,6 +252,9 @@ class TrainConfig(_Checked):
     augment: bool = _field(False, _BOOL, "random flips and pad-and-crop, on device")
     augment_flip: bool = _field(True, _BOOL, "flips as part of --augment")
     augment_pad: int = _field(2, _int(0), "pad-and-crop shift in pixels as part of --augment")
+    tta: bool = _field(False, _BOOL, "also report the final test accuracy with flip test-time "
+                       "augmentation (test_accuracy_tta: softmax averaged over each test image "
+                       "and its mirror)")
     seed: int = _field(0, _int(0), "seed of initialisation, shuffling, validation split, dropout")
     precision: str = _field("f32", Accepts("choice", choices=PRECISIONS),
                             "f32, or bf16 (bfloat16 compute, float32 parameters)")

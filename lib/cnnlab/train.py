@@ -53,8 +53,8 @@ __all__ = [
     "TrainConfig", "TrainState", "create_train_state", "make_schedule", "make_optimizer",
     "optimizer_from_config", "StepOptions", "apply_model", "cross_entropy_loss",
     "make_train_step", "make_eval_step", "train_step", "eval_step", "evaluate", "fit",
-    "Reporter", "restore_or_create", "train_and_evaluate", "Run", "load_run",
-    "predict_logits", "map_batches", "read_metrics", "split_metrics", "TRACE_COUNTS",
+    "Reporter", "restore_or_create", "train_and_evaluate", "Run", "load_run", "tta_probs",
+    "tta_accuracy", "predict_logits", "map_batches", "read_metrics", "split_metrics", "TRACE_COUNTS",
     "enable_compilation_cache", "OPTIMIZERS", "SCHEDULES", "PRECISIONS",
 ]
 
@@ -623,8 +623,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
     Returns:
       ``(state, final)``: the selected state (lowest validation loss; the last one without a
       validation split) and the final record: ``test_accuracy``, ``test_loss``,
-      ``test_top{k}_accuracy``, ``confusion_matrix``, ``checkpoint_step``, ``val_*`` of that
-      checkpoint, ``stopped_early``, ``step``, ``epoch``, ``seconds``, ``source``, ...
+      ``test_top{k}_accuracy``, ``test_accuracy_tta`` (with ``config.tta``: flip test-time
+      augmentation, :func:`tta_accuracy`), ``confusion_matrix``, ``checkpoint_step``, ``val_*``
+      of that checkpoint, ``stopped_early``, ``step``, ``epoch``, ``seconds``, ``source``, ...
 
     Raises:
       CnnlabError: bad names or numbers, missing or corrupt data, a batch larger than the data
@@ -702,6 +703,10 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
             "checkpoint_step": chosen_step, **split_metrics("test", test, k),
             "test_examples": test["count"], "confusion_matrix": test["confusion_matrix"],
         }
+        if config.tta:
+            final["test_accuracy_tta"] = tta_accuracy(model.apply, chosen, ds.test.images,
+                                                      ds.test.labels, precision=config.precision,
+                                                      batch_size=bs)
         chosen_record = next((r for r in result.history if r["step"] == chosen_step), {})
         final.update({key: v for key, v in chosen_record.items() if key.startswith("val_")})
         final.update(stopped_early=result.stopped_early, model=config.model,
@@ -788,6 +793,43 @@ def _logits(apply_fn, params, batch_stats, x, *, precision: str):
     # value), so repeated calls with one architecture and shape compile once.
     return apply_model(apply_fn, params, batch_stats, data.to_float(x), train=False,
                        precision=precision)[0]
+
+
+def tta_probs(logits_fn: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:
+    """Test-time augmentation: class probabilities averaged over each image and its left-right
+    mirror, ``(softmax(f(x)) + softmax(f(flip(x)))) / 2``.
+
+    Args:
+      logits_fn: images (N, H, W, C) -> logits (N, C).
+      images: (N, H, W, C).
+
+    Returns:
+      Probabilities (N, C).
+    """
+    images = np.asarray(images)
+    p = jax.nn.softmax(jnp.asarray(logits_fn(images)), axis=-1)
+    q = jax.nn.softmax(jnp.asarray(logits_fn(images[:, :, ::-1])), axis=-1)
+    return np.asarray((p + q) / 2)
+
+
+def tta_accuracy(apply_fn, state: TrainState, images: np.ndarray, labels: np.ndarray, *,
+                 precision: str = "f32", batch_size: int = 1000) -> float:
+    """Accuracy of flip test-time augmentation (:func:`tta_probs`) on one split.
+
+    Args:
+      apply_fn: ``model.apply``.
+      state: the state to evaluate (may be sharded; it is fetched to the host).
+      images: (N, H, W, C) uint8 or float in [0, 1]; labels: int (N,).
+      precision, batch_size: as for :func:`predict_logits`.
+
+    Returns:
+      ``mean(argmax(tta_probs) == labels)``.
+    """
+    host = distributed.to_host(state.arrays())
+    probs = tta_probs(lambda x: predict_logits(apply_fn, host["params"], host["batch_stats"], x,
+                                               precision=precision, batch_size=batch_size),
+                      images)
+    return float(np.mean(probs.argmax(-1) == np.asarray(labels)))
 
 
 def _write_plots(wd: Workdir, model, state, ds, history, test, config) -> None:

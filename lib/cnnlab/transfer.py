@@ -50,7 +50,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models import layer_order
 from cnnlab.loop import FitResult, Loop, LoopSpec, Reporter, fit
 from cnnlab.checkpoints import abstract_like
-from cnnlab.train import StepOptions, TrainState
+from cnnlab.train import StepOptions, TrainState, tta_probs
 from cnnlab.workdir import CheckpointMeta, RunInfo, Workdir
 
 __all__ = [
@@ -669,23 +669,6 @@ def plot_lr_find(result: LRFind, path: str) -> str:
     ax.legend()
     ax.set_title("learning-rate finder")
     return plots.save(fig, path)
-
-
-def tta_probs(logits_fn: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:
-    """Test-time augmentation: class probabilities averaged over each image and its left-right
-    mirror, ``(softmax(f(x)) + softmax(f(flip(x)))) / 2``.
-
-    Args:
-      logits_fn: images (N, H, W, C) -> logits (N, C).
-      images: (N, H, W, C).
-
-    Returns:
-      Probabilities (N, C).
-    """
-    images = np.asarray(images)
-    p = jax.nn.softmax(jnp.asarray(logits_fn(images)), axis=-1)
-    q = jax.nn.softmax(jnp.asarray(logits_fn(images[:, :, ::-1])), axis=-1)
-    return np.asarray((p + q) / 2)
 
 
 def interpret(images: np.ndarray, labels: np.ndarray, logits: np.ndarray,
