@@ -46,13 +46,15 @@ PRESETS = {
     "resnet_small": dict(model="resnet_small", epochs=10, batch_size=128, optimizer="adamw",
                          learning_rate=3e-3, schedule="one_cycle", weight_decay=5e-4,
                          label_smoothing=0.1, augment=True, augment_pad=0),
-    "fast": dict(model="resnet_small", epochs=5, batch_size=128, optimizer="adamw",
-                 learning_rate=3e-3, schedule="one_cycle", weight_decay=5e-4,
+    # Batch 64: on this CPU a step of 64 costs 0.63x the CPU time per image of a step of 128
+    # (96 already costs as much as 128: the activations stop fitting in cache). No dropout: at 6
+    # epochs the model underfits rather than overfits. Flip TTA at the end (+0.1 to 0.3 points).
+    "fast": dict(model="resnet_small", model_kwargs={"dropout": 0.0}, epochs=6, batch_size=64,
+                 optimizer="adamw", learning_rate=2e-3, schedule="one_cycle", weight_decay=5e-4,
                  label_smoothing=0.1, augment=True, augment_pad=0, tta=True),
-    "best": dict(model="resnet_small", epochs=20, batch_size=128, optimizer="adamw",
-                 learning_rate=3e-3, schedule="one_cycle", weight_decay=5e-4,
-                 label_smoothing=0.1, augment=True, augment_pad=0, tta=True,
-                 model_kwargs={"widths": [32, 64, 128]}),
+    "best": dict(model="resnet_small", model_kwargs={"blocks": [0, 0, 1]}, epochs=14,
+                 batch_size=64, optimizer="adamw", learning_rate=2e-3, schedule="one_cycle",
+                 weight_decay=5e-4, label_smoothing=0.1, augment=True, augment_pad=0, tta=True),
 }
 
 
