@@ -52,9 +52,12 @@ PRESETS = {
     "fast": dict(model="resnet_small", model_kwargs={"dropout": 0.0}, epochs=6, batch_size=64,
                  optimizer="adamw", learning_rate=2e-3, schedule="one_cycle", weight_decay=5e-4,
                  label_smoothing=0.1, augment=True, augment_pad=0, tta=True),
-    "best": dict(model="resnet_small", model_kwargs={"blocks": [0, 0, 1]}, epochs=14,
-                 batch_size=64, optimizer="adamw", learning_rate=2e-3, schedule="one_cycle",
-                 weight_decay=5e-4, label_smoothing=0.1, augment=True, augment_pad=0, tta=True),
+    # One residual block at 7x7x96 (1.7x the baseline's CPU time per image at batch 64),
+    # no dropout, 16 epochs, flip TTA.
+    "best": dict(model="resnet_small", model_kwargs={"blocks": [0, 0, 1], "dropout": 0.0},
+                 epochs=16, batch_size=64, optimizer="adamw", learning_rate=2e-3,
+                 schedule="one_cycle", weight_decay=5e-4, label_smoothing=0.1, augment=True,
+                 augment_pad=0, tta=True),
 }
 
 
