@@ -163,6 +163,11 @@ def test_tta_and_interpretation(tmp_path):
 
     probs = transfer.tta_probs(logits_fn, images)
     np.testing.assert_allclose(probs, 0.5, atol=1e-6)   # the flip exactly cancels the evidence
+    seen = []                                   # plain logits given: only the mirrors run
+    again = transfer.tta_probs(lambda imgs: seen.append(imgs) or logits_fn(imgs), images,
+                               logits=logits_fn(images))
+    np.testing.assert_array_equal(again, probs)
+    assert len(seen) == 1 and np.array_equal(seen[0], images[:, :, ::-1])
 
     labels = np.array([0, 0, 1, 1, 2, 2])
     logits = np.array([[5, 0, 0], [0, 5, 0], [0, 4, 0], [0, 0, 1], [4, 0, 0], [3, 0, 0]], "f4")

@@ -795,19 +795,21 @@ def _logits(apply_fn, params, batch_stats, x, *, precision: str):
                        precision=precision)[0]
 
 
-def tta_probs(logits_fn: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:
+def tta_probs(logits_fn: Callable[[np.ndarray], np.ndarray], images: np.ndarray, *,
+              logits: np.ndarray | None = None) -> np.ndarray:
     """Test-time augmentation: class probabilities averaged over each image and its left-right
     mirror, ``(softmax(f(x)) + softmax(f(flip(x)))) / 2``.
 
     Args:
       logits_fn: images (N, H, W, C) -> logits (N, C).
       images: (N, H, W, C).
+      logits: ``f(x)`` (N, C) when the caller has it already (then only the mirrors run).
 
     Returns:
       Probabilities (N, C).
     """
     images = np.asarray(images)
-    p = jax.nn.softmax(jnp.asarray(logits_fn(images)), axis=-1)
+    p = jax.nn.softmax(jnp.asarray(logits_fn(images) if logits is None else logits), axis=-1)
     q = jax.nn.softmax(jnp.asarray(logits_fn(images[:, :, ::-1])), axis=-1)
     return np.asarray((p + q) / 2)
 

@@ -1058,7 +1058,7 @@ def _final_report(ft: _Finetuning, params: dict, history: list[dict], t_start: f
              **train.split_metrics("val", m, config.top_k), "val_examples": m["count"],
              "confusion_matrix": m["confusion_matrix"]}
     if config.tta:
-        probs = tta_probs(logits_fn, ds.test.images)
+        probs = tta_probs(logits_fn, ds.test.images, logits=val_logits)
         final["val_accuracy_tta"] = float(np.mean(probs.argmax(-1) == ds.test.labels))
     report = interpret(ds.test.images, ds.test.labels, val_logits, ds.class_names,
                        out_dir=ft.wd.plots_dir if config.plots else None)
