@@ -404,6 +404,55 @@ def test_random_crop_offsets_vary_per_image():
     assert len({o.tobytes() for o in out}) > 10
 
 
+def _erased_rectangle(before: np.ndarray, after: np.ndarray):
+    """(top, left, height, width) of the one all-channel rectangle where ``after`` is 0 and
+    ``before`` is not, None when nothing was erased; fails if the changed pixels are not one
+    rectangle set to 0 or anything else changed."""
+    changed = np.any(after != before, axis=-1)  # (H, W)
+    if not changed.any():
+        return None
+    rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
+    top, left = rows[0], cols[0]
+    height, width = rows[-1] - top + 1, cols[-1] - left + 1
+    assert changed[top:top + height, left:left + width].all(), "changed pixels are no rectangle"
+    assert np.all(after[top:top + height, left:left + width] == 0), "erased pixels are not 0"
+    return top, left, height, width
+
+
+def test_random_erase_zeroes_one_rectangle_per_image_within_the_area_bounds():
+    images = _images((300, 28, 28, 2))  # no pixel is 0 before erasing
+    out = np.asarray(data.random_erase(jax.random.key(0), images, prob=0.5))
+    assert out.shape == images.shape and out.dtype == np.uint8
+    boxes = [_erased_rectangle(images[i], out[i]) for i in range(len(images))]
+    erased = [b for b in boxes if b is not None]
+    assert 110 < len(erased) < 190  # about prob = 0.5 of the images
+    areas = np.array([h * w for _, _, h, w in erased])
+    # a ~ U(0.02, 0.4) of 784 pixels, rounding each side by up to half a pixel.
+    assert areas.min() >= 0.02 * 784 - 0.5 * 56 and areas.max() <= 0.4 * 784 + 0.5 * 56 + 0.25
+    assert areas.max() > 0.3 * 784 and areas.min() < 0.1 * 784  # the whole range is used
+    assert len({(top, left) for top, left, _, _ in erased}) > 50  # positions vary per image
+    assert {h > w for _, _, h, w in erased} == {True, False}  # tall and wide ones
+    np.testing.assert_array_equal(out, data.random_erase(jax.random.key(0), images, prob=0.5))
+    np.testing.assert_array_equal(data.random_erase(jax.random.key(0), images, prob=0.0), images)
+    every = np.asarray(data.random_erase(jax.random.key(1), images, prob=1.0))
+    assert all(_erased_rectangle(images[i], every[i]) for i in range(len(images)))
+    floats = data.random_erase(jax.random.key(1), data.normalize(images), prob=1.0)
+    np.testing.assert_array_equal(np.asarray(floats) == 0, every == 0)  # floats alike
+
+
+def test_augment_with_erasing_keeps_crops_and_flips_and_erases_on_top():
+    images = _images((64, 28, 28, 1))
+    plain = np.asarray(data.augment(jax.random.key(3), images, pad=2))
+    erased = np.asarray(data.augment(jax.random.key(3), images, pad=2, erase=1.0))
+    # Where nothing was erased the crops and flips are those of erase=0 (same key).
+    kept = erased != 0
+    np.testing.assert_array_equal(erased[kept], plain[kept])
+    assert (erased == 0).sum() > (plain == 0).sum() + 64 * 15  # >= 0.02 * 784 per image
+    flipped = np.asarray(data.augment(jax.random.key(3), images, pad=0))  # no zero pixels
+    erased = np.asarray(data.augment(jax.random.key(3), images, pad=0, erase=1.0))
+    assert all(_erased_rectangle(flipped[i], erased[i]) for i in range(64))
+
+
 def test_augment_is_jittable_deterministic_by_key_and_does_not_mutate():
     images = _images((16, 28, 28, 1))
     before = images.copy()

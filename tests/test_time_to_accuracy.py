@@ -8,6 +8,7 @@ import dataclasses
 import importlib.util
 import pathlib
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -71,6 +72,17 @@ def test_every_preset_is_a_valid_config_trained_on_everything_and_tested_once(tt
         assert not config.early_stopping and config.seed == 1, name
     with pytest.raises(ValueError, match="test_every_epoch"):
         tta.child_config(dict(tta.PRESETS["fast"], test_every_epoch=True), TrainConfig)
+
+
+def test_the_embedded_subset_is_refused_as_full_fashion_mnist(tta):
+    # Without the Debian package, load("fashion_mnist") quietly gives the 6,000-image subset.
+    subset = SimpleNamespace(kind="subset", searched=("/usr/share/datasets/fashion-mnist",))
+    full = SimpleNamespace(kind="full", searched=())
+    with pytest.raises(SystemExit, match="full Fashion-MNIST not found.*dataset-fashion-mnist"):
+        tta.require_full_data(tta.PRESETS["best"], find=lambda data_dir: subset)
+    tta.require_full_data(tta.PRESETS["best"], find=lambda data_dir: full)
+    tta.require_full_data(dict(tta.PRESETS["best"], dataset="fashion_mnist_subset"),
+                          find=lambda data_dir: subset)  # asked for by name: no full data needed
 
 
 @pytest.mark.exhaustive

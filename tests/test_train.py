@@ -339,3 +339,17 @@ def test_a_non_finite_validation_loss_stops_the_run(tmp_path):
     finally:
         models._REGISTRY.pop("flaky_test_model")
     assert os.listdir(tmp_path / "checkpoints") == ["5"]
+
+
+def test_random_erasing_is_a_config_field_that_reaches_the_train_step(tmp_path):
+    # augment_erase (TrainConfig, --augment-erase) -> StepOptions -> data.augment in the step:
+    # the same run with erasing ends with other weights; out of range is refused.
+    config = tiny(augment=True, augment_pad=0, max_steps_per_epoch=3, val_fraction=0.0)
+    assert train.StepOptions.from_config(config.replace(augment_erase=0.5)).augment_erase == 0.5
+    train.train_and_evaluate(config, str(tmp_path / "plain"))
+    train.train_and_evaluate(config.replace(augment_erase=1.0), str(tmp_path / "erase"))
+    plain, erase = _arrays(tmp_path / "plain"), _arrays(tmp_path / "erase")
+    assert not all(np.array_equal(x, y) for x, y in
+                   zip(jax.tree.leaves(plain["params"]), jax.tree.leaves(erase["params"])))
+    with pytest.raises(CnnlabError, match="augment_erase"):
+        config.replace(augment_erase=1.5)

@@ -252,6 +252,9 @@ class TrainConfig(_Checked):
     augment: bool = _field(False, _BOOL, "random flips and pad-and-crop, on device")
     augment_flip: bool = _field(True, _BOOL, "flips as part of --augment")
     augment_pad: int = _field(2, _int(0), "pad-and-crop shift in pixels as part of --augment")
+    augment_erase: float = _field(0.0, _float(0, 1), "probability of random erasing (one "
+                                  "rectangle of 2-40 % of the image set to 0) as part of "
+                                  "--augment")
     tta: bool = _field(False, _BOOL, "also report the final test accuracy with flip test-time "
                        "augmentation (test_accuracy_tta: softmax averaged over each test image "
                        "and its mirror)")

@@ -223,8 +223,8 @@ class StepOptions:
 
     Attributes:
       label_smoothing: of the default loss.
-      augment: random pad-and-crop (``augment_pad`` pixels) and flips (``augment_flip``) of
-        each training batch, on device.
+      augment: random pad-and-crop (``augment_pad`` pixels), flips (``augment_flip``) and
+        random erasing (probability ``augment_erase``) of each training batch, on device.
       precision: "f32", or "bf16" (bfloat16 compute, float32 parameters and statistics).
       top_k: k of the top-k accuracy of :func:`make_eval_step`.
       train_mode: the model's ``train`` flag while training; False keeps batch norm on its
@@ -235,6 +235,7 @@ class StepOptions:
     augment: bool = False
     augment_flip: bool = True
     augment_pad: int = 2
+    augment_erase: float = 0.0
     precision: str = "f32"
     top_k: int = 5
     train_mode: bool = True
@@ -243,7 +244,7 @@ class StepOptions:
     def from_config(cls, config: TrainConfig) -> StepOptions:
         return cls(label_smoothing=config.label_smoothing, augment=config.augment,
                    augment_flip=config.augment_flip, augment_pad=config.augment_pad,
-                   precision=config.precision, top_k=config.top_k)
+                   augment_erase=config.augment_erase, precision=config.precision, top_k=config.top_k)
 
 
 def _is_float(x) -> bool:
@@ -393,7 +394,8 @@ def make_train_step(loss_fn: LossFn | None = None, *, options: StepOptions = Ste
         augment_key, dropout_key = jax.random.split(jax.random.fold_in(key, state.step))
         x = data.to_float(images)
         if options.augment:
-            x = data.augment(augment_key, x, flip=options.augment_flip, pad=options.augment_pad)
+            x = data.augment(augment_key, x, flip=options.augment_flip, pad=options.augment_pad,
+                             erase=options.augment_erase)
 
         def loss_of(params):
             logits, new_stats = apply_model(state.apply_fn, params, state.batch_stats, x,

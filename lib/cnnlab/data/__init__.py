@@ -36,11 +36,13 @@ TFDS takes a second to import.
 from cnnlab.data.dataset import Dataset, Split, default_tfds_dir, read_split
 from cnnlab.data.loading import load, load_fashion_mnist, names
 from cnnlab.data.pipeline import (augment, batch_indices, batch_mask, epoch_permutation, holdout,
-                                  normalize, random_crop, random_flip, resize, to_float)
+                                  normalize, random_crop, random_erase, random_flip, resize,
+                                  to_float)
 from cnnlab.data.feeding import BatchFeeder, eval_batches, prefetch
 
 __all__ = [
     "Dataset", "Split", "names", "load", "load_fashion_mnist", "read_split", "default_tfds_dir",
     "epoch_permutation", "batch_indices", "batch_mask", "normalize", "random_flip", "random_crop",
+    "random_erase",
     "augment", "holdout", "to_float", "resize", "BatchFeeder", "eval_batches", "prefetch",
 ]

@@ -210,13 +210,52 @@ def random_crop(key: jax.Array, images, *, pad: int) -> jax.Array:
     return jax.vmap(crop)(padded, offsets)
 
 
-@functools.partial(jax.jit, static_argnames=("flip", "pad"))
-def augment(key: jax.Array, images, *, flip: bool = True, pad: int = 2) -> jax.Array:
-    """The standard light augmentation for small images: :func:`random_crop` then :func:`random_flip`.
+@functools.partial(jax.jit, static_argnames=("prob", "scale", "ratio"))
+def random_erase(key: jax.Array, images, *, prob: float, scale: tuple[float, float] = (0.02, 0.4),
+                 ratio: tuple[float, float] = (0.3, 3.3)) -> jax.Array:
+    """Random erasing (Zhong et al. 2017; "cutout" with a random rectangle): with probability
+    ``prob``, set one axis-aligned rectangle of each image to 0 (the background of
+    Fashion-MNIST), independently per image.
+
+    The rectangle's area is ``a * H * W`` with ``a ~ U(scale)``, its aspect ratio ``h / w = r``
+    with ``log r ~ U(log ratio)``; so ``h = round(sqrt(a H W r))``, ``w = round(sqrt(a H W / r))``,
+    clipped to ``1..H`` and ``1..W``, and its top-left corner is uniform over the positions where
+    it fits. ``(N, H, W, C)`` -> same shape and dtype (all channels of the rectangle are erased).
+    """
+    images = jnp.asarray(images)
+    if prob == 0:
+        return images
+    n, h, w, _ = images.shape
+    k_on, k_area, k_ratio, k_y, k_x = jax.random.split(key, 5)
+    on = jax.random.bernoulli(k_on, prob, (n,))
+    area = jax.random.uniform(k_area, (n,), minval=scale[0], maxval=scale[1]) * h * w
+    r = jnp.exp(jax.random.uniform(k_ratio, (n,), minval=np.log(ratio[0]),
+                                   maxval=np.log(ratio[1])))
+    eh = jnp.clip(jnp.round(jnp.sqrt(area * r)), 1, h).astype(jnp.int32)
+    ew = jnp.clip(jnp.round(jnp.sqrt(area / r)), 1, w).astype(jnp.int32)
+    y0 = jnp.floor(jax.random.uniform(k_y, (n,)) * (h - eh + 1)).astype(jnp.int32)
+    x0 = jnp.floor(jax.random.uniform(k_x, (n,)) * (w - ew + 1)).astype(jnp.int32)
+    rows = jnp.arange(h)[None, :]
+    cols = jnp.arange(w)[None, :]
+    in_rows = (rows >= y0[:, None]) & (rows < (y0 + eh)[:, None])  # (N, H)
+    in_cols = (cols >= x0[:, None]) & (cols < (x0 + ew)[:, None])  # (N, W)
+    erase = on[:, None, None] & in_rows[:, :, None] & in_cols[:, None, :]  # (N, H, W)
+    return jnp.where(erase[..., None], jnp.zeros((), images.dtype), images)
+
+
+@functools.partial(jax.jit, static_argnames=("flip", "pad", "erase"))
+def augment(key: jax.Array, images, *, flip: bool = True, pad: int = 2,
+            erase: float = 0.0) -> jax.Array:
+    """The standard light augmentation for small images: :func:`random_crop`, :func:`random_flip`,
+    then :func:`random_erase` with probability ``erase`` (0 = off).
 
     ``(N, H, W, C)`` -> same shape and dtype; ``flip=False`` for data where left and right matter
     (digits), ``pad=0`` for no shift.
     """
     crop_key, flip_key = jax.random.split(key)
     images = random_crop(crop_key, images, pad=pad)
-    return random_flip(flip_key, images) if flip else images
+    images = random_flip(flip_key, images) if flip else images
+    if erase:
+        # A key of its own (folded in) keeps crops and flips as they were without erasing.
+        images = random_erase(jax.random.fold_in(key, 1), images, prob=erase)
+    return images
