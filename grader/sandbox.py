@@ -439,12 +439,10 @@ def shareable_cache(path: str | os.PathLike | None) -> Path | None:
     return folder.resolve()
 
 
-def view_args(cwd: Path, tmpfs_bytes: int, extra_files: tuple[str, ...] = (),
-              compiled_cache: Path | None = None) -> list[str]:
+def view_args(cwd: Path, tmpfs_bytes: int, extra_files: tuple[str, ...] = ()) -> list[str]:
     """The bwrap arguments of the allow-list view (see the module docstring): nothing but what is
     listed here exists inside. The course packages (and the checkout, when it lies inside a shown
-    folder) are covered with an empty tmpfs before the worker's own files are bound back;
-    ``compiled_cache`` is shown read-only at :data:`COMPILED_CACHE_AT`."""
+    folder) are covered with an empty tmpfs before the worker's own files are bound back."""
     args = ["--proc", "/proc", "--dev", "/dev",
             "--perms", "1777", "--size", str(tmpfs_bytes), "--tmpfs", "/dev/shm",
             "--perms", "1777", "--size", str(tmpfs_bytes), "--tmpfs", "/tmp"]
@@ -487,9 +485,6 @@ def view_args(cwd: Path, tmpfs_bytes: int, extra_files: tuple[str, ...] = (),
     for f in [*_worker_files(), *map(Path, extra_files)]:
         bind("--ro-bind", f)
     bind("--bind", cwd)
-    if compiled_cache is not None:
-        parents(Path(COMPILED_CACHE_AT))
-        args.extend(["--ro-bind", str(compiled_cache), COMPILED_CACHE_AT])
     return args + ["--chdir", str(cwd)]
 
 
@@ -655,8 +650,9 @@ class Sandbox:
             return [*drop, *argv]
         # bwrap gets the child's environment too: its PID 1 stays in the sandbox, where a
         # child of the same uid could read /proc/1/environ.
+        shown = ["--ro-bind", str(cache), COMPILED_CACHE_AT] if cache is not None else []
         common = ["--die-with-parent", "--new-session",
-                  *view_args(cwd, self.limits.tmpfs_bytes, extra_files, cache), "--"]
+                  *view_args(cwd, self.limits.tmpfs_bytes, extra_files), *shown, "--"]
         if self._style == "root":
             return [self._bwrap, *_NS_AS_ROOT, *common, *drop, *argv]
         return [*drop, self._bwrap, "--unshare-all", *common, *argv]
