@@ -19,7 +19,8 @@ first; ``Limits.mode=None`` or ``$CNNLAB_SANDBOX_MODE`` picks):
   system's ``/usr`` (with its ``/bin``, ``/lib`` links) and the dynamic loader's cache, the Python
   installation with its installed packages, and of this course's own packages only the files the
   worker runs (:data:`WORKER_MODULES`); read-write its work dir (request, submission, inputs,
-  ``out/``), a private small ``/tmp`` and ``/dev/shm``; its own ``/proc`` and a minimal ``/dev``.
+  ``out/``), a private small ``/tmp`` and ``/dev/shm``; its own ``/proc`` and a minimal ``/dev``;
+  read-only, when given and safe, the reference's compiled programs (``Limits.compiled_cache``).
   New network, PID, IPC, UTS and cgroup namespaces: no network, no other process visible, and all
   it started dies with it (``--die-with-parent``; ``--new-session``: no terminal to inject into).
   As root, bwrap needs no user namespace and the child drops to an unprivileged uid of its own
