@@ -72,6 +72,35 @@ def test_a_read_only_cache_is_read_never_written_and_a_missing_one_ignored(tmp_p
     assert cache_dir_seen({"CNNLAB_JAX_CACHE_DIR": str(rw)}) == str(rw) and any(rw.iterdir())
 
 
+def cache_hits(env: dict[str, str]) -> int:
+    """How many programs the worker's JAX set-up in ``env`` read from the persistent cache while
+    compiling three functions (JAX's own monitoring event)."""
+    code = ("from grader.worker import configure_jax; configure_jax(); import jax; hits = []; "
+            "jax.monitoring.register_event_listener(lambda e, **_: "
+            "hits.append(e) if e == '/jax/compilation_cache/cache_hits' else None); "
+            "[jax.jit(f)(jax.numpy.ones((4, 4))) for f in (jax.nn.softmax, jax.numpy.tanh, "
+            "lambda x: x @ x.T)]; print(len(hits))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, **env}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return int(r.stdout.strip().splitlines()[-1])
+
+
+def test_programs_cached_at_one_path_are_hit_read_only_at_another(tmp_path):
+    """The sandbox shows the cache at another path than the grader filled it at: the keys must
+    not depend on the path (JAX's GPU autotune folder, named after it, is switched off)."""
+    filled = tmp_path / "filled"
+    assert cache_hits({"CNNLAB_JAX_CACHE_DIR": str(filled)}) == 0
+    shown = tmp_path / "elsewhere" / "shown"
+    shutil.copytree(filled, shown)
+    entries = sorted(p.name for p in shown.iterdir())
+    programs = len({name.rsplit("-", 1)[0] for name in entries})  # a key may have an -atime file
+    assert programs >= 3  # the three functions (and the arrays' own small programs)
+    hits = cache_hits({"CNNLAB_JAX_CACHE_DIR": str(shown), "CNNLAB_JAX_CACHE_READONLY": "1"})
+    assert hits == programs, entries
+    assert sorted(p.name for p in shown.iterdir()) == entries  # read, nothing written
+
+
 def outcomes(result) -> dict:
     return {e.qualname: (e.score, e.status, [(c.name, c.passed, c.message) for c in e.cases])
             for e in result.exercises}
