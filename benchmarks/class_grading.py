@@ -147,6 +147,7 @@ def phases(submission: Path) -> int:
 
     sandbox = Sandbox(dataclasses.replace(
         Limits(), hide=(str(submission.parent), str(cache_dir())),
+        compiled_cache=str(runner.compiled_cache_dir()),
         **worker_heartbeat(runner.DEFAULT_EXERCISE_TIMEOUT_S)))
     launches: list[tuple[str, float]] = []
 

@@ -560,8 +560,11 @@ class ClassGrader:
         # runner's cache of reference outputs.
         hide = tuple(dict.fromkeys((*base.hide, str(self.submissions), str(self.out),
                                     str(cache_dir()))))
-        self.sandbox = Sandbox(dataclasses.replace(base, hide=hide,
-                                                   **worker_heartbeat(self.timeout_s)))
+        # ... but it may open the reference's compiled programs by exact name (a cache hit needs
+        # the very program already: see Limits.compiled_cache).
+        self.sandbox = Sandbox(dataclasses.replace(
+            base, hide=hide, compiled_cache=base.compiled_cache or str(runner.compiled_cache_dir()),
+            **worker_heartbeat(self.timeout_s)))
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.signal: int | None = None

@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -100,10 +101,13 @@ def _tail_reader(stream, cap: int, sink: list) -> None:
     sink.append(data.decode("utf-8", "replace"))
 
 
-def subprocess_launcher(argv: list[str], *, cwd: str, timeout_s: float) -> LaunchResult:
-    """Run ``argv`` in its own session; kill the whole group after ``timeout_s`` seconds."""
+def subprocess_launcher(argv: list[str], *, cwd: str, timeout_s: float,
+                        env: dict[str, str] | None = None) -> LaunchResult:
+    """Run ``argv`` in its own session; kill the whole group after ``timeout_s`` seconds.
+    ``env`` is set on top of :func:`worker_env`."""
     proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=worker_env(), start_new_session=True)
+                            stderr=subprocess.PIPE, env={**worker_env(), **(env or {})},
+                            start_new_session=True)
     out, err = [], []
     threads = [threading.Thread(target=_tail_reader, args=(proc.stdout, OUTPUT_CAP, out)),
                threading.Thread(target=_tail_reader, args=(proc.stderr, OUTPUT_CAP, err))]
@@ -390,12 +394,33 @@ def _reference_failure(module: str, exercises: Sequence[Exercise], raw: dict) ->
     return None
 
 
+def compiled_cache_dir() -> Path:
+    """The reference's compiled programs (a JAX compilation cache), which a sandboxed worker may
+    open by exact name (``Limits.compiled_cache``): ``$CNNLAB_CACHE_DIR/jax-compiled``."""
+    return cache_dir() / "jax-compiled"
+
+
+def publish_compiled(staging: Path, dest: Path) -> None:
+    """Move the cache entries the reference's worker wrote into ``staging`` into ``dest``, each
+    file made world-readable and renamed in whole (a sandboxed worker never reads half an entry);
+    ``dest`` is made mode 0711: others may open an entry by its name but not list them."""
+    dest.mkdir(parents=True, exist_ok=True)
+    os.chmod(dest, 0o711)
+    for entry in staging.iterdir():
+        if entry.is_file() and not entry.is_symlink():
+            os.chmod(entry, 0o644)
+            os.replace(entry, dest / entry.name)
+
+
 class ReferenceStore:
     """Reference outcomes computed by running ``solutions/<module>.py`` through the worker.
 
     The whole module (all exercises, public and hidden cases) runs once; the outcomes are cached
     in ``$CNNLAB_CACHE_DIR/expected`` (default ``~/.cache/cnnlab``) under a hash of the request,
-    the inputs, the solution source, the library versions and the drivers.
+    the inputs, the solution source, the library versions and the drivers. The programs the
+    reference's worker compiles go to :func:`compiled_cache_dir` (when caching), where the
+    sandboxed workers of the submissions find those a correct submission compiles the same way;
+    outcomes read from the cache whose programs are not there yet are computed again, once.
     """
 
     def __init__(self, solutions_dir: Path | str = SOLUTIONS_DIR, *, use_cache: bool = True):
@@ -427,8 +452,10 @@ class ReferenceStore:
         digest = _digest(job.request(), arrays, source_file.read_bytes())
         cdir = cache_dir() / "expected"
         cjson, cnpz = cdir / f"{module}-{digest}.json", cdir / f"{module}-{digest}.npz"
+        compiled = compiled_cache_dir()
+        filled = compiled / f"filled-{module}-{digest}"  # this request's programs are there
         raw, out_arrays = None, {}
-        if self.use_cache and cjson.exists() and cnpz.exists():
+        if self.use_cache and cjson.exists() and cnpz.exists() and filled.exists():
             raw = _safe_json(cjson)
             try:
                 out_arrays = load_arrays(cnpz)
@@ -437,7 +464,19 @@ class ReferenceStore:
             if raw is not None and _reference_failure(module, exercises, raw):
                 raw = None  # written by another version of the grader, or damaged: computed anew
         if raw is None:
-            res = run_modules([job], launcher=subprocess_launcher, timeout_s=120.0)[module]
+            launcher, staging = subprocess_launcher, None
+            if self.use_cache:  # a fresh folder: the reference's compiled programs only
+                cache_dir().mkdir(parents=True, exist_ok=True)
+                staging = Path(tempfile.mkdtemp(prefix=".jax-compiled-", dir=cache_dir()))
+                launcher = functools.partial(subprocess_launcher, env={
+                    "CNNLAB_JAX_CACHE_DIR": str(staging), "CNNLAB_JAX_CACHE_READONLY": "0"})
+            try:
+                res = run_modules([job], launcher=launcher, timeout_s=120.0)[module]
+                if staging is not None:
+                    publish_compiled(staging, compiled)
+            finally:
+                if staging is not None:
+                    shutil.rmtree(staging, ignore_errors=True)
             raw, out_arrays = {}, {}
             for name, r in res.items():
                 if "failure" in r:
@@ -452,6 +491,8 @@ class ReferenceStore:
                 cdir.mkdir(parents=True, exist_ok=True)
                 save_arrays(cnpz, out_arrays)
                 write_json(cjson, raw)
+                filled.touch()
+                os.chmod(filled, 0o644)
         expected = {cid: decode_outcome(o, out_arrays) for cid, o in raw.items()}
         return ModulePlan(module, exercises, calls, arrays, expected)
 

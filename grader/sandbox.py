@@ -19,7 +19,8 @@ first; ``Limits.mode=None`` or ``$CNNLAB_SANDBOX_MODE`` picks):
   system's ``/usr`` (with its ``/bin``, ``/lib`` links) and the dynamic loader's cache, the Python
   installation with its installed packages, and of this course's own packages only the files the
   worker runs (:data:`WORKER_MODULES`); read-write its work dir (request, submission, inputs,
-  ``out/``), a private small ``/tmp`` and ``/dev/shm``; its own ``/proc`` and a minimal ``/dev``.
+  ``out/``), a private small ``/tmp`` and ``/dev/shm``; its own ``/proc`` and a minimal ``/dev``;
+  read-only, when given and safe, the reference's compiled programs (``Limits.compiled_cache``).
   New network, PID, IPC, UTS and cgroup namespaces: no network, no other process visible, and all
   it started dies with it (``--die-with-parent``; ``--new-session``: no terminal to inject into).
   As root, bwrap needs no user namespace and the child drops to an unprivileged uid of its own
@@ -77,6 +78,7 @@ _ENV_DROP = ("JAX_COMPILATION_CACHE_DIR",)  # a compilation cache shared with st
 # holding the reference), the sandbox shows these files and nothing else.
 WORKER_MODULES = ("grader", "grader.worker", "grader.codec", "grader.capture", "grader.drivers",
                   "grader.verify", "cnnlab", "cnnlab.fileio")
+COMPILED_CACHE_AT = "/cnnlab-jax-cache"  # where the sandbox shows ``Limits.compiled_cache``
 _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/ld.so.cache")
 # bwrap as root needs no user namespace (the child changes its uid itself); these are the rest of
 # what --unshare-all unshares.
@@ -133,6 +135,12 @@ class Limits:
       progress; when it is older than ``heartbeat_s`` the run is ended as timed out. The grader's
       worker rewrites ``out/progress.json`` before each exercise, so a hang that ignores the
       worker's own per-exercise alarm costs one exercise's time, not the whole module's budget.
+    compiled_cache: a JAX compilation cache filled by the reference's worker (the reference's
+      compiled programs), shown read-only at :data:`COMPILED_CACHE_AT` in mode "bwrap" when the
+      child runs as a uid of its own and the folder is safe to show (:func:`shareable_cache`:
+      owned by the grader's user, mode 0711, so the child can open an entry by its exact name --
+      a hash of the compiled program, so it must hold the program already -- but not list them).
+      Otherwise it is not shown, and the worker compiles everything itself.
     """
 
     cpu_s: float | None = None
@@ -152,6 +160,7 @@ class Limits:
     heartbeat_file: str | None = None
     heartbeat_s: float | None = None
     total_memory_bytes: int | None = 6 * GiB
+    compiled_cache: str | None = None
 
 
 class SandboxError(RuntimeError):
@@ -409,6 +418,28 @@ def _worker_files() -> list[Path]:
     return [Path(importlib.util.find_spec(name).origin).resolve() for name in WORKER_MODULES]
 
 
+def shareable_cache(path: str | os.PathLike | None) -> Path | None:
+    """``path`` when a sandbox of another uid may be shown it: a real folder (no link) owned by
+    this process's user, which others may enter but neither list nor change (mode 0711), and
+    whose entries are all plain files that are not writable by others; else None."""
+    if not path:
+        return None
+    folder = Path(path)
+    try:
+        st = os.lstat(folder)
+        if (not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid()
+                or stat.S_IMODE(st.st_mode) & 0o077 != 0o011):
+            return None
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                est = entry.stat(follow_symlinks=False)
+                if not stat.S_ISREG(est.st_mode) or est.st_mode & 0o022:
+                    return None
+    except OSError:
+        return None
+    return folder.resolve()
+
+
 def view_args(cwd: Path, tmpfs_bytes: int, extra_files: tuple[str, ...] = ()) -> list[str]:
     """The bwrap arguments of the allow-list view (see the module docstring): nothing but what is
     listed here exists inside. The course packages (and the checkout, when it lies inside a shown
@@ -601,7 +632,11 @@ class Sandbox:
                 _prepare_workdir(str(cwd), slot.uid)
             if self.memory_cgroup:
                 cgroup = WorkerCgroup(*self.memory_cgroup, self.limits.total_memory_bytes)
-            cmd = self._command(argv, cwd, slot, extra_files)
+            cache = shareable_cache(self.limits.compiled_cache) \
+                if self.mode == "bwrap" and slot is not None else None
+            if cache is not None:  # see Limits.compiled_cache
+                env.update(CNNLAB_JAX_CACHE_DIR=COMPILED_CACHE_AT, CNNLAB_JAX_CACHE_READONLY="1")
+            cmd = self._command(argv, cwd, slot, extra_files, cache)
             return self._run(cmd, env, cwd, float(timeout_s), slot, cgroup)
         finally:
             if cgroup is not None:
@@ -609,15 +644,16 @@ class Sandbox:
             if slot is not None:
                 slot.release()
 
-    def _command(self, argv, cwd: Path, slot, extra_files) -> list[str]:
+    def _command(self, argv, cwd: Path, slot, extra_files, cache: Path | None = None) -> list[str]:
         """The command line of each mode."""
         drop = self._drop_to(slot.uid) if slot is not None else []
         if self.mode != "bwrap":
             return [*drop, *argv]
         # bwrap gets the child's environment too: its PID 1 stays in the sandbox, where a
         # child of the same uid could read /proc/1/environ.
+        shown = ["--ro-bind", str(cache), COMPILED_CACHE_AT] if cache is not None else []
         common = ["--die-with-parent", "--new-session",
-                  *view_args(cwd, self.limits.tmpfs_bytes, extra_files), "--"]
+                  *view_args(cwd, self.limits.tmpfs_bytes, extra_files), *shown, "--"]
         if self._style == "root":
             return [self._bwrap, *_NS_AS_ROOT, *common, *drop, *argv]
         return [*drop, self._bwrap, "--unshare-all", *common, *argv]

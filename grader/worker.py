@@ -101,13 +101,23 @@ def configure_jax() -> None:
     # environment, and never in the grader's process, which imports this module (~1 s).
     import jax  # noqa: PLC0415 - see above
 
+    # JAX names a GPU autotuning folder after the cache folder and puts that name in every cache
+    # key; off (it does nothing on CPU), so that a cache filled at one path hits at another.
+    jax.config.update("jax_persistent_cache_enable_xla_caches", "none")
     cache = os.environ.get("CNNLAB_JAX_CACHE_DIR", "")
+    readonly = os.environ.get("CNNLAB_JAX_CACHE_READONLY") == "1"
     if cache:
         try:
-            os.makedirs(cache, exist_ok=True)
-            if os.access(cache, os.W_OK):
+            if readonly:  # the reference's compiled programs, shown read-only in a sandbox
+                usable = os.path.isdir(cache) and os.access(cache, os.X_OK)
+            else:
+                os.makedirs(cache, exist_ok=True)
+                usable = os.access(cache, os.W_OK)
+            if usable:
                 jax.config.update("jax_compilation_cache_dir", cache)
-                jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+                # read-only: never try to write (a program that compiled here is not kept)
+                jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                                  float("inf") if readonly else 0.0)
                 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
         except OSError:
             pass  # no cache: slower, same results

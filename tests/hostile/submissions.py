@@ -42,7 +42,8 @@ def _payload(name: str) -> str:
 
 
 FILL = {"__COPIES__": "[]", "__GRADER_PID__": "0", "__ROOT__": str(ROOT),
-        "__RELEASE__": "/nonexistent", "__PUBLIC_ANSWERS__": "{}"}
+        "__RELEASE__": "/nonexistent", "__PUBLIC_ANSWERS__": "{}", "__COMPILED__": "''",
+        "__ENTRY__": "''"}
 
 
 def target(kind: str) -> tuple[str, str]:

@@ -26,8 +26,9 @@ import numpy as np
 import pytest
 
 import submissions as kit
+from grader import runner
 from grader.runner import export_expected, grade_submission
-from grader.sandbox import Sandbox
+from grader.sandbox import Limits, Sandbox
 
 ROOT = kit.ROOT
 PAYLOADS = ["read_reference_copies", "read_proc", "delegate_to_library", "delegate_unseen",
@@ -159,3 +160,31 @@ def test_without_the_sandbox_the_same_payloads_would_score(planted, kind):
     result = grade_submission(planted["subs"] / kind, exercises=graded(kind)[:1],
                               include_hidden=True, jobs=1, timeout_s=20)
     assert result.exercises[0].public[0] > 0, result.exercises[0].output_text()
+
+
+def test_the_compiled_cache_opens_by_name_only(tmp_path):
+    """The reference's compiled programs (``Limits.compiled_cache``): the sandboxed worker opens an
+    entry whose exact name it knows, but cannot list the folder nor write into it; graded without
+    the sandbox (the control), the same payload lists the folder and scores."""
+    store = runner.open_reference()
+    store.plan("neurons", include_hidden=True)  # fills the cache (once per request)
+    compiled = runner.compiled_cache_dir()
+    entries = sorted(p.name for p in compiled.glob("jit_*-cache"))
+    assert entries and oct(compiled.stat().st_mode & 0o777) == "0o711"
+    sub = kit.make_submission("read_compiled_cache", tmp_path / "sub", modules=("neurons",),
+                              fill={"__COMPILED__": repr(str(compiled)),
+                                    "__ENTRY__": repr(entries[0])})
+    before = sorted(p.name for p in compiled.iterdir())
+    result = grade_submission(sub, exercises=["neurons.relu"], include_hidden=True, jobs=1,
+                              launcher=Sandbox(Limits(compiled_cache=str(compiled))),
+                              reference=store, timeout_s=20)
+    relu = result.exercises[0]
+    assert relu.score == 0.0, relu.output_text()
+    assert "FOUND: []" in relu.output_text() and "OPENED BY NAME: True" in relu.output_text()
+    assert sorted(p.name for p in compiled.iterdir()) == before  # nothing written
+    try:
+        control = grade_submission(sub, exercises=["neurons.relu"], include_hidden=True, jobs=1,
+                                   reference=store, timeout_s=20)
+    finally:
+        (compiled / "jit_relu-poisoned-cache").unlink(missing_ok=True)  # what the control wrote
+    assert control.exercises[0].public[0] > 0, control.exercises[0].output_text()
