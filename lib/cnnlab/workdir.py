@@ -43,15 +43,17 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from tensorboardX import SummaryWriter
 
 from cnnlab import distributed, fileio, plots
 from cnnlab.checkpoints import Checkpoints
 from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError
+
+if TYPE_CHECKING:
+    from tensorboardX import SummaryWriter
 
 RUN_FILES = ("config.json", "run.json", "metrics.jsonl", "checkpoints", "plots", "finetune.json",
              "interpretation.json", "tensorboard", "quality.json", "forecast.json", "forecast.md")
@@ -322,6 +324,8 @@ class Workdir:
         ``metrics.jsonl`` drops those lines.
         """
         if self.main and self._events is None:
+            # Imported here, not with cnnlab: importing tensorboardX sets $CRC32C_SW_MODE.
+            from tensorboardX import SummaryWriter  # noqa: PLC0415
             # tensorboardX names a file by the second it was opened and the host: a run resumed
             # within the same second would overwrite the earlier file. The suffix keeps them
             # apart and sorts the newer one last, as TensorBoard reads them.
