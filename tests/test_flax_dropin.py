@@ -115,6 +115,7 @@ def run_flax_tests(directory: Path, tmp_path: Path) -> tuple[dict, dict, str]:
     return outcomes, counts, r.stdout[-6000:] + r.stderr[-2000:]
 
 
+@pytest.mark.exhaustive  # hundreds of Flax's cases, ~70 s: make test-exhaustive (CI runs it)
 def test_flax_conv_and_pool_tests_pass_with_cnnlab_layers(flax_tests, tmp_path):
     outcomes, report, output = run_flax_tests(flax_tests, tmp_path)
     assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0 and \

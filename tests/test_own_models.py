@@ -128,7 +128,9 @@ class NNXCNN(nnx.Module):
         return self.out(self.dropout(x.reshape(x.shape[0], -1)))
 
 
-def test_an_nnx_cnn_trains_checkpoints_and_reads_back(tmp_path):
+def test_an_nnx_cnn_trains_checkpoints_and_reads_back(tmp_path, monkeypatch):
+    # registered for this test only: later tests in this process see the built-in models
+    monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
     models.register("nnx_cnn", NNXCNN)
     config = TrainConfig(model="nnx_cnn", model_kwargs={"width": 16}, dataset="digits",
                          epochs=4, batch_size=64, learning_rate=3e-3, plots=False,

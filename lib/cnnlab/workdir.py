@@ -324,8 +324,7 @@ class Workdir:
         ``metrics.jsonl`` drops those lines.
         """
         if self.main and self._events is None:
-            # Imported here, not with cnnlab: importing tensorboardX sets $CRC32C_SW_MODE.
-            from tensorboardX import SummaryWriter  # noqa: PLC0415
+            from tensorboardX import SummaryWriter  # noqa: PLC0415 - import sets $CRC32C_SW_MODE
             # tensorboardX names a file by the second it was opened and the host: a run resumed
             # within the same second would overwrite the earlier file. The suffix keeps them
             # apart and sorts the newer one last, as TensorBoard reads them.
