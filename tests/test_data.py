@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import importlib.util
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from hypothesis import strategies as st
 from sklearn.datasets import load_digits
 
 import cnnlab.data as data
-from cnnlab.data import builders, fashion_mnist
+from cnnlab.data import builders, fashion_mnist, preparation
 from cnnlab.data.idx import read_idx, read_images_and_labels, write_idx
 from cnnlab.data.sources import Sources
 from cnnlab.errors import CnnlabError
@@ -257,6 +258,19 @@ def test_changed_files_in_a_data_dir_are_prepared_beside_the_first_copy(idx_dir,
     assert len(ds.test) == 50 and len(ds.train) == 6000
     copies = list((tfds_dir / "cnnlab_fashion_mnist").glob("src-*/1.0.0"))
     assert len(first) == 1 and len(copies) == 2 and first[0] in copies
+
+
+@pytest.mark.parametrize("level", [logging.DEBUG, logging.WARNING, logging.ERROR])
+def test_quiet_data_loading_gives_back_the_absl_level_it_found(level):
+    absl_logger = logging.getLogger("absl")
+    before = absl_logger.level
+    absl_logger.setLevel(level)
+    try:
+        with preparation.quiet():
+            assert not absl_logger.isEnabledFor(logging.WARNING)
+        assert absl_logger.level == level
+    finally:
+        absl_logger.setLevel(before)
 
 
 def test_explicit_data_dir_without_the_files_names_where_it_looked(tmp_path):

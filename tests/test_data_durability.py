@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import cnnlab.data as data
-from cnnlab.data import cifar10, fashion_mnist
+from cnnlab.data import cifar10, dataset, fashion_mnist
 from cnnlab.data.idx import read_idx, write_idx
 from cnnlab.data.image_folder import load_image_folder
 from cnnlab.errors import CnnlabError
@@ -197,3 +197,80 @@ def test_a_preparation_killed_with_sigkill_leaves_the_good_copy_and_prepares_aga
     np.testing.assert_array_equal(ds.test.labels, big["test"][1])
     assert not any(p.exists() for p in leftovers) and len(copies(tfds_dir, "cnnlab_mnist")) == 2
     assert {k: v for k, v in snapshot(tfds_dir).items() if k in before} == before
+
+
+# --- the decoded copy beside the records (cnnlab.data.dataset.read_split_cached) --------------------
+
+def _flip_a_byte(path: Path):
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # inside the images: only the zip member's CRC-32 can tell
+    path.write_bytes(bytes(raw))
+
+
+def _cut_in_half(path: Path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _int64_labels(path: Path):  # the right stamp, the wrong dtype
+    with np.load(path) as saved:
+        arrays = dict(saved)
+    np.savez(path, **{**arrays, "labels": arrays["labels"].astype(np.int64)})
+
+
+def _records_rewritten(path: Path):  # a copy of other records, which have changed since
+    with np.load(path) as saved:
+        arrays = dict(saved)
+    np.savez(path, **{**arrays, "images": np.zeros_like(arrays["images"])})
+    for record in path.parent.parent.glob("*-train.array_record-*"):
+        os.utime(record, ns=(time.time_ns(), time.time_ns() + 10**9))
+
+
+def _not_a_directory(path: Path):  # nothing can be written there, whoever runs the test
+    shutil.rmtree(path.parent)
+    path.parent.write_text("not a directory")
+
+
+DECODED_DAMAGE = {"a flipped byte": _flip_a_byte, "cut in half": _cut_in_half,
+                  "int64 labels": _int64_labels, "stale": _records_rewritten,
+                  "unwritable": _not_a_directory}
+
+
+@pytest.fixture(scope="module")
+def fashion_files(tmp_path_factory):
+    files = tmp_path_factory.mktemp("fashion") / "files"
+    _write_fashion(files)
+    return files
+
+
+def test_the_second_load_reads_the_decoded_copy_not_the_records(tmp_path, fashion_files,
+                                                                monkeypatch):
+    first = data.load("fashion_mnist", data_dir=fashion_files, tfds_dir=tmp_path)
+    decoded = sorted(p.name for p in tmp_path.rglob(f"{dataset.ARRAYS_DIR}/*.npz"))
+    assert decoded == ["test-image-label.npz", "train-image-label.npz"]
+
+    def no_records(*args, **kwargs):
+        raise AssertionError("the records were read again")
+
+    monkeypatch.setattr(dataset, "read_split", no_records)
+    again = data.load("fashion_mnist", data_dir=fashion_files, tfds_dir=tmp_path)
+    for a, b in ((first.train, again.train), (first.test, again.test)):
+        np.testing.assert_array_equal(a.images, b.images)
+        np.testing.assert_array_equal(a.labels, b.labels)
+        assert b.labels.dtype == np.int32 and b.images.dtype == np.uint8
+
+
+@pytest.mark.parametrize("damage", list(DECODED_DAMAGE))
+def test_a_bad_decoded_copy_is_read_from_the_records_again(tmp_path, fashion_files, damage):
+    good = data.load("fashion_mnist", data_dir=fashion_files, tfds_dir=tmp_path)
+    [decoded] = tmp_path.rglob(f"{dataset.ARRAYS_DIR}/train-image-label.npz")
+    DECODED_DAMAGE[damage](decoded)
+    records = {p: p.read_bytes() for p in decoded.parent.parent.glob("*.array_record-*")}
+    again = data.load("fashion_mnist", data_dir=fashion_files, tfds_dir=tmp_path)
+    np.testing.assert_array_equal(again.train.images, good.train.images)
+    np.testing.assert_array_equal(again.train.labels, good.train.labels)
+    assert again.train.labels.dtype == np.int32
+    assert {p: p.read_bytes() for p in records} == records  # the records are only read
+    if damage != "unwritable":  # written again, and good: a third load reads it
+        with np.load(decoded) as saved:
+            np.testing.assert_array_equal(saved["images"], good.train.images)
+            assert saved["labels"].dtype == np.int32

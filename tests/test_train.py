@@ -17,6 +17,7 @@ import pytest
 
 from cnnlab import data, metrics, models, train
 from cnnlab.errors import CnnlabError
+from cnnlab.loop import Reporter
 from cnnlab.train import TrainConfig
 
 SUBSET = "fashion_mnist_subset"
@@ -142,7 +143,14 @@ def test_loss_falls_and_one_epoch_is_well_above_chance_on_the_subset(tmp_path, s
     # full epochs of the subset; the test split also after every epoch (to compare with the end)
     config = tiny(max_steps_per_epoch=None, epochs=2, plots=True, test_every_epoch=True)
     train.TRACE_COUNTS.clear()
-    state, final = train.train_and_evaluate(config, str(tmp_path))
+    reported = []
+
+    class Final(Reporter):  # the answer is reported before the plots are drawn
+        def run_end(self, record):
+            reported.append((record, sorted(p.name for p in (tmp_path / "plots").glob("*"))))
+
+    state, final = train.train_and_evaluate(config, str(tmp_path), reporter=Final())
+    assert reported == [(final, [])]
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert lines[0]["val_accuracy"] > 0.7, lines[0]  # after one epoch; chance is 0.1
     assert lines[1]["train_loss"] < 0.9 * lines[0]["train_loss"], lines

@@ -148,23 +148,33 @@ def cmd_train(args) -> int:
     if default_workdir and not args.resume and earlier:
         overwrite = True  # the default workdir is scratch space; explicit ones are protected
         print(f"note: replacing the earlier run in {args.workdir} (pass --workdir to keep runs)")
-    reporter = RichReporter()
+    reporter = TrainReporter(config.top_k, args.workdir)  # process 0 only gets its calls
     try:
-        _, final = train_and_evaluate(config, args.workdir, resume=args.resume,
-                                      overwrite=overwrite, reporter=reporter)
+        train_and_evaluate(config, args.workdir, resume=args.resume, overwrite=overwrite,
+                           reporter=reporter)
     except Interrupted as e:
         e.hint = (f"continue with: cnnlab train --workdir {args.workdir} --resume" if e.saved
                   else "nothing was saved yet; run the same command again")
         raise
     finally:
         reporter.close()
-    if distributed.is_main_process():
-        _print_final(final, config, args.workdir)
     return 0
 
 
-def _print_final(final: dict, config: TrainConfig, workdir: str) -> None:
-    k = config.top_k
+class TrainReporter(RichReporter):
+    """:class:`RichReporter` that prints the test results as soon as they are known."""
+
+    def __init__(self, top_k: int, workdir: str):
+        super().__init__()
+        self.top_k, self.workdir = top_k, workdir
+
+    def run_end(self, final: dict) -> None:
+        self.close()
+        _print_final(final, self.top_k, self.workdir)
+        sys.stdout.flush()  # a pipe would hold the lines until the plots are done
+
+
+def _print_final(final: dict, k: int, workdir: str) -> None:
     print(f"test accuracy {final['test_accuracy']:.2%} "
           f"(top-{k} {final[f'test_top{k}_accuracy']:.2%}, loss {final['test_loss']:.4f}) "
           f"on {final['test_examples']:,} test images after "

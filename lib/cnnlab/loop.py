@@ -65,6 +65,9 @@ class Reporter:
     def step(self, done: int, values: dict) -> None: ...
     def epoch_end(self, record: dict) -> None: ...
     def note(self, text: str) -> None: ...
+    def run_end(self, final: dict) -> None:
+        """The final record, as soon as the test metrics are known (before plots are drawn and
+        the last checkpoint has finished writing)."""
 
 
 @dataclasses.dataclass(frozen=True)

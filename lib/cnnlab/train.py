@@ -717,6 +717,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *, resume: bool = Fals
         wd.log_epochs(result.history + [final])
         wd.log_scalars(final["step"], epoch_scalars(
             {key: v for key, v in final.items() if key.startswith("test_")}))
+        reporter.run_end(final)  # the answer first; plots take a second or two more
         if config.plots:
             _write_plots(wd, model, chosen, ds, result.history, test, config)
         ckpts.wait()

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.data import cifar10, fashion_mnist, mnist
-from cnnlab.data.dataset import Dataset, default_tfds_dir, read_split
+from cnnlab.data.dataset import Dataset, default_tfds_dir, read_split, read_split_cached
 from cnnlab.data.sources import Sources
 from cnnlab.errors import CnnlabError
 
@@ -166,7 +166,7 @@ def _load_files(kind: str, sources: Sources, tfds_dir: Path, *, name: str, title
         what=f"{title} from {where}", downloads=builder_cls.DOWNLOADS if downloaded else None,
         hint=hint)
     with preparation.quiet():
-        train, test = read_split(builder, "train"), read_split(builder, "test")
+        train, test = read_split_cached(builder, "train"), read_split_cached(builder, "test")
     text = (f"{title} ({len(train):,}/{len(test):,}) "
             f"{'downloaded from' if downloaded else 'from'} {where}")
     return Dataset(name, train, test, _class_names(builder), text)
@@ -179,7 +179,7 @@ def _load_digits(tfds_dir: Path) -> Dataset:
         lambda: builders.CnnlabDigits(data_dir=tfds_dir, file_format=builders.FILE_FORMAT),
         what="scikit-learn digits")
     with preparation.quiet():
-        train, test = read_split(builder, "train"), read_split(builder, "test")
+        train, test = read_split_cached(builder, "train"), read_split_cached(builder, "test")
     return Dataset("digits", train, test, _class_names(builder),
                    f"scikit-learn digits ({len(train):,}/{len(test):,}; stratified split, "
                    f"seed {builders.CnnlabDigits.SEED}) prepared in {builder.data_dir}")

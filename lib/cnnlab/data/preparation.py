@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import shutil
 import sys
@@ -33,7 +34,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import absl.logging
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 from tensorflow_datasets.core.utils import tqdm_utils
@@ -48,13 +48,17 @@ PROBE_TIMEOUT = 10.0  # seconds a host has to answer before a download is called
 def quiet() -> Iterator[None]:
     """Silence TFDS's progress bars and its absl log lines ("Downloading and preparing",
     "Using custom data configuration", ...) while cnnlab prints one line of its own."""
-    verbosity, bars = absl.logging.get_verbosity(), tqdm_utils._active
-    absl.logging.set_verbosity(absl.logging.ERROR)
+    # The level of absl's Python logger, not absl.logging.get_verbosity(): before absl's flags
+    # are parsed that reports the flag's default (WARNING), and restoring it would undo the
+    # caller's own setting (the CLI's ERROR, which hides orbax's routine warnings).
+    logger, bars = logging.getLogger("absl"), tqdm_utils._active
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))
     tqdm_utils.display_progress_bar(False)
     try:
         yield
     finally:
-        absl.logging.set_verbosity(verbosity)
+        logger.setLevel(level)
         tqdm_utils.display_progress_bar(bars)
 
 
