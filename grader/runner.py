@@ -400,6 +400,22 @@ def compiled_cache_dir() -> Path:
     return cache_dir() / "jax-compiled"
 
 
+STAGING_PREFIX = ".jax-compiled-"  # the reference worker's private folders in cache_dir()
+STALE_STAGING_S = 3600.0  # a reference run times out after 120 s: no live run's folder is this old
+
+
+def sweep_stale_staging(parent: Path, *, older_than_s: float = STALE_STAGING_S) -> None:
+    """Remove the staging folders of reference runs that were killed before they could clean up
+    (untouched for ``older_than_s``); those of runs still going (another grader's) are left."""
+    now = time.time()
+    for d in parent.glob(f"{STAGING_PREFIX}*"):
+        try:
+            if d.is_dir() and not d.is_symlink() and now - d.lstat().st_mtime > older_than_s:
+                shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass  # gone meanwhile, or not ours to stat: nothing to clean
+
+
 def publish_compiled(staging: Path, dest: Path) -> None:
     """Move the cache entries the reference's worker wrote into ``staging`` into ``dest``, each
     file made world-readable and renamed in whole (a sandboxed worker never reads half an entry);
@@ -467,7 +483,8 @@ class ReferenceStore:
             launcher, staging = subprocess_launcher, None
             if self.use_cache:  # a fresh folder: the reference's compiled programs only
                 cache_dir().mkdir(parents=True, exist_ok=True)
-                staging = Path(tempfile.mkdtemp(prefix=".jax-compiled-", dir=cache_dir()))
+                sweep_stale_staging(cache_dir())
+                staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=cache_dir()))
                 launcher = functools.partial(subprocess_launcher, env={
                     "CNNLAB_JAX_CACHE_DIR": str(staging), "CNNLAB_JAX_CACHE_READONLY": "0"})
             try:

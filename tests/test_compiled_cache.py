@@ -48,14 +48,20 @@ def test_only_a_folder_that_cannot_be_listed_or_changed_is_shown(tmp_path):
     assert shareable_cache(tmp_path / "missing") is None and shareable_cache(None) is None
 
 
+def after_configure_jax(code: str, env: dict[str, str]) -> str:
+    """The last line ``code`` prints, run in a fresh Python after the worker's JAX set-up
+    (``grader.worker.configure_jax``) in ``env``."""
+    r = subprocess.run([sys.executable, "-c", f"from grader.worker import configure_jax; "
+                        f"configure_jax(); import jax; {code}"], cwd=ROOT, capture_output=True,
+                       text=True, env={**os.environ, **env}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip().splitlines()[-1]
+
+
 def cache_dir_seen(env: dict[str, str]) -> str:
     """The cache folder the worker's JAX set-up chooses in ``env``; compiles one function."""
-    code = ("from grader.worker import configure_jax; configure_jax(); import jax; "
-            "jax.jit(lambda x: x * 3.0)(1.0); print(jax.config.values['jax_compilation_cache_dir'])")
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                       env={**os.environ, **env}, timeout=120)
-    assert r.returncode == 0, r.stderr
-    return r.stdout.strip()
+    return after_configure_jax("jax.jit(lambda x: x * 3.0)(1.0); "
+                               "print(jax.config.values['jax_compilation_cache_dir'])", env)
 
 
 def test_a_read_only_cache_is_read_never_written_and_a_missing_one_ignored(tmp_path):
@@ -75,15 +81,11 @@ def test_a_read_only_cache_is_read_never_written_and_a_missing_one_ignored(tmp_p
 def cache_hits(env: dict[str, str]) -> int:
     """How many programs the worker's JAX set-up in ``env`` read from the persistent cache while
     compiling three functions (JAX's own monitoring event)."""
-    code = ("from grader.worker import configure_jax; configure_jax(); import jax; hits = []; "
-            "jax.monitoring.register_event_listener(lambda e, **_: "
-            "hits.append(e) if e == '/jax/compilation_cache/cache_hits' else None); "
-            "[jax.jit(f)(jax.numpy.ones((4, 4))) for f in (jax.nn.softmax, jax.numpy.tanh, "
-            "lambda x: x @ x.T)]; print(len(hits))")
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                       env={**os.environ, **env}, timeout=120)
-    assert r.returncode == 0, r.stderr
-    return int(r.stdout.strip().splitlines()[-1])
+    return int(after_configure_jax(
+        "hits = []; jax.monitoring.register_event_listener(lambda e, **_: "
+        "hits.append(e) if e == '/jax/compilation_cache/cache_hits' else None); "
+        "[jax.jit(f)(jax.numpy.ones((4, 4))) for f in (jax.nn.softmax, jax.numpy.tanh, "
+        "lambda x: x @ x.T)]; print(len(hits))", env))
 
 
 def test_programs_cached_at_one_path_are_hit_read_only_at_another(tmp_path):
@@ -131,3 +133,21 @@ def test_the_same_grades_with_the_cache_without_it_and_with_a_corrupt_one(tmp_pa
             for cache in (None, str(compiled), str(damaged))]
         assert graded[1] == graded[0] and graded[2] == graded[0], kind
         assert any(score == 0 for score, _, _ in graded[0].values()) == (kind == "wrong")
+
+
+def test_staging_folders_of_killed_reference_runs_are_swept_live_ones_kept(tmp_path, monkeypatch):
+    """A grader killed while its reference compiled leaves a hidden staging folder; the next
+    reference run removes those untouched for an hour and leaves a running one's alone."""
+    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(tmp_path))
+    stale, live = tmp_path / ".jax-compiled-killed", tmp_path / ".jax-compiled-running"
+    for d in (stale, live):
+        d.mkdir()
+        (d / "jit_f-0123-cache").write_bytes(b"x")
+    hours_ago = os.path.getmtime(stale) - 2 * runner.STALE_STAGING_S
+    os.utime(stale, (hours_ago, hours_ago))
+    (tmp_path / "jax-compiled-notes").write_text("not a staging folder")
+    runner.ReferenceStore().plan("neurons", include_hidden=True)  # runs the reference
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".", "jax")))
+    assert left == [".jax-compiled-running", "jax-compiled", "jax-compiled-notes"]
+    assert (live / "jit_f-0123-cache").read_bytes() == b"x"
+    assert any(p.name.startswith("filled-neurons-") for p in (tmp_path / "jax-compiled").iterdir())
