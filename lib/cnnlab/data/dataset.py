@@ -127,6 +127,14 @@ def read_split_cached(builder, split: str, *, image_key: str = "image",
     of examples, uint8 images and int32 labels); a copy that does not, or that fails to read (a
     flipped bit fails the zip member's CRC-32), is ignored and written again from the records,
     which are only ever read. When the data dir is not writable the records are read each time.
+
+    Args:
+      builder: a prepared ``tfds.core.DatasetBuilder`` (as for :func:`read_split`).
+      split: the split's name, e.g. "train".
+      image_key, label_key: the two features.
+
+    Returns:
+      A :class:`Split` equal to ``read_split(builder, split, ...)``.
     """
     path = Path(builder.data_dir) / ARRAYS_DIR / f"{split}-{image_key}-{label_key}.npz"
     stamp = _records_stamp(builder, split)
