@@ -51,7 +51,7 @@ def copies(tfds_dir: Path, builder: str) -> list[Path]:
 
 # --- corrupt files in the data dir of a prepared data set -----------------------------------------
 
-def _truncate_gzip(path: Path):
+def _cut_in_half(path: Path):  # a truncated gzip, batch, archive or decoded copy
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
@@ -85,17 +85,17 @@ def _write_archive(d: Path):
 
 CASES = {  # name -> (data set, write good files into D, file to break, how, expected message)
     "fashion truncated gzip": ("fashion_mnist", _write_fashion, "train-images-idx3-ubyte.gz",
-                               _truncate_gzip, "truncated gzip"),
+                               _cut_in_half, "truncated gzip"),
     "fashion truncated idx": ("fashion_mnist", _write_fashion, "t10k-images-idx3-ubyte.gz",
                               _truncate_idx_payload, "truncated: header says shape"),
     "fashion mismatched labels": ("fashion_mnist", _write_fashion, "t10k-labels-idx1-ubyte.gz",
                                   _drop_a_label, "the files do not belong together"),
-    "mnist truncated gzip": ("mnist", write_mnist, "train-labels-idx1-ubyte.gz", _truncate_gzip,
+    "mnist truncated gzip": ("mnist", write_mnist, "train-labels-idx1-ubyte.gz", _cut_in_half,
                              "truncated gzip"),
     "cifar10 forbidden global": ("cifar10", write_cifar10, "data_batch_4", _forbidden_global,
                                  "refused to unpickle posix.system"),
-    "cifar10 truncated batch": ("cifar10", write_cifar10, "test_batch", _truncate_gzip, "truncated"),
-    "cifar10 truncated archive": ("cifar10", _write_archive, cifar10.ARCHIVE, _truncate_gzip,
+    "cifar10 truncated batch": ("cifar10", write_cifar10, "test_batch", _cut_in_half, "truncated"),
+    "cifar10 truncated archive": ("cifar10", _write_archive, cifar10.ARCHIVE, _cut_in_half,
                                   "not a readable .tar.gz archive"),
 }
 
@@ -205,10 +205,6 @@ def _flip_a_byte(path: Path):
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0xFF  # inside the images: only the zip member's CRC-32 can tell
     path.write_bytes(bytes(raw))
-
-
-def _cut_in_half(path: Path):
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
 def _int64_labels(path: Path):  # the right stamp, the wrong dtype

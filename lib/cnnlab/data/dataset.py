@@ -159,6 +159,5 @@ def read_split_cached(builder, split: str, *, image_key: str = "image",
 
 def _records_stamp(builder, split: str) -> str:
     """Name, size and modification time (ns) of each record file of ``split``, as JSON."""
-    files = [os.fspath(p) for p in builder.info.splits[split].filepaths]
-    return json.dumps([[os.path.basename(f), os.stat(f).st_size, os.stat(f).st_mtime_ns]
-                       for f in files])
+    stats = {os.path.basename(p): os.stat(p) for p in builder.info.splits[split].filepaths}
+    return json.dumps([[name, st.st_size, st.st_mtime_ns] for name, st in stats.items()])
