@@ -53,11 +53,13 @@ PRESETS = {
                  optimizer="adamw", learning_rate=2e-3, schedule="one_cycle", weight_decay=5e-4,
                  label_smoothing=0.1, augment=True, augment_pad=0, tta=True),
     # One residual block at 7x7x96 (1.7x the baseline's CPU time per image at batch 64),
-    # no dropout, 16 epochs, flip TTA.
+    # no dropout, 16 epochs, flip TTA, random erasing with p = 0.25 (chosen on a validation
+    # split, never the test set: 93.58 % with it, 93.38 % without, seed 0, --set
+    # val_fraction=0.1).
     "best": dict(model="resnet_small", model_kwargs={"blocks": [0, 0, 1], "dropout": 0.0},
                  epochs=16, batch_size=64, optimizer="adamw", learning_rate=2e-3,
                  schedule="one_cycle", weight_decay=5e-4, label_smoothing=0.1, augment=True,
-                 augment_pad=0, tta=True),
+                 augment_pad=0, augment_erase=0.25, tta=True),
 }
 
 
