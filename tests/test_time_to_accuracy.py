@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import pathlib
+import re
+import shlex
 import sys
 from types import SimpleNamespace
 
@@ -96,3 +98,30 @@ def test_a_short_real_run_prints_the_summary_with_ratios(tta, capsys):
     summary = out.split("summary")[1].splitlines()
     assert summary[1].startswith("resnet_small") and "1.00x the baseline's time" in summary[1]
     assert summary[2].startswith("fast") and "target >= 93.0%" in summary[2]
+
+
+def readme_commands() -> dict[str, list[str]]:
+    """{preset: the `cnnlab train` arguments its row of the README's time-to-accuracy table
+    gives}; a row that says "as `fast` with `...`" is `fast`'s arguments with those added."""
+    readme = (PATH.parents[1] / "README.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \|.*\| `--presets \1`; (.*) \|$", readme, re.M)
+    commands = {}
+    for name, cell in rows:
+        if m := re.fullmatch(r"`cnnlab train ([^`]*)`", cell):
+            commands[name] = shlex.split(m[1])
+        elif m := re.fullmatch(r"as `(\w+)` with `([^`]*)`", cell):
+            commands[name] = commands[m[1]] + shlex.split(m[2])
+    return commands
+
+
+def test_the_readme_commands_train_what_the_presets_train(tta, tmp_path):
+    """Each `cnnlab train` command of the README's table gives the preset's config (the
+    benchmark only adds that it draws no plots)."""
+    from cnnlab import cli
+
+    commands = readme_commands()
+    assert set(commands) == set(tta.PRESETS)
+    for name, argv in commands.items():
+        args = cli.build_parser().parse_args(["train", "--workdir", str(tmp_path), *argv])
+        given = cli._train_config(args).replace(plots=False)
+        assert given == tta.child_config(dict(tta.PRESETS[name]), TrainConfig), name
