@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from cnnlab import cli
 from cnnlab.config import TrainConfig
 
 PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "time_to_accuracy.py"
@@ -117,8 +118,6 @@ def readme_commands() -> dict[str, list[str]]:
 def test_the_readme_commands_train_what_the_presets_train(tta, tmp_path):
     """Each `cnnlab train` command of the README's table gives the preset's config (the
     benchmark only adds that it draws no plots)."""
-    from cnnlab import cli
-
     commands = readme_commands()
     assert set(commands) == set(tta.PRESETS)
     for name, argv in commands.items():
